@@ -1,0 +1,100 @@
+"""Ranking trials: pure functions over the `trials` and `history` DataFrames of analysis.load (no Ray needed).
+
+A trial's score is its best report of the metric (scope "best", what ResultGrid.get_best_result calls "all") or
+its last one (scope "last"). NaN and infinite values never count; a trial with no finite value is listed unranked.
+Ties go to the trial that reached the score in fewer steps, then to the smaller trial id, so a ranking is the same
+on every run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_METRIC = {"dpo": "eval_rewards/margins", "orpo": "eval_log_odds_ratio"}
+SHARED_METRIC = "eval_loss"  # reported by both methods, though on each method's own loss scale
+MARGIN_METRIC = "eval_rewards/margins"
+ACCURACY_METRIC = "eval_rewards/accuracies"
+
+
+class UnknownMetric(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def available_metrics(history: pd.DataFrame) -> list[str]:
+    ignored = {"trial_id", "timestamp", "date", "hostname", "node_ip", "pid", "time_this_iter_s", "done",
+               "time_total_s", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
+               "should_checkpoint"}
+    return sorted(c for c in history.columns
+                  if c not in ignored and not c.startswith("config/") and pd.api.types.is_numeric_dtype(history[c]))
+
+
+def summarize(history: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """Per trial: best and last finite value of `metric`, and the step at which each was reported."""
+    if metric not in history.columns:
+        raise UnknownMetric(f"metric {metric!r} was not reported; reported metrics: "
+                            f"{', '.join(available_metrics(history)) or '(none)'}")
+    rows = []
+    for trial_id, reports in history.groupby("trial_id", sort=True):
+        values = pd.to_numeric(reports[metric], errors="coerce")
+        finite = reports[np.isfinite(values)]
+        steps = finite["step"] if "step" in finite else finite["training_iteration"]
+        row = {"trial_id": trial_id, "best": math.nan, "best_step": math.nan, "last": math.nan, "last_step": math.nan}
+        if not finite.empty:
+            finite_values = pd.to_numeric(finite[metric])
+            best_position = int(np.argmax(finite_values.to_numpy() if mode == "max" else -finite_values.to_numpy()))
+            row.update(best=float(finite_values.iloc[best_position]), best_step=float(steps.iloc[best_position]),
+                       last=float(finite_values.iloc[-1]), last_step=float(steps.iloc[-1]))
+            if ACCURACY_METRIC in finite:
+                row["accuracy_at_best"] = float(finite[ACCURACY_METRIC].iloc[best_position])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["trial_id", "best", "best_step", "last", "last_step"])
+
+
+def rank_trials(trials: pd.DataFrame, history: pd.DataFrame, metric: str, mode: str = "max",
+                scope: str = "best") -> pd.DataFrame:
+    """One row per trial, best first, with `rank` (1-based; NaN for trials with no finite score) and `score`."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be max or min, got {mode!r}")
+    if scope not in ("best", "last"):
+        raise ValueError(f"scope must be best or last, got {scope!r}")
+    summary = summarize(history, metric, mode)
+    ranked = trials.merge(summary, on="trial_id", how="left")
+    for column in ("best", "best_step", "last", "last_step"):
+        if column not in ranked:
+            ranked[column] = math.nan
+    ranked["score"] = ranked[scope]
+    ranked["score_step"] = ranked[f"{scope}_step"]
+    if metric == MARGIN_METRIC and "beta" in ranked:
+        # DPO's implicit reward is beta * log-ratio, so raw margins grow with beta; this compares log-ratios.
+        ranked["margin/beta"] = ranked["score"] / ranked["beta"]
+    has_score = ranked["score"].notna()
+    signed = ranked["score"] if mode == "min" else -ranked["score"]
+    ranked = ranked.assign(_missing=~has_score, _signed=signed).sort_values(
+        ["_missing", "_signed", "score_step", "trial_id"], kind="mergesort", na_position="last"
+    )
+    ranked = ranked.drop(columns=["_missing", "_signed"]).reset_index(drop=True)
+    ranked["rank"] = np.where(ranked["score"].notna(), np.arange(1, len(ranked) + 1), np.nan)
+    ranked.attrs.update(metric=metric, mode=mode, scope=scope)
+    return ranked
+
+
+def default_metric(method: str) -> str:
+    return DEFAULT_METRIC[method]
+
+
+def rank_by_method(trials: pd.DataFrame, history: pd.DataFrame, mode: str = "max",
+                   scope: str = "best") -> dict[str, pd.DataFrame]:
+    """Each method on its own default metric and, when the folder holds several methods, all on eval_loss (min)."""
+    rankings = {}
+    methods = sorted(trials["method"].dropna().unique()) if "method" in trials else []
+    for method in methods:
+        of_method = trials[trials["method"] == method]
+        rankings[method] = rank_trials(of_method, history[history["trial_id"].isin(of_method["trial_id"])],
+                                       DEFAULT_METRIC[method], mode, scope)
+    if len(methods) > 1 and SHARED_METRIC in history:
+        rankings["all"] = rank_trials(trials, history, SHARED_METRIC, "min", scope)
+    return rankings

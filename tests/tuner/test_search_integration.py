@@ -1,0 +1,94 @@
+"""Real searches through the CLI: Ray Tune + Optuna + ASHA trials training LoRA adapters on a tiny local Llama."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from analysis.load import load_experiment
+from analysis.ranking import rank_trials
+from tests.conftest import REPO, spec_path
+
+pytestmark = pytest.mark.integration
+
+FAST = ["search.num_samples=3", "train.max_steps=4", "train.eval_steps=2", "train.per_device_train_batch_size=2",
+        "data.max_rows=16", "data.max_eval_rows=4", "model.max_length=64"]
+
+
+def run_cli(spec: str, tiny_llama: Path, storage: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "tuner.run", str(spec_path(spec)), f"model.name={tiny_llama}",
+               f"run.storage_path={storage}", "--name", name, *FAST, *extra]
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tiny_llama, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("results")
+    return run_cli("dpo.yaml", tiny_llama, storage, "dpo-it"), storage / "dpo-it"
+
+
+def test_dpo_search_reports_trl_metrics_with_adapter_checkpoints(dpo_run):
+    done, path = dpo_run
+    experiment = load_experiment(path)
+    assert len(experiment.trials) == 3
+    assert set(experiment.trials["status"]) <= {"finished", "stopped early"}
+    for metric in ("eval_rewards/margins", "eval_rewards/accuracies", "eval_loss", "loss", "rewards/margins",
+                   "rewards/chosen", "learning_rate"):
+        assert experiment.history[metric].notna().all(), metric
+    assert set(experiment.history["step"]) <= {2, 4}
+    for trial_dir in experiment.trials["path"]:
+        checkpoints = sorted(Path(trial_dir).glob("checkpoint_*"))
+        assert checkpoints, trial_dir
+        files = {p.name for p in checkpoints[-1].iterdir()}
+        assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tuner_spec.yaml"} <= files
+
+
+def test_dpo_search_samples_from_the_space_and_stores_the_optuna_study(dpo_run):
+    _, path = dpo_run
+    experiment = load_experiment(path)
+    betas = experiment.trials["config/train.beta"]
+    assert betas.between(0.05, 0.5).all() and betas.nunique() == 3
+    assert set(experiment.trials["config/lora.r"]) <= {4, 8, 16}
+    study = optuna.load_study(study_name="dpo-it", storage=f"sqlite:///{path / 'tuner' / 'optuna.db'}")
+    assert len(study.trials) == 3
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_dpo_search_prints_dashboard_ranking_and_best_checkpoint(dpo_run):
+    done, path = dpo_run
+    assert "Ray dashboard: http://127.0.0.1:" in done.stdout
+    assert "Top trials by eval_rewards/margins (max):" in done.stdout
+    experiment = load_experiment(path)
+    ranked = rank_trials(experiment.trials, experiment.history, "eval_rewards/margins", "max")
+    best_id = ranked.iloc[0]["trial_id"]
+    assert f"best trial {best_id}" in done.stdout
+    assert f"best checkpoint (LoRA adapter + tokenizer): {path}" in done.stdout
+
+
+def test_ranking_agrees_with_ray_best_result(dpo_run):
+    from ray.tune import ResultGrid
+
+    _, path = dpo_run
+    experiment = load_experiment(path)
+    grid = ResultGrid(experiment.analysis)
+    for scope, ray_scope in (("best", "all"), ("last", "last")):
+        ranked = rank_trials(experiment.trials, experiment.history, "eval_rewards/margins", "max", scope)
+        best = grid.get_best_result("eval_rewards/margins", "max", scope=ray_scope)
+        assert ranked.iloc[0]["trial_id"] == best.metrics["trial_id"]
+
+
+def test_orpo_search_reports_log_odds(tiny_llama, tmp_path):
+    run_cli("orpo.yaml", tiny_llama, tmp_path, "orpo-it", "search.num_samples=2", "scheduler.type=none")
+    experiment = load_experiment(tmp_path / "orpo-it")
+    assert list(experiment.trials["status"]) == ["finished", "finished"]
+    for metric in ("eval_log_odds_ratio", "eval_log_odds_chosen", "eval_nll_loss", "log_odds_ratio", "nll_loss",
+                   "loss"):
+        assert experiment.history[metric].notna().all(), metric

@@ -1,0 +1,1 @@
+"""tuner: hyperparameter search for preference fine-tuning (DPO, ORPO) of small LLMs."""

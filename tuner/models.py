@@ -1,0 +1,39 @@
+"""Where a spec's model.name points: the embedded model, a local folder, or a hub id (when online)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuner.embedded import embedded_model_path
+from tuner.spec import EMBEDDED_MODEL
+
+
+class ModelError(ValueError):
+    pass
+
+
+def resolve(name: str) -> str:
+    if name == EMBEDDED_MODEL:
+        return str(embedded_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model.name: {path} has no config.json; expected a Hugging Face model folder, "
+                             f"got {name!r}")
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise ModelError(f"model.name: no such folder, and not a hub id of the form org/name, got {name!r}")
+    return name
+
+
+def check_loadable(name: str) -> None:
+    """Fail in the driver, before any trial starts, when the model's config cannot be read."""
+    from transformers import AutoConfig
+
+    target = resolve(name)
+    try:
+        AutoConfig.from_pretrained(target)
+    except Exception as error:  # hub and file errors come in many types
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"model.name: cannot load the config of {name!r} (offline hub ids fail here; use a "
+                         f"local folder or the embedded model): {first}") from None
