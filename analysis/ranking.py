@@ -38,7 +38,9 @@ def summarize(history: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
         raise UnknownMetric(f"metric {metric!r} was not reported; reported metrics: "
                             f"{', '.join(available_metrics(history)) or '(none)'}")
     rows = []
+    order = [c for c in ("training_iteration", "step") if c in history]
     for trial_id, reports in history.groupby("trial_id", sort=True):
+        reports = reports.sort_values(order, kind="mergesort") if order else reports
         values = pd.to_numeric(reports[metric], errors="coerce")
         finite = reports[np.isfinite(values)]
         steps = finite["step"] if "step" in finite else finite["training_iteration"]

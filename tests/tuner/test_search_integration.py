@@ -92,3 +92,17 @@ def test_orpo_search_reports_log_odds(tiny_llama, tmp_path):
     for metric in ("eval_log_odds_ratio", "eval_log_odds_chosen", "eval_nll_loss", "log_odds_ratio", "nll_loss",
                    "loss"):
         assert experiment.history[metric].notna().all(), metric
+
+
+def test_analysis_cli_writes_the_report_for_a_real_search(dpo_run, tmp_path):
+    _, path = dpo_run
+    done = subprocess.run([sys.executable, "-m", "analysis", str(path), "--out", str(tmp_path / "report")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "dpo: by eval_rewards/margins (max, best)" in done.stdout
+    written = {p.name for p in (tmp_path / "report").iterdir()}
+    assert {"report.md", "report.html", "ranking_dpo.csv", "figures"} <= written
+    figures = {p.name for p in (tmp_path / "report" / "figures").iterdir()}
+    assert {"loss.png", "rewards_margins.png", "rewards_accuracies.png", "param_train.beta.png"} <= figures
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(figures)

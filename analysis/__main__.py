@@ -1,0 +1,84 @@
+"""`python -m analysis RESULTS_DIR [--metric M] [--mode max|min] [--top K] [--scope best|last] [--out DIR]`:
+rank the trials of a tuner experiment (finished, interrupted or still running), draw their curves and write
+report.md, report.html and ranking CSVs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis import plots, report
+from analysis.load import NotAnExperiment, load_experiment
+from analysis.ranking import MARGIN_METRIC, UnknownMetric, rank_by_method, rank_trials
+from analysis.summary import describe_best, ranking_table
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", type=Path, help="an experiment folder: run.storage_path/NAME")
+    parser.add_argument("--metric", help="rank on this reported metric (default: the spec's, or per method)")
+    parser.add_argument("--mode", choices=["max", "min"], help="default: the spec's search.mode, else max")
+    parser.add_argument("--scope", choices=["best", "last"], default="best",
+                        help="a trial's best report or its last one (default best)")
+    parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--out", type=Path, help="report folder (default RESULTS_DIR/report)")
+    return parser.parse_args(argv)
+
+
+def build_rankings(experiment, metric, mode, scope):
+    search = experiment.spec.get("search") or {}
+    metric = metric or search.get("metric")
+    mode = mode or search.get("mode") or "max"
+    if metric:
+        return {"all": rank_trials(experiment.trials, experiment.history, metric, mode, scope)}
+    return rank_by_method(experiment.trials, experiment.history, mode, scope)
+
+
+def notes_for(experiment, rankings) -> list[str]:
+    notes = []
+    space = (experiment.spec.get("search") or {}).get("space") or {}
+    if "train.beta" in space and any(r.attrs["metric"] == MARGIN_METRIC for r in rankings.values()):
+        notes.append("beta was searched: DPO reward margins scale with beta, so raw margins favour large beta; "
+                     "margin/beta compares the policy-vs-reference log-ratios themselves.")
+    if "all" in rankings and len(rankings) > 1:
+        notes.append("methods together are ranked on eval_loss, which each method computes on its own scale.")
+    return notes
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        experiment = load_experiment(args.results_dir)
+        rankings = build_rankings(experiment, args.metric, args.mode, args.scope)
+    except (NotAnExperiment, UnknownMetric) as error:
+        print(f"analysis: {error}", file=sys.stderr)
+        return 2
+    out = args.out or experiment.path / "report"
+    first = next(iter(rankings.values()))
+    best = first.iloc[0]["trial_id"] if len(first) and first.iloc[0]["rank"] == 1 else None
+    figures = plots.plot_curves(experiment.history, best, out / "figures")
+    figures += plots.plot_parameters(first, out / "figures")
+    search = experiment.spec.get("search") or {}
+    if search.get("algorithm", "optuna") == "optuna":
+        optuna_db = experiment.path / "tuner" / "optuna.db"
+        if optuna_db.is_file():
+            importance = plots.plot_importances(
+                plots.optuna_importances(f"sqlite:///{optuna_db}", experiment.path.name), out / "figures")
+            figures += [importance] if importance else []
+    notes = notes_for(experiment, rankings)
+    written = report.write(report.Report(f"tuner report: {experiment.path.name}", experiment, rankings, figures,
+                                         notes), out, args.top)
+    for heading, ranked in rankings.items():
+        print(f"{heading}: by {ranked.attrs['metric']} ({ranked.attrs['mode']}, {ranked.attrs['scope']})")
+        print(ranking_table(ranked, args.top))
+        print(describe_best(ranked), end="\n\n")
+    for note in notes:
+        print(f"note: {note}")
+    print(f"trials: {report.counts(experiment)}")
+    print(f"report: {written['html']}\n        {written['markdown']}\nfigures: {', '.join(p.name for p in figures)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

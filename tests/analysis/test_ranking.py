@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from analysis.ranking import UnknownMetric, rank_by_method, rank_trials
+from tests.analysis.fabricated import frames
+
+
+def test_ranks_by_best_and_by_last_report():
+    trials, history = frames({"a": [0.1, 0.5, 0.2], "b": [0.3, 0.4, 0.45], "c": [0.0, 0.1, 0.05]})
+    best = rank_trials(trials, history, "eval_rewards/margins", "max", "best")
+    assert list(best["trial_id"]) == ["a", "b", "c"]
+    assert list(best["rank"]) == [1, 2, 3]
+    assert best.iloc[0]["score"] == 0.5 and best.iloc[0]["score_step"] == 4
+    last = rank_trials(trials, history, "eval_rewards/margins", "max", "last")
+    assert list(last["trial_id"]) == ["b", "a", "c"]
+    lowest = rank_trials(trials, history, "eval_rewards/margins", "min", "best")
+    assert list(lowest["trial_id"]) == ["c", "a", "b"]
+
+
+def test_nan_and_infinite_values_never_rank_and_errored_trials_go_last():
+    trials, history = frames({"ok": [0.1, 0.2], "nan": [math.nan, math.nan], "inf": [math.inf, 0.05],
+                              "dead": [0.9]}, status={"dead": "errored"})
+    history.loc[history["trial_id"] == "dead", "eval_rewards/margins"] = math.nan
+    ranked = rank_trials(trials, history, "eval_rewards/margins", "max")
+    assert list(ranked["trial_id"][:2]) == ["ok", "inf"]  # inf is skipped, its finite 0.05 counts
+    assert ranked.iloc[1]["score"] == 0.05
+    assert ranked["rank"].isna().sum() == 2
+    assert set(ranked["trial_id"][2:]) == {"nan", "dead"}
+
+
+def test_ties_break_on_fewer_steps_then_trial_id():
+    trials, history = frames({"b": [0.5, 0.5], "a": [0.1, 0.5], "c": [0.5, 0.1]})
+    ranked = rank_trials(trials, history, "eval_rewards/margins", "max")
+    # b and c reach 0.5 at step 2, a only at step 4; b before c by id
+    assert list(ranked["trial_id"]) == ["b", "c", "a"]
+    assert list(rank_trials(trials.iloc[::-1], history.iloc[::-1], "eval_rewards/margins")["trial_id"]) == \
+        ["b", "c", "a"]
+
+
+def test_one_trial_and_margin_over_beta():
+    trials, history = frames({"solo": [0.2, 0.4]}, betas={"solo": 0.2})
+    ranked = rank_trials(trials, history, "eval_rewards/margins")
+    assert len(ranked) == 1 and ranked.iloc[0]["rank"] == 1
+    assert ranked.iloc[0]["margin/beta"] == pytest.approx(2.0)
+    assert ranked.iloc[0]["accuracy_at_best"] == pytest.approx(0.7)
+
+
+def test_unknown_metric_lists_reported_ones():
+    trials, history = frames({"a": [0.1]})
+    with pytest.raises(UnknownMetric) as caught:
+        rank_trials(trials, history, "eval_reward_margin")
+    assert "eval_rewards/margins" in str(caught.value) and "eval_loss" in str(caught.value)
+    assert "trial_id" not in str(caught.value)
+
+
+def test_bad_mode_and_scope():
+    trials, history = frames({"a": [0.1]})
+    with pytest.raises(ValueError, match="mode"):
+        rank_trials(trials, history, "eval_loss", "up")
+    with pytest.raises(ValueError, match="scope"):
+        rank_trials(trials, history, "eval_loss", "max", "first")
+
+
+def test_each_method_on_its_own_metric_and_together_on_eval_loss():
+    dpo_trials, dpo_history = frames({"d1": [0.1, 0.3], "d2": [0.2, 0.2]})
+    orpo_trials, orpo_history = frames({"o1": [-0.5, -0.4]}, method="orpo", metric="eval_log_odds_ratio")
+    trials = pd.concat([dpo_trials, orpo_trials], ignore_index=True)
+    history = pd.concat([dpo_history, orpo_history], ignore_index=True)
+    rankings = rank_by_method(trials, history)
+    assert set(rankings) == {"dpo", "orpo", "all"}
+    assert list(rankings["dpo"]["trial_id"]) == ["d1", "d2"]
+    assert rankings["orpo"].attrs["metric"] == "eval_log_odds_ratio"
+    assert rankings["all"].attrs == {"metric": "eval_loss", "mode": "min", "scope": "best"}
+    assert len(rankings["all"]) == 3

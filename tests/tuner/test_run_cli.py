@@ -1,0 +1,41 @@
+"""The CLI's input errors: one message each, exit code 2, and no results folder written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tuner.run import main
+from tests.conftest import spec_path
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["train.bta=0.1"], "train.bta: not a field of TRL's DPOConfig (did you mean beta?)"),
+    (["search.num_samples=0"], "search.num_samples: Input should be greater than 0"),
+    (["method=ppo"], "method: Input should be 'dpo' or 'orpo'"),
+    (["model.name=/nonexistent/model"], "model.name: no such folder"),
+    (["data.source=/nonexistent/pairs.jsonl"], "data.source: no such file"),
+    (["data.columns.prompt=question"], "data.columns: data.source 'bundled' has no column prompt='question'"),
+    (["search.space.lora.r={type: choice, values: []}"], "search.space.lora.r: choice needs a non-empty list"),
+])
+def test_user_errors_exit_2_and_write_nothing(overrides, message, tmp_path, capsys):
+    storage = tmp_path / "results"
+    assert main([str(spec_path("dpo.yaml")), f"run.storage_path={storage}", *overrides]) == 2
+    assert message in capsys.readouterr().err
+    assert not storage.exists()
+
+
+def test_model_folder_without_config_is_refused(tmp_path, capsys):
+    (tmp_path / "model").mkdir()
+    assert main([str(spec_path("dpo.yaml")), f"model.name={tmp_path / 'model'}",
+                 f"run.storage_path={tmp_path / 'results'}"]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+
+
+def test_data_file_with_no_usable_pair(tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "p", "chosen": "same", "rejected": "same"}) + "\n")
+    assert main([str(spec_path("dpo.yaml")), f"data.source={pairs}", f"run.storage_path={tmp_path / 'r'}"]) == 2
+    assert "has no usable pair" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
