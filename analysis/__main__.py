@@ -31,8 +31,8 @@ def build_rankings(experiment, metric, mode, scope):
     metric = metric or search.get("metric")
     mode = mode or search.get("mode") or "max"
     if metric:
-        return {"all": rank_trials(experiment.trials, experiment.history, metric, mode, scope)}
-    return rank_by_method(experiment.trials, experiment.history, mode, scope)
+        return {"all": rank_trials(experiment.trials, experiment.history, metric, mode, scope, experiment.base)}
+    return rank_by_method(experiment.trials, experiment.history, mode, scope, experiment.base)
 
 
 def notes_for(experiment, rankings) -> list[str]:
@@ -41,8 +41,9 @@ def notes_for(experiment, rankings) -> list[str]:
     if "train.beta" in space and any(r.attrs["metric"] == MARGIN_METRIC for r in rankings.values()):
         notes.append("beta was searched: DPO reward margins scale with beta, so raw margins favour large beta; "
                      "margin/beta compares the policy-vs-reference log-ratios themselves.")
-    if "all" in rankings and len(rankings) > 1:
-        notes.append("methods together are ranked on eval_loss, which each method computes on its own scale.")
+    if experiment.base:
+        notes.append("base model: " + ", ".join(f"{k} = {v:.3f}" for k, v in experiment.base.items()) +
+                     "; pref_gain is a trial's eval_pref_accuracy minus the base model's.")
     return notes
 
 

@@ -3,7 +3,8 @@ sampled config, error, best checkpoint) and `history` (one row per report, every
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pandas as pd
 import yaml
 
 SPEC_PATH = Path("tuner") / "spec.yaml"
+BASE_METRICS_PATH = Path("tuner") / "base_metrics.json"
 
 
 @dataclass
@@ -20,6 +22,7 @@ class Experiment:
     trials: pd.DataFrame
     history: pd.DataFrame
     analysis: Any  # ray.tune.ExperimentAnalysis
+    base: dict[str, float] = field(default_factory=dict)  # the base model's eval metrics, when tuner.run stored them
 
 
 class NotAnExperiment(ValueError):
@@ -47,7 +50,9 @@ def load_experiment(path: str | Path) -> Experiment:
             histories.append(frame.assign(trial_id=trial.trial_id))
     trials = pd.DataFrame(rows)
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(columns=["trial_id"])
-    return Experiment(path, spec, trials, history, analysis)
+    base_file = path / BASE_METRICS_PATH
+    base = json.loads(base_file.read_text()) if base_file.is_file() else {}
+    return Experiment(path, spec, trials, history, analysis, base)
 
 
 def _trial_row(trial, frame: pd.DataFrame, spec: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ DEFAULT_METRIC = {"dpo": "eval_rewards/margins", "orpo": "eval_log_odds_ratio"}
 SHARED_METRIC = "eval_loss"  # reported by both methods, though on each method's own loss scale
 MARGIN_METRIC = "eval_rewards/margins"
 ACCURACY_METRIC = "eval_rewards/accuracies"
+PREF_ACCURACY_METRIC = "eval_pref_accuracy"  # shared by every method and the base model
 
 
 class UnknownMetric(KeyError):
@@ -52,13 +53,18 @@ def summarize(history: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
                        last=float(finite_values.iloc[-1]), last_step=float(steps.iloc[-1]))
             if ACCURACY_METRIC in finite:
                 row["accuracy_at_best"] = float(finite[ACCURACY_METRIC].iloc[best_position])
+            if PREF_ACCURACY_METRIC in finite:
+                row["pref_accuracy_at_best"] = float(finite[PREF_ACCURACY_METRIC].iloc[best_position])
         rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else ["trial_id", "best", "best_step", "last", "last_step"])
 
 
 def rank_trials(trials: pd.DataFrame, history: pd.DataFrame, metric: str, mode: str = "max",
-                scope: str = "best") -> pd.DataFrame:
-    """One row per trial, best first, with `rank` (1-based; NaN for trials with no finite score) and `score`."""
+                scope: str = "best", base: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per trial, best first, with `rank` (1-based; NaN for trials with no finite score) and `score`.
+
+    `base` holds the base model's metrics; with its eval_pref_accuracy, `pref_gain` is each trial's held-out
+    preference accuracy (at its scored report) minus the base model's."""
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be max or min, got {mode!r}")
     if scope not in ("best", "last"):
@@ -73,6 +79,8 @@ def rank_trials(trials: pd.DataFrame, history: pd.DataFrame, metric: str, mode: 
     if metric == MARGIN_METRIC and "beta" in ranked:
         # DPO's implicit reward is beta * log-ratio, so raw margins grow with beta; this compares log-ratios.
         ranked["margin/beta"] = ranked["score"] / ranked["beta"]
+    if base and PREF_ACCURACY_METRIC in base and "pref_accuracy_at_best" in ranked:
+        ranked["pref_gain"] = ranked["pref_accuracy_at_best"] - base[PREF_ACCURACY_METRIC]
     has_score = ranked["score"].notna()
     signed = ranked["score"] if mode == "min" else -ranked["score"]
     ranked = ranked.assign(_missing=~has_score, _signed=signed).sort_values(
@@ -89,14 +97,16 @@ def default_metric(method: str) -> str:
 
 
 def rank_by_method(trials: pd.DataFrame, history: pd.DataFrame, mode: str = "max",
-                   scope: str = "best") -> dict[str, pd.DataFrame]:
+                   scope: str = "best", base: dict[str, float] | None = None) -> dict[str, pd.DataFrame]:
     """Each method on its own default metric and, when the folder holds several methods, all on eval_loss (min)."""
     rankings = {}
     methods = sorted(trials["method"].dropna().unique()) if "method" in trials else []
     for method in methods:
         of_method = trials[trials["method"] == method]
         rankings[method] = rank_trials(of_method, history[history["trial_id"].isin(of_method["trial_id"])],
-                                       DEFAULT_METRIC[method], mode, scope)
-    if len(methods) > 1 and SHARED_METRIC in history:
-        rankings["all"] = rank_trials(trials, history, SHARED_METRIC, "min", scope)
+                                       DEFAULT_METRIC[method], mode, scope, base)
+    if len(methods) > 1:
+        shared, shared_mode = ((PREF_ACCURACY_METRIC, "max") if PREF_ACCURACY_METRIC in history
+                               else (SHARED_METRIC, "min"))
+        rankings["all"] = rank_trials(trials, history, shared, shared_mode, scope, base)
     return rankings

@@ -56,7 +56,7 @@ def _table(ranked: pd.DataFrame, top: int | None) -> pd.DataFrame:
     table = shown[[c for c in ranking_columns(ranked) if c in shown]].copy()
     return table.rename(columns=lambda c: c.removeprefix("config/")).rename(
         columns={"score": ranked.attrs.get("metric", "score"), "score_step": "at step",
-                 "accuracy_at_best": "eval_rewards/accuracies"})
+                 "accuracy_at_best": "eval_rewards/accuracies", "pref_accuracy_at_best": "eval_pref_accuracy"})
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.ranking import ACCURACY_METRIC
+from analysis.ranking import ACCURACY_METRIC, PREF_ACCURACY_METRIC
 
 
 def ranking_columns(ranked: pd.DataFrame) -> list[str]:
     configs = [c for c in ranked.columns if c.startswith("config/")]
-    extra = [c for c in ("margin/beta", "accuracy_at_best") if c in ranked and ranked[c].notna().any()]
+    extra = [c for c in ("margin/beta", "accuracy_at_best", "pref_accuracy_at_best", "pref_gain")
+             if c in ranked and ranked[c].notna().any()]
     return ["rank", "trial_id", "method", "status", *configs, "score", "score_step", *extra]
 
 
@@ -17,7 +18,7 @@ def ranking_table(ranked: pd.DataFrame, top: int | None = None) -> str:
     shown = ranked.head(top) if top else ranked
     table = shown[ranking_columns(ranked)].rename(columns=lambda c: c.removeprefix("config/"))
     table = table.rename(columns={"score": ranked.attrs.get("metric", "score"), "score_step": "at step",
-                                  "accuracy_at_best": ACCURACY_METRIC})
+                                  "accuracy_at_best": ACCURACY_METRIC, "pref_accuracy_at_best": PREF_ACCURACY_METRIC})
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
         return table.to_string(index=False, na_rep="-")
 

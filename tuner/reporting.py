@@ -19,9 +19,10 @@ _LAST_VALUE_KEYS = {"learning_rate", "epoch"}
 
 
 class TuneReportCallback(TrainerCallback):
-    def __init__(self, tokenizer, extra_files: dict[str, str] | None = None):
+    def __init__(self, tokenizer, extra_files: dict[str, str] | None = None, evaluators: list | None = None):
         self.tokenizer = tokenizer
         self.extra_files = extra_files or {}
+        self.evaluators = evaluators or []  # callables model -> {metric: value}, run beside TRL's own eval
         self.last_reported_step = -1
         self._train_logs: dict[str, list[float]] = defaultdict(list)
 
@@ -35,6 +36,8 @@ class TuneReportCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         result = self._train_summary()
         result.update({k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))})
+        for evaluate in self.evaluators:
+            result.update(evaluate(model))
         result.update(step=state.global_step, max_steps=state.max_steps, epoch=float(state.epoch or 0.0))
         self.last_reported_step = state.global_step
         with tempfile.TemporaryDirectory(prefix="tuner-ckpt-") as folder:

@@ -7,6 +7,7 @@ data once, starts or attaches to Ray, runs the Tune search, and ends with the ra
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from tuner.spec import Spec, SpecError, load_spec, to_yaml
 
 USER_ERROR = 2
+BASE_METRICS_FILE = "base_metrics.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_space(spec))
         return 0
 
-    from tuner import data, models, search
+    from tuner import data, models, quality, search
     from tuner.embedded import EmbeddedModelMissing
 
     try:
@@ -74,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     train.save_to_disk(str(experiment.data_dir / "train"))
     held_out.save_to_disk(str(experiment.data_dir / "eval"))
     print(f"data: {len(train)} train pairs, {len(held_out)} eval pairs (no prompt in both)")
+    share_reference(spec, train, held_out, experiment.data_dir)
+    base = quality.base_model_metrics(models.resolve(spec.model.name), held_out, spec.model.max_length,
+                                      spec.train.get("per_device_eval_batch_size", 8))
+    (experiment.tuner_dir / BASE_METRICS_FILE).write_text(json.dumps(base))
+    print(f"base model: {', '.join(f'{k} = {v:.3f}' for k, v in base.items())}")
     print(describe_space(spec))
 
     context = search.start_ray(args.address)
@@ -85,13 +92,30 @@ def main(argv: list[str] | None = None) -> int:
     return report(spec, experiment.path, args.top)
 
 
+def share_reference(spec: Spec, train, held_out, data_dir: Path) -> None:
+    import time
+
+    from tuner import backends, models, reference
+
+    reason = reference.why_not_shared(spec, backends.resolve_backend(spec.model.backend))
+    if reason:
+        print(f"reference log-probs: computed in each trial ({reason})")
+        return
+    started = time.perf_counter()
+    sizes = reference.precompute(spec, models.resolve(spec.model.name), train, held_out,
+                                 data_dir / reference.SHARED_DIR)
+    print(f"reference log-probs: computed once for {sizes['train']} train and {sizes['eval']} eval pairs "
+          f"in {time.perf_counter() - started:.0f} s, shared by every DPO trial")
+
+
 def report(spec: Spec, path: Path, top: int) -> int:
     from analysis.load import best_checkpoint, load_experiment
     from analysis.ranking import rank_trials
     from analysis.summary import describe_best, ranking_table
 
     experiment = load_experiment(path)
-    ranked = rank_trials(experiment.trials, experiment.history, spec.metric, spec.search.mode)
+    ranked = rank_trials(experiment.trials, experiment.history, spec.metric, spec.search.mode,
+                         base=experiment.base)
     print(f"\nTop trials by {spec.metric} ({spec.search.mode}):")
     print(ranking_table(ranked, top))
     print(describe_best(ranked))

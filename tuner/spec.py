@@ -114,6 +114,8 @@ class SearchSpec(_Section):
     max_concurrent_trials: int = Field(2, gt=0)
     points_to_evaluate: list[dict[str, Any]] = []
     space: dict[str, Distribution] = {}
+    # DPO: tokenize the pairs and compute the frozen reference model's log-probs once per search, not per trial.
+    share_reference: bool = True
 
 
 class SchedulerSpec(_Section):

@@ -21,7 +21,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 TRAIN_FIXED: dict[str, Any] = {"eval_strategy": "steps", "save_strategy": "no", "report_to": "none"}
 
 
-def training_args(spec: Spec, output_dir: str, on_gpu: bool):
+def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_reference: bool = False):
     from tuner import methods
 
     fields = methods.config_fields(spec.method)
@@ -31,7 +31,27 @@ def training_args(spec: Spec, output_dir: str, on_gpu: bool):
     kwargs["max_length"] = spec.model.max_length
     kwargs.update(spec.train)
     kwargs.update(TRAIN_FIXED, output_dir=output_dir)
+    if precompute_reference:
+        kwargs["precompute_ref_log_probs"] = True
     return methods.config_class(spec.method)(**kwargs)
+
+
+def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callbacks: list, on_gpu: bool,
+                  shared_reference: bool = False):
+    """TRL's trainer for the spec's method; with `shared_reference`, `train`/`held_out` are the tokenized pairs
+    with the reference log-probs that tuner.reference computed once for the search."""
+    from tuner import methods, reference
+
+    trainer_class = reference.shared_trainer_class() if shared_reference else methods.trainer_class(spec.method)
+    return trainer_class(
+        model=loaded.model,
+        args=training_args(spec, output_dir, on_gpu, precompute_reference=shared_reference),
+        train_dataset=train,
+        eval_dataset=held_out,
+        processing_class=loaded.tokenizer,
+        peft_config=loaded.peft_config,
+        callbacks=callbacks,
+    )
 
 
 def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: str) -> None:
@@ -47,27 +67,30 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
 
     import torch
 
-    from tuner import data, methods
+    from tuner import data, reference
+    from tuner.quality import PreferenceAccuracy
     from tuner.reporting import TuneReportCallback
 
-    if not backends.cuda_available():
+    on_gpu = backends.cuda_available()
+    if not on_gpu:
         torch.set_num_threads(max(1, int(spec.resources.cpu)))
-    train, held_out = data.load_prepared(data_dir)
-    if loaded.tokenizer.chat_template:
-        train, held_out = data.as_conversation(train), data.as_conversation(held_out)
+    shared_dir = os.path.join(data_dir, reference.SHARED_DIR)
+    shared_reference = spec.method == "dpo" and os.path.isdir(shared_dir)
+    raw_train, raw_eval = data.load_prepared(data_dir)
+    if shared_reference:
+        train, held_out = data.load_prepared(shared_dir)
+    elif loaded.tokenizer.chat_template:
+        train, held_out = data.as_conversation(raw_train), data.as_conversation(raw_eval)
+    else:
+        train, held_out = raw_train, raw_eval
+    pref_accuracy = PreferenceAccuracy(loaded.tokenizer, raw_eval, spec.model.max_length,
+                                       spec.train.get("per_device_eval_batch_size", 8))
 
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
-    args = training_args(spec, os.path.join(trial_dir, "trainer"), on_gpu=backends.cuda_available())
-    reporter = TuneReportCallback(loaded.tokenizer, extra_files={"tuner_spec.yaml": to_yaml(spec)})
-    trainer = methods.trainer_class(spec.method)(
-        model=loaded.model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=held_out,
-        processing_class=loaded.tokenizer,
-        peft_config=loaded.peft_config,
-        callbacks=[reporter],
-    )
+    reporter = TuneReportCallback(loaded.tokenizer, extra_files={"tuner_spec.yaml": to_yaml(spec)},
+                                  evaluators=[pref_accuracy])
+    trainer = build_trainer(spec, loaded, train, held_out, os.path.join(trial_dir, "trainer"), [reporter], on_gpu,
+                            shared_reference)
     trainer.train()
     if reporter.last_reported_step != trainer.state.global_step:
         trainer.evaluate()  # the last steps were not a multiple of eval_steps: rank on the final adapter too

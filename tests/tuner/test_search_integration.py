@@ -41,7 +41,7 @@ def test_dpo_search_reports_trl_metrics_with_adapter_checkpoints(dpo_run):
     assert len(experiment.trials) == 3
     assert set(experiment.trials["status"]) <= {"finished", "stopped early"}
     for metric in ("eval_rewards/margins", "eval_rewards/accuracies", "eval_loss", "loss", "rewards/margins",
-                   "rewards/chosen", "learning_rate"):
+                   "rewards/chosen", "learning_rate", "eval_pref_accuracy"):
         assert experiment.history[metric].notna().all(), metric
     assert set(experiment.history["step"]) <= {2, 4}
     for trial_dir in experiment.trials["path"]:
@@ -65,6 +65,8 @@ def test_dpo_search_samples_from_the_space_and_stores_the_optuna_study(dpo_run):
 def test_dpo_search_prints_dashboard_ranking_and_best_checkpoint(dpo_run):
     done, path = dpo_run
     assert "Ray dashboard: http://127.0.0.1:" in done.stdout
+    assert "reference log-probs: computed once for 16 train and 4 eval pairs" in done.stdout
+    assert "base model: eval_pref_accuracy = " in done.stdout
     assert "Top trials by eval_rewards/margins (max):" in done.stdout
     experiment = load_experiment(path)
     ranked = rank_trials(experiment.trials, experiment.history, "eval_rewards/margins", "max")
@@ -90,7 +92,7 @@ def test_orpo_search_reports_log_odds(tiny_llama, tmp_path):
     experiment = load_experiment(tmp_path / "orpo-it")
     assert list(experiment.trials["status"]) == ["finished", "finished"]
     for metric in ("eval_log_odds_ratio", "eval_log_odds_chosen", "eval_nll_loss", "log_odds_ratio", "nll_loss",
-                   "loss"):
+                   "loss", "eval_pref_accuracy"):
         assert experiment.history[metric].notna().all(), metric
 
 

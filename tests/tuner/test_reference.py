@@ -1,0 +1,66 @@
+"""Reference log-probs computed once per search give the same training as computing them in the trial."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tuner import backends, reference
+from tuner.data import as_conversation, load_pairs, load_prepared
+from tuner.spec import validate_spec
+from tuner.trainable import build_trainer
+
+
+def tiny_spec(tiny_llama, **search):
+    return validate_spec({
+        "model": {"name": str(tiny_llama), "max_length": 64, "backend": "hf"},
+        "data": {"max_rows": 8, "max_eval_rows": 4},
+        "train": {"max_steps": 3, "eval_steps": 3, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 4,
+                  "learning_rate": 1e-3, "seed": 0, "beta": 0.2},
+        "search": search,
+    })
+
+
+def train_once(spec, tiny_llama, train, held_out, out, shared):
+    torch.manual_seed(0)
+    loaded = backends.load("hf", str(tiny_llama), spec)
+    trainer = build_trainer(spec, loaded, train, held_out, str(out), [], on_gpu=False, shared_reference=shared)
+    trainer.train()
+    return trainer, trainer.state.log_history
+
+
+def test_shared_reference_matches_in_trial_reference(tiny_llama, tmp_path):
+    spec = tiny_spec(tiny_llama)
+    train, held_out = load_pairs(spec.data)
+    sizes = reference.precompute(spec, str(tiny_llama), train, held_out, tmp_path / "shared")
+    assert sizes == {"train": 8, "eval": 4}
+    shared_train, shared_eval = load_prepared(tmp_path / "shared")
+    assert {"chosen_ids", "ref_chosen_logps", "ref_rejected_logps"} <= set(shared_train.column_names)
+
+    _, per_trial = train_once(spec, tiny_llama, as_conversation(train), as_conversation(held_out), tmp_path / "a",
+                              shared=False)
+    trainer, shared = train_once(spec, tiny_llama, shared_train, shared_eval, tmp_path / "b", shared=True)
+    assert trainer.ref_model is None and trainer.precompute_ref_logps
+    keys = ["loss", "rewards/margins", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies",
+            "eval_logps/chosen"]
+    compared = 0
+    for a, b in zip(per_trial, shared):
+        for key in keys:
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
+                compared += 1
+    assert compared >= 9
+
+
+@pytest.mark.parametrize(("raw", "backend", "reason"), [
+    ({}, "hf", None),
+    ({"search": {"share_reference": False}}, "hf", "search.share_reference is off"),
+    ({"method": "orpo"}, "hf", "no DPO trial"),
+    ({}, "unsloth", "the unsloth backend"),
+    ({"search": {"space": {"model.max_length": {"type": "choice", "values": [64, 128]}}}}, "hf", "searched keys"),
+    ({"search": {"space": {"train.max_length": {"type": "choice", "values": [64, 128]}}}}, "hf", "searched keys"),
+    ({"search": {"space": {"train.beta": {"type": "uniform", "low": 0.1, "high": 0.5}}}}, "hf", None),
+])
+def test_when_the_reference_can_be_shared(raw, backend, reason):
+    found = reference.why_not_shared(validate_spec(raw), backend)
+    assert (found is None) if reason is None else (reason in found)
