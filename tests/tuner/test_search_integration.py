@@ -108,3 +108,56 @@ def test_analysis_cli_writes_the_report_for_a_real_search(dpo_run, tmp_path):
     assert {"loss.png", "rewards_margins.png", "rewards_accuracies.png", "param_train.beta.png"} <= figures
     html = (tmp_path / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(figures)
+
+
+def test_export_round_trip_loads_in_plain_peft_and_merges(dpo_run, tiny_llama, tmp_path):
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    _, path = dpo_run
+    out = tmp_path / "adapter"
+    done = subprocess.run([sys.executable, "-m", "tuner.export", str(path), "--out", str(out), "--merge"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trial = json.loads((out / "trial.json").read_text())
+    experiment = load_experiment(path)
+    ranked = rank_trials(experiment.trials, experiment.history, "eval_rewards/margins", "max")
+    assert trial["trial_id"] == ranked.iloc[0]["trial_id"]
+    assert trial["metrics"]["eval_rewards/margins"] == pytest.approx(ranked.iloc[0]["best"])
+    assert "PeftModel.from_pretrained" in (out / "README.md").read_text()
+    exported = load_file(out / "adapter_model.safetensors")
+    original = load_file(Path(trial["checkpoint"]) / "adapter_model.safetensors")
+    assert exported.keys() == original.keys() and all(torch.equal(exported[k], original[k]) for k in exported)
+
+    check = f"""
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained({str(out)!r})
+model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(tiny_llama)!r}), {str(out)!r}).eval()
+merged = AutoModelForCausalLM.from_pretrained({str(out / 'merged')!r}).eval()
+ids = tokenizer.apply_chat_template([{{"role": "user", "content": "hi"}}], add_generation_prompt=True,
+                                    return_tensors="pt", return_dict=True)
+with torch.no_grad():
+    assert torch.allclose(model(**ids).logits, merged(**ids).logits, atol=1e-4)
+    print("generated", model.generate(**ids, max_new_tokens=5, do_sample=False).shape[1] > ids["input_ids"].shape[1])
+"""
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "generated True" in done.stdout
+
+
+def test_generations_compare_base_and_best_adapter(dpo_run, tmp_path):
+    from analysis import generations
+
+    _, path = dpo_run
+    adapters = generations.best_adapters(path)
+    assert list(adapters) and list(adapters)[0].startswith("best DPO")
+    prompts = generations.DEFAULT_PROMPTS[:2]
+    columns = generations.compare(adapters, prompts, max_new_tokens=6)
+    assert list(columns)[0] == "base" and all(len(answers) == 2 for answers in columns.values())
+    assert generations.compare(adapters, prompts, max_new_tokens=6) == columns  # greedy: deterministic
+    paths = generations.write_tables(columns, prompts, tmp_path)
+    assert "| What is the first planet in the solar system? |" in paths["markdown"].read_text()

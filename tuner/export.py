@@ -1,0 +1,165 @@
+"""Export a trial's adapter: `python -m tuner.export RESULTS_DIR --out DIR [--trial ID] [--metric M --mode max|min]
+[--merge]`.
+
+Writes the LoRA adapter in PEFT format (adapter_config.json + adapter_model.safetensors) with the tokenizer and chat
+template, a model card (README.md), and trial.json (id, config, metrics of the exported checkpoint). `--merge` also
+writes the base model with the adapter merged in, as safetensors, under DIR/merged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class ExportError(ValueError):
+    pass
+
+
+def choose_trial(experiment, trial_id: str | None, metric: str, mode: str):
+    """The trial to export and its best checkpoint, or ExportError saying why there is none."""
+    from analysis.load import best_checkpoint
+    from analysis.ranking import rank_trials
+
+    trials = experiment.trials
+    if trials.empty:
+        raise ExportError(f"{experiment.path}: the experiment has no trials")
+    if trial_id is not None:
+        if trial_id not in set(trials["trial_id"]):
+            raise ExportError(f"--trial {trial_id}: no such trial; trials are {sorted(trials['trial_id'])}")
+        chosen = trial_id
+    else:
+        ranked = rank_trials(trials[trials["status"] != "errored"], experiment.history, metric, mode,
+                             base=experiment.base)
+        ranked = ranked[ranked["rank"].notna()]
+        if ranked.empty:
+            raise ExportError(f"{experiment.path}: no trial reported a finite {metric}, so none can be exported")
+        chosen = ranked.iloc[0]["trial_id"]
+    checkpoint = best_checkpoint(experiment, chosen, metric, mode)
+    if checkpoint is None:
+        raise ExportError(f"trial {chosen} has no checkpoint with a finite {metric}")
+    return chosen, Path(checkpoint.path)
+
+
+def checkpoint_metrics(checkpoint: Path) -> dict:
+    """The report that came with this checkpoint (Tune writes it into result.json with checkpoint_dir_name)."""
+    rows = [json.loads(line) for line in (checkpoint.parent / "result.json").read_text().splitlines() if line]
+    matching = [r for r in rows if r.get("checkpoint_dir_name") == checkpoint.name]
+    return matching[-1] if matching else {}
+
+
+def model_card(base_model: str, spec: dict, trial: dict) -> str:
+    metrics = trial["metrics"]
+    shown = {k: metrics[k] for k in sorted(metrics) if k.startswith("eval_") and isinstance(metrics[k], float)}
+    return f"""---
+library_name: peft
+base_model: {base_model}
+tags: [tuner, {spec.get("method", "dpo")}, lora, trl]
+---
+# LoRA adapter: {spec.get("method", "dpo").upper()} on {base_model}
+
+Exported by `python -m tuner.export` from trial `{trial["trial_id"]}`, step {metrics.get("step")}.
+
+## Load it
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained("{base_model}")
+model = PeftModel.from_pretrained(base, "THIS_FOLDER")
+tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")
+```
+
+## Hyperparameters (the trial's resolved spec)
+
+```yaml
+{yaml.safe_dump({k: spec[k] for k in ("method", "train", "lora", "model") if k in spec}, sort_keys=False).rstrip()}
+```
+
+## Eval metrics at this checkpoint
+
+| metric | value |
+|---|---|
+{chr(10).join(f"| {k} | {v:.4g} |" for k, v in shown.items())}
+"""
+
+
+def export(results_dir: Path, out: Path, trial_id: str | None = None, metric: str | None = None,
+           mode: str | None = None, merge: bool = False) -> Path:
+    from analysis.load import load_experiment
+    from tuner.methods import DEFAULT_METRIC
+
+    experiment = load_experiment(results_dir)
+    search = experiment.spec.get("search") or {}
+    metric = metric or search.get("metric") or DEFAULT_METRIC[experiment.spec.get("method", "dpo")]
+    mode = mode or search.get("mode") or "max"
+    chosen, checkpoint = choose_trial(experiment, trial_id, metric, mode)
+    missing = [f for f in ADAPTER_FILES if not (checkpoint / f).is_file()]
+    if missing:
+        raise ExportError(f"{checkpoint}: not a LoRA checkpoint, missing {missing}")
+    out.mkdir(parents=True, exist_ok=True)
+    for path in checkpoint.iterdir():
+        if path.is_file():
+            shutil.copy2(path, out / path.name)
+    trial_spec = yaml.safe_load((checkpoint / "tuner_spec.yaml").read_text()) if (
+        checkpoint / "tuner_spec.yaml").is_file() else experiment.spec
+    row = experiment.trials.set_index("trial_id").loc[chosen]
+    trial = {"trial_id": chosen, "checkpoint": str(checkpoint), "metric": metric, "mode": mode,
+             "config": {k.removeprefix("config/"): _plain(row[k]) for k in row.index if k.startswith("config/")},
+             "metrics": checkpoint_metrics(checkpoint)}
+    (out / "trial.json").write_text(json.dumps(trial, indent=2, default=str))
+    base_model = json.loads((checkpoint / "adapter_config.json").read_text())["base_model_name_or_path"]
+    (out / "README.md").write_text(model_card(base_model, trial_spec, trial))
+    if merge:
+        merge_adapter(base_model, out, out / "merged")
+    return out
+
+
+def merge_adapter(base_model: str, adapter_dir: Path, out: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out)
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tuner.export", description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--trial", help="a trial id (default: the best trial)")
+    parser.add_argument("--metric", help="default: the spec's search metric")
+    parser.add_argument("--mode", choices=["max", "min"])
+    parser.add_argument("--merge", action="store_true", help="also write the merged full model to OUT/merged")
+    args = parser.parse_args(argv)
+    from analysis.load import NotAnExperiment
+    from analysis.ranking import UnknownMetric
+
+    try:
+        out = export(args.results_dir, args.out, args.trial, args.metric, args.mode, args.merge)
+    except (ExportError, NotAnExperiment, UnknownMetric) as error:
+        print(f"tuner.export: {error}", file=sys.stderr)
+        return 2
+    trial = json.loads((out / "trial.json").read_text())
+    print(f"exported trial {trial['trial_id']} ({trial['metric']} = {trial['metrics'].get(trial['metric'])}) "
+          f"from {trial['checkpoint']}\nto {out}" + (f" (merged model in {out / 'merged'})" if args.merge else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
