@@ -30,9 +30,14 @@ def build_rankings(experiment, metric, mode, scope):
     search = experiment.spec.get("search") or {}
     metric = metric or search.get("metric")
     mode = mode or search.get("mode") or "max"
-    if metric:
-        return {"all": rank_trials(experiment.trials, experiment.history, metric, mode, scope, experiment.base)}
-    return rank_by_method(experiment.trials, experiment.history, mode, scope, experiment.base)
+    rankings = {}
+    if metric:  # the search's own metric first: it decides the best trial the figures highlight
+        rankings["all"] = rank_trials(experiment.trials, experiment.history, metric, mode, scope, experiment.base)
+    if not metric or experiment.trials["method"].nunique() > 1:
+        for heading, ranked in rank_by_method(experiment.trials, experiment.history, mode, scope,
+                                              experiment.base).items():
+            rankings.setdefault(heading, ranked)
+    return rankings
 
 
 def notes_for(experiment, rankings) -> list[str]:

@@ -161,3 +161,21 @@ def test_generations_compare_base_and_best_adapter(dpo_run, tmp_path):
     assert generations.compare(adapters, prompts, max_new_tokens=6) == columns  # greedy: deterministic
     paths = generations.write_tables(columns, prompts, tmp_path)
     assert "| What is the first planet in the solar system? |" in paths["markdown"].read_text()
+
+
+def test_compare_search_ranks_both_methods_on_the_shared_metric(tiny_llama, tmp_path):
+    points = ("search.points_to_evaluate=[{method: dpo, train.beta: 0.1, train.learning_rate: 1.0e-4},"
+              " {method: orpo, train.beta: 0.1, train.learning_rate: 1.0e-4}]")
+    done = run_cli("compare.yaml", tiny_llama, tmp_path, "cmp", "search.num_samples=2", "scheduler.type=none", points)
+    assert "Top trials by eval_pref_accuracy (max):" in done.stdout
+    experiment = load_experiment(tmp_path / "cmp")
+    assert sorted(experiment.trials["method"]) == ["dpo", "orpo"]
+    dpo = experiment.history[experiment.history["trial_id"].isin(
+        experiment.trials.loc[experiment.trials["method"] == "dpo", "trial_id"])]
+    assert dpo["eval_rewards/margins"].notna().all()
+    done = subprocess.run([sys.executable, "-m", "analysis", str(tmp_path / "cmp")], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for heading in ("all: by eval_pref_accuracy (max, best)", "dpo: by eval_rewards/margins (max, best)",
+                    "orpo: by eval_log_odds_ratio (max, best)"):
+        assert heading in done.stdout
