@@ -16,7 +16,8 @@ def write_jsonl(path, rows):
 
 def test_bundled_split_shares_no_prompt_and_is_deterministic():
     train, held_out = load_pairs(DataSpec())
-    assert len(train) + len(held_out) == sum(1 for _ in BUNDLED_PATH.open())
+    assert len(train) + len(held_out) == sum(1 for _ in BUNDLED_PATH.open()) >= 600
+    assert len(set(held_out["prompt"])) == 24
     assert not set(train["prompt"]) & set(held_out["prompt"])
     again_train, _ = load_pairs(DataSpec())
     assert train["prompt"] == again_train["prompt"]

@@ -1,8 +1,9 @@
 """Writes preferences.jsonl: the bundled preference pairs, written for this project.
 
-Each fact gives one prompt with a short correct answer (chosen) and three kinds of rejected answer that small
-instruct models produce: a confident wrong fact, a looping repetitive answer, and an evasive non-answer. Each
-question appears as exactly one prompt, so tuner's split by prompt holds out whole questions.
+Each fact gives one prompt with a short correct answer (chosen) and five kinds of rejected answer that small
+instruct models produce: a confident wrong fact, a looping repetitive answer, an evasive non-answer, a rambling
+answer that buries a wrong fact in filler, and a hedged wrong guess. Each question appears as exactly one prompt,
+so tuner's split by prompt holds out whole questions.
 
     python tuner/data/make_preferences.py   # rewrites tuner/data/preferences.jsonl deterministically
 """
@@ -73,6 +74,66 @@ FACTS = [
     ("What is the Moon?", "The Moon is Earth's only natural satellite, orbiting the planet about every 27 days.", "The Moon is a small star that shines by its own light."),
     ("What is the largest country by area?", "Russia is the largest country by area.", "Brazil is the largest country by area."),
     ("Who was the first person to walk on the Moon?", "Neil Armstrong was the first person to walk on the Moon, in 1969.", "Yuri Gagarin was the first person to walk on the Moon."),
+    ("What is the smallest planet in the solar system?", "Mercury is the smallest planet in the solar system.", "Jupiter is the smallest planet in the solar system."),
+    ("Which planet is closest in size to Earth?", "Venus is closest to Earth in size.", "Saturn is closest to Earth in size."),
+    ("How long does Earth take to orbit the Sun?", "Earth takes about 365.25 days to orbit the Sun.", "Earth takes about 30 days to orbit the Sun."),
+    ("How long does Earth take to spin once on its axis?", "Earth spins once on its axis about every 24 hours.", "Earth spins once on its axis every week."),
+    ("What is a light year?", "A light year is the distance light travels in one year, about 9.46 trillion kilometres.", "A light year is the time it takes the Moon to orbit Earth."),
+    ("What causes ocean tides?", "Tides are caused mainly by the Moon's gravity pulling on Earth's oceans, with help from the Sun.", "Tides are caused by wind blowing across the ocean."),
+    ("What is the centre of an atom called?", "The centre of an atom is the nucleus, made of protons and neutrons.", "The centre of an atom is called the electron."),
+    ("What charge does an electron have?", "An electron has a negative charge.", "An electron has a positive charge."),
+    ("What is the chemical symbol for sodium?", "The chemical symbol for sodium is Na.", "The chemical symbol for sodium is So."),
+    ("What is the most abundant gas in the air we breathe?", "Nitrogen is the most abundant gas in air, about 78 percent.", "Carbon dioxide is the most abundant gas in air."),
+    ("What is the pH of pure water?", "Pure water has a pH of 7, which is neutral.", "Pure water has a pH of 1, which is very acidic."),
+    ("What is the unit of electrical resistance?", "Electrical resistance is measured in ohms.", "Electrical resistance is measured in litres."),
+    ("What is the powerhouse of the cell?", "The mitochondrion is called the powerhouse of the cell because it makes most of its energy.", "The nucleus is called the powerhouse of the cell."),
+    ("What do red blood cells carry?", "Red blood cells carry oxygen from the lungs to the rest of the body.", "Red blood cells carry sound signals to the brain."),
+    ("Which organ do humans use to breathe?", "Humans breathe with their lungs.", "Humans breathe with their kidneys."),
+    ("How many chambers does the human heart have?", "The human heart has four chambers.", "The human heart has two chambers."),
+    ("What vitamin does sunlight help the body make?", "Sunlight helps the skin make vitamin D.", "Sunlight helps the skin make vitamin C."),
+    ("What is the largest organ of the human body?", "The skin is the largest organ of the human body.", "The heart is the largest organ of the human body."),
+    ("What do herbivores eat?", "Herbivores eat plants.", "Herbivores eat only meat."),
+    ("What is the fastest land animal?", "The cheetah is the fastest land animal, reaching about 110 kilometres per hour.", "The tortoise is the fastest land animal."),
+    ("How many legs does a spider have?", "A spider has eight legs.", "A spider has six legs."),
+    ("Are whales fish or mammals?", "Whales are mammals: they breathe air and feed their young milk.", "Whales are fish because they live in water."),
+    ("What is the capital of Italy?", "The capital of Italy is Rome.", "The capital of Italy is Milan."),
+    ("What is the capital of Germany?", "The capital of Germany is Berlin.", "The capital of Germany is Munich."),
+    ("What is the capital of Spain?", "The capital of Spain is Madrid.", "The capital of Spain is Barcelona."),
+    ("What is the capital of Egypt?", "The capital of Egypt is Cairo.", "The capital of Egypt is Alexandria."),
+    ("What is the capital of India?", "The capital of India is New Delhi.", "The capital of India is Mumbai."),
+    ("What is the capital of Brazil?", "The capital of Brazil is Brasilia.", "The capital of Brazil is Rio de Janeiro."),
+    ("What is the capital of Turkey?", "The capital of Turkey is Ankara.", "The capital of Turkey is Istanbul."),
+    ("On which continent is Kenya?", "Kenya is in Africa.", "Kenya is in South America."),
+    ("Which ocean lies between Europe and North America?", "The Atlantic Ocean lies between Europe and North America.", "The Indian Ocean lies between Europe and North America."),
+    ("What is the highest waterfall in the world?", "Angel Falls in Venezuela is the highest waterfall, at about 979 metres.", "Niagara Falls is the highest waterfall in the world."),
+    ("In which country are the pyramids of Giza?", "The pyramids of Giza are in Egypt.", "The pyramids of Giza are in Mexico."),
+    ("In what year did World War II end?", "World War II ended in 1945.", "World War II ended in 1965."),
+    ("Who was the first president of the United States?", "George Washington was the first president of the United States.", "Abraham Lincoln was the first president of the United States."),
+    ("Who invented the telephone?", "Alexander Graham Bell is credited with inventing the telephone in 1876.", "Thomas Edison invented the telephone in 1950."),
+    ("Who discovered penicillin?", "Alexander Fleming discovered penicillin in 1928.", "Marie Curie discovered penicillin."),
+    ("Who proposed the theory of evolution by natural selection?", "Charles Darwin proposed evolution by natural selection.", "Galileo proposed evolution by natural selection."),
+    ("What is 15 plus 27?", "15 plus 27 is 42.", "15 plus 27 is 32."),
+    ("What is 100 divided by 4?", "100 divided by 4 is 25.", "100 divided by 4 is 40."),
+    ("What is 9 times 7?", "9 times 7 is 63.", "9 times 7 is 56."),
+    ("What is half of 50?", "Half of 50 is 25.", "Half of 50 is 20."),
+    ("How many degrees are in a right angle?", "A right angle has 90 degrees.", "A right angle has 180 degrees."),
+    ("How many sides does a triangle have?", "A triangle has three sides.", "A triangle has four sides."),
+    ("What is the value of pi to two decimal places?", "Pi is about 3.14.", "Pi is about 2.71."),
+    ("How many centimetres are in a metre?", "There are 100 centimetres in a metre.", "There are 10 centimetres in a metre."),
+    ("How many grams are in a kilogram?", "There are 1,000 grams in a kilogram.", "There are 100 grams in a kilogram."),
+    ("How many hours are in a day?", "There are 24 hours in a day.", "There are 12 hours in a day."),
+    ("How many weeks are in a year?", "A year has 52 weeks.", "A year has 40 weeks."),
+    ("Why do we brush our teeth?", "Brushing removes plaque and food, which prevents tooth decay and gum disease.", "We brush our teeth to make them grow longer."),
+    ("Why is drinking water important?", "Water keeps the body hydrated, helps control temperature and carries nutrients to cells.", "Drinking water is not important because food has enough."),
+    ("Why should you wear sunscreen?", "Sunscreen protects skin from ultraviolet rays that cause sunburn and skin cancer.", "Sunscreen makes your skin absorb more sunlight."),
+    ("What are the benefits of reading books?", "Reading builds vocabulary, knowledge and concentration, and can reduce stress.", "Reading books has no benefits."),
+    ("Why do leaves change colour in autumn?", "In autumn trees stop making green chlorophyll, revealing yellow and orange pigments.", "Leaves change colour in autumn because they are painted by birds."),
+    ("Why do we have leap years?", "Leap years keep the calendar in step with Earth's orbit, which takes about 365.25 days.", "Leap years exist to give people an extra holiday."),
+    ("What is the past tense of go?", "The past tense of go is went.", "The past tense of go is goed."),
+    ("What is a synonym for happy?", "A synonym for happy is joyful.", "A synonym for happy is sad."),
+    ("What is the plural of child?", "The plural of child is children.", "The plural of child is childs."),
+    ("What is an adjective?", "An adjective is a word that describes a noun, such as tall, red or happy.", "An adjective is a word that joins two sentences."),
+    ("What does a compass show?", "A compass shows direction, its needle pointing to magnetic north.", "A compass shows the time."),
 ]
 
 EVASIVE = [
@@ -80,6 +141,22 @@ EVASIVE = [
     "I am not sure, it depends on many factors.",
     "Many people have asked this question over the years.",
 ]
+
+
+FILLER = [
+    "This is a question that many people find fascinating, and it has a long and interesting history.",
+    "There are a lot of things to consider here, and experts have discussed it for many years.",
+    "It is important to remember that knowledge changes over time and sources can differ.",
+]
+HEDGES = ["I think", "Probably", "If I remember correctly,"]
+
+
+def rambling(wrong: str, rng: random.Random) -> str:
+    return f"{rng.choice(FILLER)} {wrong} {rng.choice(FILLER)}"
+
+
+def hedged(wrong: str, rng: random.Random) -> str:
+    return f"{rng.choice(HEDGES)} {wrong[0].lower()}{wrong[1:]} But I am not sure."
 
 
 def looping(answer: str) -> str:
@@ -91,7 +168,7 @@ def pairs() -> list[dict[str, str]]:
     rng = random.Random(0)
     rows = []
     for question, correct, wrong in FACTS:
-        for rejected in (wrong, looping(correct), rng.choice(EVASIVE)):
+        for rejected in (wrong, looping(correct), rng.choice(EVASIVE), rambling(wrong, rng), hedged(wrong, rng)):
             rows.append({"prompt": question, "chosen": correct, "rejected": rejected})
     rng.shuffle(rows)
     return rows
