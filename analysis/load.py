@@ -83,9 +83,12 @@ def _beta(config: dict[str, Any], spec: dict[str, Any]) -> float:
 
 
 def _first_error_line(trial) -> str:
-    if trial.status != "ERROR" or not trial.error_file or not Path(trial.error_file).is_file():
+    # Read from the trial's storage folder: Trial.error_file points into the local Ray session, which needs Ray.
+    name = trial.run_metadata.error_filename
+    error_file = Path(trial.path) / name if name else None
+    if trial.status != "ERROR" or error_file is None or not error_file.is_file():
         return ""
-    lines = [line.strip() for line in Path(trial.error_file).read_text().splitlines() if line.strip()]
+    lines = [line.strip() for line in error_file.read_text().splitlines() if line.strip()]
     # Ray's error file is a traceback; its last line holds the exception and message.
     return lines[-1] if lines else ""
 

@@ -106,8 +106,10 @@ def export(results_dir: Path, out: Path, trial_id: str | None = None, metric: st
     if missing:
         raise ExportError(f"{checkpoint}: not a LoRA checkpoint, missing {missing}")
     out.mkdir(parents=True, exist_ok=True)
+    from tuner.reporting import RESUME_FILES
+
     for path in checkpoint.iterdir():
-        if path.is_file():
+        if path.is_file() and path.name not in RESUME_FILES:  # optimizer state is for resuming, not for use
             shutil.copy2(path, out / path.name)
     trial_spec = yaml.safe_load((checkpoint / "tuner_spec.yaml").read_text()) if (
         checkpoint / "tuner_spec.yaml").is_file() else experiment.spec

@@ -78,6 +78,7 @@ def precompute(spec: Spec, model_path: str, train, held_out, out_dir: Path) -> d
     dpo_spec = spec.model_copy(update={"method": "dpo"})
     with tempfile.TemporaryDirectory(prefix="tuner-reference-") as scratch:
         args = training_args(dpo_spec, scratch, on_gpu=False, precompute_reference=True)
+        args.precompute_ref_batch_size = args.precompute_ref_batch_size or args.per_device_eval_batch_size
         trainer = DPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=held_out,
                              processing_class=tokenizer)
         trainer.train_dataset.save_to_disk(str(out_dir / "train"))

@@ -1,21 +1,26 @@
 """The one place that reports to Ray Tune: a TrainerCallback that, at every evaluation, sends TRL's eval metrics
 (under TRL's own names), the training metrics logged since the previous evaluation, and a checkpoint holding the
-LoRA adapter and tokenizer.
+LoRA adapter and tokenizer, plus the optimizer, scheduler and trainer state that a resumed trial continues from.
 
 One report is one eval round, which is the unit ASHA's grace_period and max_t count in.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections import defaultdict
 
+import ray
+import torch
 from transformers import TrainerCallback
 
-from tuner import compat
+from tuner import compat, device
 
 # Training values that are a level, not a rate: the last one stands for the interval rather than the mean.
 _LAST_VALUE_KEYS = {"learning_rate", "epoch"}
+# The names transformers' Trainer.train(resume_from_checkpoint=...) reads.
+RESUME_FILES = ("optimizer.pt", "scheduler.pt", "trainer_state.json")
 
 
 class TuneReportCallback(TrainerCallback):
@@ -33,12 +38,17 @@ class TuneReportCallback(TrainerCallback):
             if isinstance(value, (int, float)):
                 self._train_logs[key].append(float(value))
 
-    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+    def on_evaluate(self, args, state, control, metrics=None, model=None, optimizer=None, lr_scheduler=None,
+                    **kwargs):
         result = self._train_summary()
         result.update({k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))})
         for evaluate in self.evaluators:
             result.update(evaluate(model))
-        result.update(step=state.global_step, max_steps=state.max_steps, epoch=float(state.epoch or 0.0))
+        peak = device.peak_memory_gib()
+        if peak is not None:
+            result["peak_gpu_memory_gib"] = peak
+        result.update(step=state.global_step, max_steps=state.max_steps, epoch=float(state.epoch or 0.0),
+                      node_id=ray.get_runtime_context().get_node_id())
         self.last_reported_step = state.global_step
         with tempfile.TemporaryDirectory(prefix="tuner-ckpt-") as folder:
             model.save_pretrained(folder)
@@ -46,6 +56,10 @@ class TuneReportCallback(TrainerCallback):
             for name, text in self.extra_files.items():
                 with open(f"{folder}/{name}", "w") as handle:
                     handle.write(text)
+            if optimizer is not None and lr_scheduler is not None:
+                torch.save(optimizer.state_dict(), os.path.join(folder, "optimizer.pt"))
+                torch.save(lr_scheduler.state_dict(), os.path.join(folder, "scheduler.pt"))
+                state.save_to_json(os.path.join(folder, "trainer_state.json"))
             compat.tune_report()(result, checkpoint=compat.tune_checkpoint().from_directory(folder))
 
     def _train_summary(self) -> dict[str, float]:

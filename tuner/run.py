@@ -1,13 +1,14 @@
-"""Run a search: `python -m tuner.run SPEC [key=value ...] [--name NAME] [--address ADDR] [--dry-run]`.
+"""Run a search: `python -m tuner.run SPEC [key=value ...] [--name NAME] [--address ADDR] [--dry-run]`, or continue
+one: `python -m tuner.run --resume RESULTS/NAME`.
 
-Validates the spec (every problem at once, exit 2, nothing written), converts the embedded model once, prepares the
-data once, starts or attaches to Ray, runs the Tune search, and ends with the ranking and the best checkpoint.
+Validates every input before writing anything (each problem named, exit code 2, no traceback unless --debug),
+prepares the experiment once, starts or attaches to Ray, runs the Tune search, and ends with the ranking and the
+best checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -15,20 +16,23 @@ from pathlib import Path
 from tuner.spec import Spec, SpecError, load_spec, to_yaml
 
 USER_ERROR = 2
-BASE_METRICS_FILE = "base_metrics.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tuner.run", description=__doc__.splitlines()[0])
-    parser.add_argument("spec", help="search spec YAML, e.g. search_spaces/dpo.yaml")
+    parser.add_argument("spec", nargs="?", help="search spec YAML, e.g. search_spaces/dpo.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. search.num_samples=2")
     parser.add_argument("--name", help="experiment folder name under run.storage_path (default: method-timestamp)")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                         help="attach to this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--resume", type=Path, metavar="RESULTS/NAME", help="continue an interrupted search")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the resolved spec; start nothing")
     parser.add_argument("--top", type=int, default=5, help="how many trials the final table shows")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
-    return parser.parse_intermixed_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if (args.spec is None) == (args.resume is None):
+        parser.error("give a SPEC to start a search, or --resume RESULTS/NAME to continue one")
+    return args
 
 
 def describe_space(spec: Spec) -> str:
@@ -52,60 +56,105 @@ def fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        spec = load_spec(args.spec, args.overrides)
+        return resume(args) if args.resume else start(args)
     except SpecError as error:
+        if args.debug:
+            raise
         problems = "\n".join(f"  - {p}" for p in error.problems)
-        return fail(f"{args.spec}: {len(error.problems)} problem(s):\n{problems}")
+        return fail(f"{args.spec or args.resume}: {len(error.problems)} problem(s):\n{problems}")
+    except ValueError as error:  # InputError, DataError, ModelError, ...: the user's input, said in one line
+        if args.debug or not _is_input_error(error):
+            raise
+        return fail(str(error))
+
+
+def _is_input_error(error: Exception) -> bool:
+    from tuner.data import DataError
+    from tuner.embedded import EmbeddedModelMissing
+    from tuner.experiment import InputError
+    from tuner.models import ModelError
+
+    return isinstance(error, (InputError, DataError, ModelError, EmbeddedModelMissing))
+
+
+def start(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec, args.overrides)
     if args.dry_run:
         print(to_yaml(spec))
         print(describe_space(spec))
         return 0
+    from tuner import data, experiment as experiments, models
 
-    from tuner import data, models, quality, search
-    from tuner.embedded import EmbeddedModelMissing
-
-    try:
-        for name in _model_names(spec):
-            models.check_loadable(name)
-        train, held_out = data.load_pairs(spec.data)
-        experiment = search.new_experiment(spec, args.name or search.default_name(spec))
-    except (models.ModelError, EmbeddedModelMissing, data.DataError, FileExistsError) as error:
-        if args.debug:
-            raise
-        return fail(str(error))
-    train.save_to_disk(str(experiment.data_dir / "train"))
-    held_out.save_to_disk(str(experiment.data_dir / "eval"))
-    print(f"data: {len(train)} train pairs, {len(held_out)} eval pairs (no prompt in both)")
-    share_reference(spec, train, held_out, experiment.data_dir)
-    base = quality.base_model_metrics(models.resolve(spec.model.name), held_out, spec.model.max_length,
-                                      spec.train.get("per_device_eval_batch_size", 8))
-    (experiment.tuner_dir / BASE_METRICS_FILE).write_text(json.dumps(base))
-    print(f"base model: {', '.join(f'{k} = {v:.3f}' for k, v in base.items())}")
+    for name in _model_names(spec):
+        models.check_loadable(name)
+    train, held_out = data.load_pairs(spec.data)
+    path = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
+                                     experiments.default_name(spec))
+    experiments.check_address(args.address)
+    experiments.check_wandb(spec.run.wandb)
+    _warn_about_exposure(spec, args.address)
+    experiment = experiments.create(spec, path)
+    for line in experiments.prepare(spec, experiment, train, held_out):
+        print(line)
     print(describe_space(spec))
+    from tuner import search
 
-    context = search.start_ray(args.address)
+    _announce(search.start_ray(args.address, spec.run.dashboard_host), spec, experiment)
+    return _fit_and_report(search.build_tuner(spec, experiment, train_rows=len(train)), spec, experiment, args.top)
+
+
+def resume(args: argparse.Namespace) -> int:
+    from ray import tune
+
+    from tuner import experiment as experiments, search
+
+    path = args.resume.expanduser().resolve()
+    experiment = experiments.Experiment(path, path.name)
+    if not experiment.spec_file.is_file() or not tune.Tuner.can_restore(str(path)):
+        raise experiments.InputError(f"--resume: {path} is not a tuner experiment folder that can be resumed "
+                                     f"(it needs tuner/spec.yaml and Tune's experiment state)")
+    spec = load_spec(experiment.spec_file)
+    experiments.check_address(args.address)
+    _announce(search.start_ray(args.address, spec.run.dashboard_host), spec, experiment)
+    print(f"resuming {path}: finished trials are kept, unfinished ones continue from their last checkpoint")
+    return _fit_and_report(search.restore_tuner(spec, experiment), spec, experiment, args.top)
+
+
+def _announce(context, spec: Spec, experiment) -> None:
     if context.dashboard_url:
-        print(f"Ray dashboard: http://{context.dashboard_url}")
-    print(f"Optuna study: optuna-dashboard {experiment.optuna_url}" if spec.search.algorithm == "optuna" else "")
-    tuner = search.build_tuner(spec, experiment, train_rows=len(train))
-    tuner.fit()
-    return report(spec, experiment.path, args.top)
+        print(f"Ray dashboard: http://{context.dashboard_url}  (token auth: see README, 'Monitoring')")
+    if spec.search.algorithm == "optuna":
+        print(f"Optuna study: optuna-dashboard {experiment.optuna_url}")
+    print(f"TensorBoard: tensorboard --logdir {experiment.path}")
+    if spec.run.wandb != "off":
+        print(f"W&B ({spec.run.wandb}): runs under {experiment.path / 'wandb'}"
+              + (f"; upload later with `wandb sync {experiment.path / 'wandb'}/wandb/offline-run-*`"
+                 if spec.run.wandb == "offline" else ""))
 
 
-def share_reference(spec: Spec, train, held_out, data_dir: Path) -> None:
-    import time
+def _warn_about_exposure(spec: Spec, address: str | None) -> None:
+    if address:
+        print(f"tuner: warning: on a cluster, run.storage_path ({Path(spec.run.storage_path).resolve()}) must be a "
+              f"folder that every node mounts at the same path (NFS or similar): trials read the prepared data "
+              f"and write results there", file=sys.stderr)
+    if not address and spec.run.dashboard_host not in ("127.0.0.1", "localhost"):
+        print(f"tuner: warning: run.dashboard_host={spec.run.dashboard_host!r} exposes the Ray dashboard, which can "
+              f"run code on this machine, beyond localhost", file=sys.stderr)
 
-    from tuner import backends, models, reference
 
-    reason = reference.why_not_shared(spec, backends.resolve_backend(spec.model.backend))
-    if reason:
-        print(f"reference log-probs: computed in each trial ({reason})")
-        return
-    started = time.perf_counter()
-    sizes = reference.precompute(spec, models.resolve(spec.model.name), train, held_out,
-                                 data_dir / reference.SHARED_DIR)
-    print(f"reference log-probs: computed once for {sizes['train']} train and {sizes['eval']} eval pairs "
-          f"in {time.perf_counter() - started:.0f} s, shared by every DPO trial")
+def _fit_and_report(tuner, spec: Spec, experiment, top: int) -> int:
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        pass
+    code = report(spec, experiment.path, top)
+    from analysis.load import load_experiment
+
+    unfinished = load_experiment(experiment.path).trials
+    if len(unfinished) < spec.search.num_samples or unfinished["status"].isin(["running", "pending", "paused"]).any():
+        print(f"the search stopped before all {spec.search.num_samples} trials finished; continue it with:\n"
+              f"  python -m tuner.run --resume {experiment.path}")
+    return code
 
 
 def report(spec: Spec, path: Path, top: int) -> int:
@@ -119,10 +168,13 @@ def report(spec: Spec, path: Path, top: int) -> int:
     print(f"\nTop trials by {spec.metric} ({spec.search.mode}):")
     print(ranking_table(ranked, top))
     print(describe_best(ranked))
+    errored = experiment.trials[experiment.trials["status"] == "errored"]
+    for _, trial in errored.iterrows():
+        print(f"errored trial {trial['trial_id']}: {trial['error']}")
     if not ranked.empty and ranked.iloc[0]["rank"] == 1:
         checkpoint = best_checkpoint(experiment, ranked.iloc[0]["trial_id"], spec.metric, spec.search.mode)
         print(f"best checkpoint (LoRA adapter + tokenizer): {checkpoint.path if checkpoint else 'none kept'}")
-    print(f"results: {path}\nreport: python -m analysis {path}")
+    print(f"results: {path}\nreport: python -m analysis {path}\nexport: python -m tuner.export {path} --out DIR")
     return 0
 
 

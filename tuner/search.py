@@ -1,58 +1,15 @@
 """The search: a Ray Tune Tuner with OptunaSearch (study in SQLite inside the experiment folder), ASHA on the search
-metric, fractional GPUs through tune.with_resources, and checkpoints kept by score.
-
-Experiment folder layout (`run.storage_path/NAME/`): Tune's own files and one folder per trial, plus `tuner/` with
-the resolved spec, the prepared data and `optuna.db`.
+metric, fractional GPUs through tune.with_resources, checkpoints kept by score, and Tune.restore to resume.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from tuner.spec import Distribution, Spec, to_yaml
-
-TUNER_DIR = "tuner"
-SPEC_FILE = "spec.yaml"
-OPTUNA_FILE = "optuna.db"
-
-
-@dataclass
-class Experiment:
-    path: Path  # storage_path / name
-    name: str
-
-    @property
-    def tuner_dir(self) -> Path:
-        return self.path / TUNER_DIR
-
-    @property
-    def data_dir(self) -> Path:
-        return self.tuner_dir / "data"
-
-    @property
-    def optuna_url(self) -> str:
-        return f"sqlite:///{(self.tuner_dir / OPTUNA_FILE).resolve()}"
-
-
-def default_name(spec: Spec) -> str:
-    methods = "-".join(spec.searched_methods())
-    return f"{methods}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def new_experiment(spec: Spec, name: str) -> Experiment:
-    path = Path(spec.run.storage_path).expanduser().resolve() / name
-    if path.exists():
-        raise FileExistsError(f"run.name: {path} already exists; choose another --name, got {name!r}")
-    experiment = Experiment(path, name)
-    experiment.tuner_dir.mkdir(parents=True, mode=0o700)
-    (experiment.tuner_dir / SPEC_FILE).write_text(to_yaml(spec))
-    return experiment
-
+from tuner.experiment import Experiment
+from tuner.spec import Distribution, Spec
 
 # ---------------------------------------------------------------------------------------------- search space
 
@@ -76,13 +33,39 @@ def param_space(spec: Spec) -> dict[str, Any]:
     return {key: to_tune(distribution) for key, distribution in spec.search.space.items()}
 
 
+def _resumable_optuna_search():
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class ResumableOptunaSearch(OptunaSearch):
+        """OptunaSearch over a study in SQLite that may be ahead of Tune's last snapshot.
+
+        After a driver is killed, the study can already hold the end of a trial that Tune's (periodic) snapshot
+        still calls running; Tune then resumes that trial from its last checkpoint and reports it again. The
+        study keeps the value it has instead of failing the search.
+        """
+
+        def on_trial_result(self, trial_id, result):
+            try:
+                super().on_trial_result(trial_id, result)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            try:
+                super().on_trial_complete(trial_id, result, error)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self._ot_trials.pop(trial_id, None)
+
+    return ResumableOptunaSearch
+
+
 def build_searcher(spec: Spec, experiment: Experiment):
     points = spec.search.points_to_evaluate or None
     if spec.search.algorithm == "optuna":
         import optuna
-        from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(
+        return _resumable_optuna_search()(
             sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
             storage=optuna.storages.RDBStorage(experiment.optuna_url),
             study_name=experiment.name,
@@ -126,25 +109,33 @@ def logger_callbacks(spec: Spec, experiment: Experiment) -> list:
         return []
     from ray.air.integrations.wandb import WandbLoggerCallback
 
-    os.environ["WANDB_MODE"] = spec.run.wandb
     wandb_dir = experiment.path / "wandb"
     wandb_dir.mkdir(parents=True, exist_ok=True)
-    return [WandbLoggerCallback(project=spec.run.wandb_project, group=experiment.name, dir=str(wandb_dir))]
+    # The driver's WANDB_MODE lets Ray skip its API-key check offline; `mode` reaches wandb.init in Ray's logging
+    # actor, a process started before this environment variable was set.
+    os.environ["WANDB_MODE"] = spec.run.wandb
+    return [WandbLoggerCallback(project=spec.run.wandb_project, group=experiment.name, dir=str(wandb_dir),
+                                mode=spec.run.wandb)]
 
 
 # ---------------------------------------------------------------------------------------------- running
 
 
-def build_tuner(spec: Spec, experiment: Experiment, train_rows: int):
+def trainable(spec: Spec, experiment: Experiment):
     from ray import tune
 
     from tuner.trainable import run_trial
 
-    trainable = tune.with_parameters(run_trial, spec_dict=spec.model_dump(mode="json"),
+    with_spec = tune.with_parameters(run_trial, spec_dict=spec.model_dump(mode="json"),
                                      data_dir=str(experiment.data_dir))
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    return tune.with_resources(with_spec, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def build_tuner(spec: Spec, experiment: Experiment, train_rows: int):
+    from ray import tune
+
     return tune.Tuner(
-        tune.with_resources(trainable, resources),
+        trainable(spec, experiment),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
             metric=spec.metric,
@@ -162,16 +153,26 @@ def build_tuner(spec: Spec, experiment: Experiment, train_rows: int):
                 checkpoint_score_attribute=spec.metric,
                 checkpoint_score_order=spec.search.mode,
             ),
+            failure_config=tune.FailureConfig(max_failures=spec.run.max_failures),
             callbacks=logger_callbacks(spec, experiment),
             verbose=1,
         ),
     )
 
 
-def start_ray(address: str | None, num_cpus: int | None = None):
-    """Attach to a cluster when an address is given; otherwise a local Ray whose dashboard binds 127.0.0.1 only."""
+def restore_tuner(spec: Spec, experiment: Experiment):
+    """Tune.restore: finished trials kept, unfinished ones resumed from their last checkpoint, errored ones left
+    as they were; the searcher (and so the Optuna study) continues where it stopped, up to num_samples in all."""
+    from ray import tune
+
+    return tune.Tuner.restore(str(experiment.path), trainable=trainable(spec, experiment), resume_unfinished=True,
+                              resume_errored=False, restart_errored=False)
+
+
+def start_ray(address: str | None, dashboard_host: str = "127.0.0.1"):
+    """Attach to a cluster when an address is given; otherwise a local Ray with its dashboard on dashboard_host."""
     import ray
 
     if address:
         return ray.init(address=address, log_to_driver=True)
-    return ray.init(include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus, log_to_driver=True)
+    return ray.init(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=True)

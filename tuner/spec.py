@@ -143,6 +143,8 @@ class RunSpec(_Section):
     wandb: Literal["off", "offline", "online"] = "off"
     wandb_project: str = "tuner"
     keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(0, ge=-1)  # retries of a failed trial (-1: forever); others go on either way
+    dashboard_host: str = "127.0.0.1"  # a local Ray's dashboard; 0.0.0.0 exposes it to the network
 
     @field_validator("wandb", mode="before")
     @classmethod
@@ -263,6 +265,10 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
             extra = [k for k in point if k not in space]
             if extra:
                 problems.append(f"search.points_to_evaluate.{i}: keys must be searched keys {sorted(space)}, got {extra}")
+            missing = [k for k in space if k not in point]
+            if algorithm == "optuna" and missing and not extra:
+                problems.append(f"search.points_to_evaluate.{i}: Optuna needs a value for every searched key, "
+                                f"missing {missing} (algorithm random fills them in), got {point}")
 
     if search.get("metric") is None and len(set(possible_methods)) > 1:
         problems.append(f"search.metric: required when method is searched (each method reports its own metric; "
@@ -335,5 +341,20 @@ def with_sampled(spec: Spec, sampled: dict[str, Any]) -> Spec:
     return validate_spec(raw)
 
 
-def to_yaml(spec: Spec) -> str:
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey", "credential")
+
+
+def redacted(value: Any) -> Any:
+    """The value with every entry whose key names a secret (hub_token, api_key, ...) replaced by '***'."""
+    if isinstance(value, dict):
+        return {k: "***" if any(w in str(k).lower() for w in SECRET_WORDS) and v not in (None, "") else redacted(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    return value
+
+
+def to_yaml(spec: Spec, redact: bool = True) -> str:
+    """The spec as YAML, secrets redacted unless asked otherwise: for files, terminals and logs."""
+    data = spec.model_dump(mode="json")
+    return yaml.safe_dump(redacted(data) if redact else data, sort_keys=False)

@@ -58,9 +58,11 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
     """The Tune function trainable. `config` holds the sampled `dotted.key: value` pairs."""
     from ray import tune
 
-    from tuner import backends, models
+    from tuner import backends, device, models
 
     spec = with_sampled(validate_spec(spec_dict), config)
+    trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
+    device.set_up(spec.resources.cpu, spec.resources.gpu, trial_dir, os.path.join(data_dir, os.pardir, "cache"))
     backend = backends.resolve_backend(spec.model.backend)
     model_path = models.resolve(spec.model.name)
     loaded = backends.load(backend, str(model_path), spec)  # first: unsloth must be imported before trl
@@ -72,8 +74,6 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
     from tuner.reporting import TuneReportCallback
 
     on_gpu = backends.cuda_available()
-    if not on_gpu:
-        torch.set_num_threads(max(1, int(spec.resources.cpu)))
     shared_dir = os.path.join(data_dir, reference.SHARED_DIR)
     shared_reference = spec.method == "dpo" and os.path.isdir(shared_dir)
     raw_train, raw_eval = data.load_prepared(data_dir)
@@ -86,11 +86,33 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
     pref_accuracy = PreferenceAccuracy(loaded.tokenizer, raw_eval, spec.model.max_length,
                                        spec.train.get("per_device_eval_batch_size", 8))
 
-    trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
     reporter = TuneReportCallback(loaded.tokenizer, extra_files={"tuner_spec.yaml": to_yaml(spec)},
                                   evaluators=[pref_accuracy])
     trainer = build_trainer(spec, loaded, train, held_out, os.path.join(trial_dir, "trainer"), [reporter], on_gpu,
                             shared_reference)
-    trainer.train()
-    if reporter.last_reported_step != trainer.state.global_step:
-        trainer.evaluate()  # the last steps were not a multiple of eval_steps: rank on the final adapter too
+    resume_from = _resumable_checkpoint(reporter)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+        if reporter.last_reported_step != trainer.state.global_step:
+            trainer.evaluate()  # the last steps were not a multiple of eval_steps: rank on the final adapter too
+    except torch.OutOfMemoryError as error:
+        raise RuntimeError(device.out_of_memory_message(spec.resources.gpu, error)) from None
+
+
+def _resumable_checkpoint(reporter) -> str | None:
+    """The folder of the trial's last Tune checkpoint when Tune is resuming it (after --resume), else None."""
+    import json
+
+    from ray import tune
+
+    from tuner.reporting import RESUME_FILES
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    folder = checkpoint.to_directory()  # a local copy, whatever the storage
+    if not all(os.path.isfile(os.path.join(folder, name)) for name in RESUME_FILES):
+        return None  # a checkpoint without optimizer state: start the trial over
+    with open(os.path.join(folder, "trainer_state.json")) as handle:
+        reporter.last_reported_step = json.load(handle)["global_step"]  # reported before the interruption
+    return folder

@@ -65,7 +65,8 @@ def test_dpo_search_samples_from_the_space_and_stores_the_optuna_study(dpo_run):
 def test_dpo_search_prints_dashboard_ranking_and_best_checkpoint(dpo_run):
     done, path = dpo_run
     assert "Ray dashboard: http://127.0.0.1:" in done.stdout
-    assert "reference log-probs: computed once for 16 train and 4 eval pairs" in done.stdout
+    assert "data: 16 train pairs (8 used: train.max_steps x batch), 4 eval pairs" in done.stdout
+    assert "reference log-probs: computed once for 8 train and 4 eval pairs" in done.stdout
     assert "base model: eval_pref_accuracy = " in done.stdout
     assert "Top trials by eval_rewards/margins (max):" in done.stdout
     experiment = load_experiment(path)

@@ -82,6 +82,11 @@ def test_points_to_evaluate_must_use_searched_keys():
     raw = {"search": {"space": {"train.beta": {"type": "uniform", "low": 0.1, "high": 0.5}},
                       "points_to_evaluate": [{"train.beta": 0.2, "lora.r": 4}]}}
     assert problems_of(raw) == ["search.points_to_evaluate.0: keys must be searched keys ['train.beta'], got ['lora.r']"]
+    space = {"train.beta": {"type": "uniform", "low": 0.1, "high": 0.5}, "lora.r": {"type": "choice", "values": [4]}}
+    partial = {"search": {"space": space, "points_to_evaluate": [{"train.beta": 0.2}]}}
+    assert problems_of(partial)[0].startswith("search.points_to_evaluate.0: Optuna needs a value for every searched "
+                                              "key, missing ['lora.r']")
+    validate_spec({"search": {**partial["search"], "algorithm": "random"}})
 
 
 def test_yaml_off_means_no_wandb_and_fractional_gpus():

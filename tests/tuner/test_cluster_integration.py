@@ -1,0 +1,67 @@
+"""A real two-node Ray cluster on this machine (`ray start --head` plus `ray start --address`), started and
+stopped by the test: `--address` attaches to it and trials run on both nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from analysis.load import load_experiment
+from tests.conftest import REPO, spec_path
+from tests.tuner.test_search_integration import FAST
+
+pytestmark = pytest.mark.integration
+RAY = shutil.which("ray") or "ray"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch):
+    # `ray start` clusters check Ray's auth token (~/.ray/auth_token): every node and driver runs in token mode.
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    port = free_port()
+    env = dict(os.environ)
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    head = [RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+            "--include-dashboard=false", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    worker = [RAY, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+              "--disable-usage-stats"]
+    try:
+        subprocess.run(head, check=True, env=env, capture_output=True, timeout=120)
+        subprocess.run(worker, check=True, env=env, capture_output=True, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_trials_run_on_both_nodes_of_a_cluster(two_node_cluster, tiny_llama, tmp_path):
+    # In a subprocess: Ray reads RAY_AUTH_MODE once per process, and this one may have imported Ray already.
+    listing = subprocess.run([sys.executable, "-c", "import json, ray; ray.init(address=" + repr(two_node_cluster) +
+                              "); print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"],
+                             capture_output=True, text=True, timeout=300)
+    assert listing.returncode == 0, listing.stderr[-3000:]
+    node_ids = set(json.loads(listing.stdout.strip().splitlines()[-1]))
+    assert len(node_ids) == 2
+    command = [sys.executable, "-m", "tuner.run", str(spec_path("dpo.yaml")), f"model.name={tiny_llama}",
+               f"run.storage_path={tmp_path / 'shared'}", "--name", "cluster", "--address", two_node_cluster, *FAST,
+               "search.num_samples=2", "scheduler.type=none"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "must be a folder that every node mounts" in done.stderr
+    experiment = load_experiment(tmp_path / "shared" / "cluster")
+    assert set(experiment.trials["status"]) == {"finished"}
+    assert set(experiment.history["node_id"]) == node_ids

@@ -1,0 +1,109 @@
+"""Malformed inputs: each gives one message naming what is wrong, exit code 2, no traceback, no results folder."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from tests.conftest import spec_path
+from tuner.run import main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+CASES = {
+    "unknown train field": (["train.bta=0.1"], "train.bta: not a field of TRL's DPOConfig (did you mean beta?)"),
+    "zero samples": (["search.num_samples=0"], "search.num_samples: Input should be greater than 0, got 0"),
+    "unknown method": (["method=ppo"], "method: Input should be 'dpo' or 'orpo'"),
+    "unknown section key": (["runn.name=x"], "runn: unknown key"),
+    "reserved train field": (["train.output_dir=/tmp/x"], "train.output_dir: set by tuner"),
+    "bounds reversed": (["search.space.train.beta.low=0.9"], "search.space.train.beta: low must be < high"),
+    "empty choice": (["search.space.lora.r={type: choice, values: []}"], "choice needs a non-empty list"),
+    "override without =": (["num_samples"], "override 'num_samples': expected key=value"),
+    "missing model folder": (["model.name=/nonexistent/model"], "model.name: no such folder"),
+    "hub id offline": (["model.name=nobody/no-such-model"], "model.name: cannot load the config of 'nobody/no-such-model'"),
+    "missing data file": (["data.source=/nonexistent/pairs.jsonl"], "data.source: no such file"),
+    "missing column": (["data.columns.prompt=question"], "data.columns: data.source 'bundled' has no column prompt='question'"),
+    "unsupported data file": (["data.source={tmp}/afile"], "data.source: expected a .jsonl, .json, .parquet or .csv"),
+    "hub dataset offline": (["data.source=nobody/no-such-dataset"], "data.source: 'nobody/no-such-dataset' is neither"),
+    "remote storage": (["run.storage_path=s3://bucket/results"], "run.storage_path: tuner keeps its prepared data"),
+    "storage under a file": (["run.storage_path={tmp}/afile/results"], "is a file, not a folder"),
+    "bad ray address": (["--address", "not-an-address"], "--address: expected HOST:PORT"),
+    "no ray at address": (["--address", "127.0.0.1:{port}"], "--address: no Ray head node answers at 127.0.0.1:"),
+    "gpu fraction above 1": (["resources.gpu=1.5"], "resources.gpu: above 1 must be a whole number of GPUs"),
+    "grid with optuna": (["search.space.lora.r={type: grid, values: [4, 8]}"], "grid values need search.algorithm"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_malformed_input(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    write(tmp_path / "afile", "")
+    args, message = CASES[case]
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{port}", str(free_port())) for a in args]
+    storage = tmp_path / "results"
+    code = main([str(spec_path("dpo.yaml")), f"run.storage_path={storage}", *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err, err
+    assert "Traceback" not in err
+    assert not storage.exists() and not (tmp_path / "afile" / "results").exists()
+
+
+def test_spec_file_errors(tmp_path, capsys):
+    assert main([str(write(tmp_path / "bad.yaml", "model: [unclosed\n"))]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert main([str(write(tmp_path / "list.yaml", "- 1\n"))]) == 2
+    assert "top level must be a mapping" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.yaml")]) == 2
+    assert "no such spec file" in capsys.readouterr().err
+
+
+def test_data_file_errors(tmp_path, capsys):
+    broken = write(tmp_path / "broken.jsonl", '{"prompt": "a", "chosen": "b", "rejected": "c"}\n{not json\n')
+    assert main([str(spec_path("dpo.yaml")), f"data.source={broken}", f"run.storage_path={tmp_path / 'r'}"]) == 2
+    assert "data.source: cannot read" in capsys.readouterr().err
+    same = write(tmp_path / "same.jsonl", json.dumps({"prompt": "p", "chosen": "x", "rejected": "x"}) + "\n")
+    assert main([str(spec_path("dpo.yaml")), f"data.source={same}", f"run.storage_path={tmp_path / 'r'}"]) == 2
+    assert "has no usable pair" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_experiment_and_bad_resume(tmp_path, capsys):
+    (tmp_path / "r" / "taken").mkdir(parents=True)
+    assert main([str(spec_path("dpo.yaml")), f"run.storage_path={tmp_path / 'r'}", "--name", "taken"]) == 2
+    assert "already exists; choose another --name, or continue it with --resume" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path / "r" / "taken")]) == 2
+    assert "is not a tuner experiment folder that can be resumed" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        main([str(spec_path("dpo.yaml")), "data.source=/nonexistent.jsonl", "--debug"])
+
+
+def test_secrets_never_reach_printed_or_saved_specs(capsys):
+    assert main([str(spec_path("dpo.yaml")), "train.hub_token=hf_SECRET123", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "hf_SECRET123" not in out and "hub_token: '***'" in out
+
+
+def test_wandb_without_the_package(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real_find_spec(name, *a))
+    assert main([str(spec_path("dpo.yaml")), "run.wandb=offline", f"run.storage_path={tmp_path / 'r'}"]) == 2
+    assert "run.wandb: 'offline' needs the wandb package" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,88 @@
+"""Searches that go wrong: a trial that fails, a driver killed with SIGKILL and resumed, and what a run leaves for
+monitoring (TensorBoard, W&B offline) and for security (folder permissions)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.load import load_experiment
+from analysis.ranking import rank_trials
+from tests.conftest import REPO, spec_path
+from tests.tuner.test_search_integration import FAST, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_failing_trial_ends_errored_and_the_search_goes_on(tiny_llama, tmp_path):
+    done = run_cli("dpo.yaml", tiny_llama, tmp_path, "fail", "search.num_samples=2", "scheduler.type=none",
+                   "search.algorithm=random",
+                   "search.space.train.optim={type: choice, values: [adamw_torch, no_such_optimizer]}",
+                   "search.points_to_evaluate=[{train.optim: adamw_torch}, {train.optim: no_such_optimizer}]")
+    experiment = load_experiment(tmp_path / "fail")
+    statuses = dict(zip(experiment.trials["config/train.optim"], experiment.trials["status"]))
+    assert statuses == {"adamw_torch": "finished", "no_such_optimizer": "errored"}
+    errored = experiment.trials[experiment.trials["status"] == "errored"].iloc[0]
+    assert "no_such_optimizer" in errored["error"]
+    assert f"errored trial {errored['trial_id']}: " in done.stdout
+    ranked = rank_trials(experiment.trials, experiment.history, "eval_rewards/margins")
+    assert ranked.iloc[0]["trial_id"] != errored["trial_id"] and ranked.iloc[0]["rank"] == 1
+    assert ranked.set_index("trial_id").loc[errored["trial_id"], "rank"] != 1
+
+
+def test_results_folder_is_private_and_holds_tensorboard_and_wandb_offline_runs(tiny_llama, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    done = run_cli("dpo.yaml", tiny_llama, tmp_path, "mon", "search.num_samples=1", "scheduler.type=none",
+                   "run.wandb=offline")
+    path = tmp_path / "mon"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    assert f"TensorBoard: tensorboard --logdir {path}" in done.stdout
+    assert list(path.glob("run_trial_*/events.out.tfevents.*"))
+    runs = list((path / "wandb").glob("wandb/offline-run-*"))
+    assert len(runs) == 1
+    records = next(runs[0].glob("run-*.wandb")).read_bytes()  # W&B's offline log, synced later as it is
+    assert b"eval_rewards/margins" in records and b"eval_pref_accuracy" in records
+    assert "wandb sync" in done.stdout
+
+
+def test_sigkill_driver_then_resume_keeps_finished_trials(tiny_llama, tmp_path):
+    path = tmp_path / "killed"
+    command = [sys.executable, "-m", "tuner.run", str(spec_path("dpo.yaml")), f"model.name={tiny_llama}",
+               f"run.storage_path={tmp_path}", "--name", "killed", *FAST, "search.num_samples=4",
+               "search.max_concurrent_trials=1", "scheduler.type=none", "train.max_steps=6"]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list(path.glob("run_trial_*"))) < 2:
+        time.sleep(1)  # one trial at a time: a second trial folder means the first one finished
+    time.sleep(3)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    before = load_experiment(path)
+    finished = before.trials[before.trials["status"] == "finished"]
+    assert len(finished) >= 1, before.trials[["trial_id", "status"]]
+    rows_before = {t: len((Path(p) / "result.json").read_text().splitlines())
+                   for t, p in zip(finished["trial_id"], finished["path"])}
+
+    resumed = subprocess.run([sys.executable, "-m", "tuner.run", "--resume", str(path)], cwd=REPO,
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = load_experiment(path)
+    assert len(after.trials) == 4
+    assert set(after.trials["status"]) == {"finished"}
+    for trial_id, path_ in zip(after.trials["trial_id"], after.trials["path"]):
+        if trial_id in rows_before:  # not re-run: its report history is as it was
+            assert len((Path(path_) / "result.json").read_text().splitlines()) == rows_before[trial_id]
+        steps = list(after.history.loc[after.history["trial_id"] == trial_id, "step"])
+        assert steps == sorted(set(steps)), (trial_id, steps)  # a resumed trial continues, never starts over
+    import optuna
+
+    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{path / 'tuner' / 'optuna.db'}")
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 4
