@@ -13,7 +13,8 @@ import math
 import numpy as np
 import pandas as pd
 
-DEFAULT_METRIC = {"dpo": "eval_rewards/margins", "orpo": "eval_log_odds_ratio"}
+from tuner.methods import DEFAULT_METRIC  # one definition of what each method is ranked on
+
 SHARED_METRIC = "eval_loss"  # reported by both methods, though on each method's own loss scale
 MARGIN_METRIC = "eval_rewards/margins"
 ACCURACY_METRIC = "eval_rewards/accuracies"
@@ -90,10 +91,6 @@ def rank_trials(trials: pd.DataFrame, history: pd.DataFrame, metric: str, mode: 
     ranked["rank"] = np.where(ranked["score"].notna(), np.arange(1, len(ranked) + 1), np.nan)
     ranked.attrs.update(metric=metric, mode=mode, scope=scope)
     return ranked
-
-
-def default_metric(method: str) -> str:
-    return DEFAULT_METRIC[method]
 
 
 def rank_by_method(trials: pd.DataFrame, history: pd.DataFrame, mode: str = "max",

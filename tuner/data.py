@@ -1,6 +1,6 @@
 """Preference pairs: loaded once by the driver from the bundled set, a local file or a hub dataset, mapped to the
-`prompt` / `chosen` / `rejected` columns TRL expects, split into train and eval so that no prompt is in both, and
-saved as Arrow for every trial to load.
+`prompt` / `chosen` / `rejected` columns TRL expects, and split into train and eval so that no prompt is in both.
+The driver saves them as Arrow (tuner.experiment.prepare) for every trial to load.
 """
 
 from __future__ import annotations
@@ -93,14 +93,6 @@ def load_pairs(spec: DataSpec) -> tuple[Dataset, Dataset]:
     if spec.max_eval_rows:
         held_out = held_out.select(range(min(spec.max_eval_rows, len(held_out))))
     return train, held_out
-
-
-def prepare(spec: DataSpec, out_dir: Path) -> dict[str, int]:
-    """Load and split once in the driver; trials read the result with `load_prepared`."""
-    train, held_out = load_pairs(spec)
-    train.save_to_disk(str(out_dir / "train"))
-    held_out.save_to_disk(str(out_dir / "eval"))
-    return {"train": len(train), "eval": len(held_out)}
 
 
 def load_prepared(out_dir: str | Path) -> tuple[Dataset, Dataset]:

@@ -78,8 +78,10 @@ def build_searcher(spec: Spec, experiment: Experiment):
 
 def planned_eval_rounds(spec: Spec, train_rows: int) -> int:
     """How many times a trial that is never stopped evaluates: ASHA's max_t unless the spec sets one."""
+    from tuner.trainable import TRAIN_DEFAULTS
+
     train = spec.train
-    eval_steps = train.get("eval_steps", 4)
+    eval_steps = train.get("eval_steps", TRAIN_DEFAULTS["eval_steps"])
     if train.get("max_steps", -1) > 0:
         steps = train["max_steps"]
     else:
