@@ -10,7 +10,7 @@ from pathlib import Path
 
 from analysis import plots, report
 from analysis.load import NotAnExperiment, load_experiment
-from analysis.ranking import MARGIN_METRIC, UnknownMetric, rank_by_method, rank_trials
+from analysis.ranking import MARGIN_METRIC, UnknownMetric, rankings_for
 from analysis.summary import describe_best, ranking_table
 
 
@@ -28,16 +28,8 @@ def parse_args(argv):
 
 def build_rankings(experiment, metric, mode, scope):
     search = experiment.spec.get("search") or {}
-    metric = metric or search.get("metric")
-    mode = mode or search.get("mode") or "max"
-    rankings = {}
-    if metric:  # the search's own metric first: it decides the best trial the figures highlight
-        rankings["all"] = rank_trials(experiment.trials, experiment.history, metric, mode, scope, experiment.base)
-    if not metric or experiment.trials["method"].nunique() > 1:
-        for heading, ranked in rank_by_method(experiment.trials, experiment.history, mode, scope,
-                                              experiment.base).items():
-            rankings.setdefault(heading, ranked)
-    return rankings
+    return rankings_for(experiment.trials, experiment.history, metric or search.get("metric"),
+                        mode or search.get("mode") or "max", scope, experiment.base)
 
 
 def notes_for(experiment, rankings) -> list[str]:

@@ -1,7 +1,8 @@
-"""Before/after generations: `python -m analysis.generations RESULTS_DIR [--prompts FILE] [--max-new-tokens N]`.
+"""Before/after generations: `python -m analysis.generations RESULTS_DIR [RESULTS_DIR ...] [--prompts FILE]
+[--max-new-tokens N]`.
 
 Greedy answers from the base model and the best adapter of each method in the results (best DPO and best ORPO when
-both are there), side by side in generations.md and generations.html, with per-answer metrics: length in words,
+they hold both, in one folder or several), side by side in generations.md and generations.html, with per-answer metrics: length in words,
 distinct-2, repeated 3-gram rate, and whether the expected fact appears (for prompts that have one).
 """
 
@@ -81,16 +82,21 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
 
 
 def best_adapters(results_dir: Path) -> dict[str, Path]:
-    """Best checkpoint per method, each ranked on its own default metric."""
+    """Best checkpoint per method, ranked on the search's metric (else each method's default), as exported."""
     from analysis.load import best_checkpoint, load_experiment
-    from analysis.ranking import rank_by_method
+    from analysis.ranking import rank_trials
+    from tuner.methods import DEFAULT_METRIC
 
     experiment = load_experiment(results_dir)
+    search = experiment.spec.get("search") or {}
     adapters = {}
-    for method, ranked in rank_by_method(experiment.trials, experiment.history, base=experiment.base).items():
-        if method == "all" or ranked.empty or ranked.iloc[0]["rank"] != 1:
+    for method in sorted(experiment.trials["method"].unique()):
+        metric, mode = search.get("metric") or DEFAULT_METRIC[method], search.get("mode") or "max"
+        of_method = experiment.trials[experiment.trials["method"] == method]
+        ranked = rank_trials(of_method, experiment.history, metric, mode, base=experiment.base)
+        if ranked.empty or ranked.iloc[0]["rank"] != 1:
             continue
-        checkpoint = best_checkpoint(experiment, ranked.iloc[0]["trial_id"], ranked.attrs["metric"], "max")
+        checkpoint = best_checkpoint(experiment, ranked.iloc[0]["trial_id"], metric, mode)
         if checkpoint is not None:
             adapters[f"best {method.upper()} ({ranked.iloc[0]['trial_id']})"] = Path(checkpoint.path)
     return adapters
@@ -164,19 +170,22 @@ def load_prompts(path: Path | None) -> list[tuple[str, str | None]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.generations", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("results_dirs", type=Path, nargs="+", help="experiment folders (e.g. a DPO and an ORPO run)")
     parser.add_argument("--prompts", type=Path, help="JSON lines: {prompt, expected (regex, optional)}")
     parser.add_argument("--max-new-tokens", type=int, default=80)
-    parser.add_argument("--out", type=Path, help="default RESULTS_DIR/report")
+    parser.add_argument("--out", type=Path, help="default: the first RESULTS_DIR/report")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    adapters = best_adapters(args.results_dir)
+    adapters = {}
+    for results_dir in args.results_dirs:
+        adapters.update(best_adapters(results_dir))
     if not adapters:
-        print(f"analysis.generations: {args.results_dir} has no trial with a checkpoint", file=sys.stderr)
+        print(f"analysis.generations: no trial with a checkpoint in {[str(d) for d in args.results_dirs]}",
+              file=sys.stderr)
         return 2
     prompts = load_prompts(args.prompts)
     columns = compare(adapters, prompts, args.max_new_tokens, args.seed)
-    paths = write_tables(columns, prompts, args.out or args.results_dir / "report")
+    paths = write_tables(columns, prompts, args.out or args.results_dirs[0] / "report")
     print(paths["markdown"].read_text().rsplit("\n\n", 1)[-1].strip())
     print(f"generations: {paths['html']}\n             {paths['markdown']}")
     return 0

@@ -107,3 +107,16 @@ def rank_by_method(trials: pd.DataFrame, history: pd.DataFrame, mode: str = "max
                                else (SHARED_METRIC, "min"))
         rankings["all"] = rank_trials(trials, history, shared, shared_mode, scope, base)
     return rankings
+
+
+def rankings_for(trials: pd.DataFrame, history: pd.DataFrame, metric: str | None = None, mode: str = "max",
+                 scope: str = "best", base: dict[str, float] | None = None) -> dict[str, pd.DataFrame]:
+    """What a report shows. With a search metric: all trials on it first, then each method on its own default
+    metric where that differs. Without one: each method on its default, and all together when there are several."""
+    if not metric:
+        return rank_by_method(trials, history, mode, scope, base)
+    rankings = {"all": rank_trials(trials, history, metric, mode, scope, base)}
+    for method, ranked in rank_by_method(trials, history, "max", scope, base).items():
+        if method != "all" and ranked.attrs["metric"] != metric:
+            rankings[method] = ranked
+    return rankings

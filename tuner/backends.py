@@ -34,6 +34,15 @@ def resolve_backend(requested: str) -> str:
     return "hf"
 
 
+def import_libraries(backend: str) -> None:
+    """The training stack, unsloth first where it is used: it patches transformers, trl and peft as they load."""
+    if backend == "unsloth":
+        import unsloth  # noqa: F401
+    import peft  # noqa: F401
+    import transformers  # noqa: F401
+    import trl  # noqa: F401
+
+
 def load(backend: str, model_path: str, spec: Spec) -> Loaded:
     if backend == "unsloth":
         return _load_unsloth(model_path, spec)

@@ -31,6 +31,7 @@ def set_up(cpus: float, gpu_share: float, trial_dir: str, cache_root: str) -> di
         os.environ.setdefault(key, value)
     if 0 < gpu_share < 1:
         torch.cuda.set_per_process_memory_fraction(gpu_share * MEMORY_HEADROOM)
+    torch.cuda.reset_peak_memory_stats()  # a reused trial process reports this trial's peak, not an earlier one's
     return settings
 
 

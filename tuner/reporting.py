@@ -29,6 +29,7 @@ class TuneReportCallback(TrainerCallback):
         self.extra_files = extra_files or {}
         self.evaluators = evaluators or []  # callables model -> {metric: value}, run beside TRL's own eval
         self.last_reported_step = -1
+        self.first_report_extras: dict[str, float] = {}  # e.g. the trial's set-up times, sent once
         self._train_logs: dict[str, list[float]] = defaultdict(list)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -49,6 +50,8 @@ class TuneReportCallback(TrainerCallback):
             result["peak_gpu_memory_gib"] = peak
         result.update(step=state.global_step, max_steps=state.max_steps, epoch=float(state.epoch or 0.0),
                       node_id=ray.get_runtime_context().get_node_id())
+        result.update(self.first_report_extras)
+        self.first_report_extras = {}
         self.last_reported_step = state.global_step
         with tempfile.TemporaryDirectory(prefix="tuner-ckpt-") as folder:
             model.save_pretrained(folder)

@@ -146,6 +146,8 @@ def build_tuner(spec: Spec, experiment: Experiment, train_rows: int):
             scheduler=build_scheduler(spec, train_rows),
             num_samples=spec.search.num_samples,
             max_concurrent_trials=spec.search.max_concurrent_trials,
+            # A finished trial's process runs the next trial: its imports (and on a GPU, compiled kernels) stay.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=experiment.name,

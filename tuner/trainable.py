@@ -5,6 +5,7 @@ ORPO trainer with LoRA, and evaluation every `train.eval_steps` steps reported t
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from tuner.spec import Spec, to_yaml, validate_spec, with_sampled
@@ -60,12 +61,15 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
 
     from tuner import backends, device, models
 
+    clock = _PhaseClock()
     spec = with_sampled(validate_spec(spec_dict), config)
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
     device.set_up(spec.resources.cpu, spec.resources.gpu, trial_dir, os.path.join(data_dir, os.pardir, "cache"))
     backend = backends.resolve_backend(spec.model.backend)
-    model_path = models.resolve(spec.model.name)
-    loaded = backends.load(backend, str(model_path), spec)  # first: unsloth must be imported before trl
+    backends.import_libraries(backend)  # first: unsloth must be imported before trl, transformers and peft
+    clock.lap("imports")
+    loaded = backends.load(backend, models.resolve(spec.model.name), spec)
+    clock.lap("model_load")
 
     import torch
 
@@ -85,11 +89,14 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
         train, held_out = raw_train, raw_eval
     pref_accuracy = PreferenceAccuracy(loaded.tokenizer, raw_eval, spec.model.max_length,
                                        spec.train.get("per_device_eval_batch_size", 8))
+    clock.lap("data")
 
     reporter = TuneReportCallback(loaded.tokenizer, extra_files={"tuner_spec.yaml": to_yaml(spec)},
                                   evaluators=[pref_accuracy])
     trainer = build_trainer(spec, loaded, train, held_out, os.path.join(trial_dir, "trainer"), [reporter], on_gpu,
                             shared_reference)
+    clock.lap("trainer")  # LoRA wrap (hf backend), tokenization, reference precompute when not shared
+    reporter.first_report_extras = clock.laps
     resume_from = _resumable_checkpoint(reporter)
     try:
         trainer.train(resume_from_checkpoint=resume_from)
@@ -97,6 +104,19 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
             trainer.evaluate()  # the last steps were not a multiple of eval_steps: rank on the final adapter too
     except torch.OutOfMemoryError as error:
         raise RuntimeError(device.out_of_memory_message(spec.resources.gpu, error)) from None
+
+
+class _PhaseClock:
+    """Seconds spent in each phase of a trial's set-up, reported with its first result (`setup/<phase>_s`)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.laps[f"setup/{phase}_s"] = now - self._last
+        self._last = now
 
 
 def _resumable_checkpoint(reporter) -> str | None:

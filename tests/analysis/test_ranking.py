@@ -76,3 +76,16 @@ def test_each_method_on_its_own_metric_and_together_on_eval_loss():
     assert rankings["orpo"].attrs["metric"] == "eval_log_odds_ratio"
     assert rankings["all"].attrs == {"metric": "eval_loss", "mode": "min", "scope": "best"}
     assert len(rankings["all"]) == 3
+
+
+def test_report_rankings_with_and_without_a_search_metric():
+    from analysis.ranking import rankings_for
+
+    trials, history = frames({"d1": [0.1, 0.3], "d2": [0.2, 0.2]})
+    history["eval_pref_accuracy"] = [0.5, 0.75, 0.5, 1.0]
+    with_metric = rankings_for(trials, history, "eval_pref_accuracy", "max")
+    assert list(with_metric) == ["all", "dpo"]
+    assert list(with_metric["all"]["trial_id"]) == ["d2", "d1"]
+    assert list(with_metric["dpo"]["trial_id"]) == ["d1", "d2"]  # by margin, its own default
+    assert list(rankings_for(trials, history, "eval_rewards/margins", "max")) == ["all"]
+    assert list(rankings_for(trials, history)) == ["dpo"]

@@ -68,9 +68,9 @@ def test_dpo_search_prints_dashboard_ranking_and_best_checkpoint(dpo_run):
     assert "data: 16 train pairs (8 used: train.max_steps x batch), 4 eval pairs" in done.stdout
     assert "reference log-probs: computed once for 8 train and 4 eval pairs" in done.stdout
     assert "base model: eval_pref_accuracy = " in done.stdout
-    assert "Top trials by eval_rewards/margins (max):" in done.stdout
+    assert "Top trials by eval_pref_accuracy (max):" in done.stdout  # dpo.yaml's search metric
     experiment = load_experiment(path)
-    ranked = rank_trials(experiment.trials, experiment.history, "eval_rewards/margins", "max")
+    ranked = rank_trials(experiment.trials, experiment.history, "eval_pref_accuracy", "max")
     best_id = ranked.iloc[0]["trial_id"]
     assert f"best trial {best_id}" in done.stdout
     assert f"best checkpoint (LoRA adapter + tokenizer): {path}" in done.stdout
@@ -102,6 +102,7 @@ def test_analysis_cli_writes_the_report_for_a_real_search(dpo_run, tmp_path):
     done = subprocess.run([sys.executable, "-m", "analysis", str(path), "--out", str(tmp_path / "report")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "all: by eval_pref_accuracy (max, best)" in done.stdout
     assert "dpo: by eval_rewards/margins (max, best)" in done.stdout
     written = {p.name for p in (tmp_path / "report").iterdir()}
     assert {"report.md", "report.html", "ranking_dpo.csv", "figures"} <= written
@@ -124,9 +125,9 @@ def test_export_round_trip_loads_in_plain_peft_and_merges(dpo_run, tiny_llama, t
     assert done.returncode == 0, done.stderr[-3000:]
     trial = json.loads((out / "trial.json").read_text())
     experiment = load_experiment(path)
-    ranked = rank_trials(experiment.trials, experiment.history, "eval_rewards/margins", "max")
-    assert trial["trial_id"] == ranked.iloc[0]["trial_id"]
-    assert trial["metrics"]["eval_rewards/margins"] == pytest.approx(ranked.iloc[0]["best"])
+    ranked = rank_trials(experiment.trials, experiment.history, "eval_pref_accuracy", "max")
+    assert trial["trial_id"] == ranked.iloc[0]["trial_id"] and trial["metric"] == "eval_pref_accuracy"
+    assert trial["metrics"]["eval_pref_accuracy"] == pytest.approx(ranked.iloc[0]["best"])
     assert "PeftModel.from_pretrained" in (out / "README.md").read_text()
     exported = load_file(out / "adapter_model.safetensors")
     original = load_file(Path(trial["checkpoint"]) / "adapter_model.safetensors")
