@@ -1,7 +1,7 @@
 """Harness overhead: one DPO configuration as a bare TRL script vs as a 1-trial tuner search, same machine, same
 steps, evals and hyperparameters; prints both wall times and their ratio (target: tuner <= 1.10x bare).
 
-    python benchmarks/harness_overhead.py [--steps 8]
+    python benchmarks/harness_overhead.py [--steps 16 --eval-steps 8]
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ from benchmarks.common import REPO, machine, timed, tuner_command
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--eval-steps", type=int, default=8)
     args = parser.parse_args()
     print(machine())
     work = Path(tempfile.mkdtemp(prefix="bench-harness-"))
-    bare = timed([sys.executable, str(REPO / "benchmarks" / "bare_dpo.py"), "--steps", str(args.steps)],
-                 work / "bare.log")
+    bare = timed([sys.executable, str(REPO / "benchmarks" / "bare_dpo.py"), "--steps", str(args.steps),
+                  "--eval-steps", str(args.eval_steps)], work / "bare.log")
     tuner = timed(tuner_command("dpo.yaml", work, "one", "search.algorithm=random", "search.space={}",
                                 "search.num_samples=1", "scheduler.type=none", "resources.cpu=2",
-                                f"train.max_steps={args.steps}", "train.beta=0.1", "train.learning_rate=5.0e-5"),
+                                f"train.max_steps={args.steps}", f"train.eval_steps={args.eval_steps}",
+                                "train.beta=0.1", "train.learning_rate=5.0e-5"),
                   work / "tuner.log")
     print(f"bare TRL script:   {bare:6.1f} s")
     print(f"1-trial tuner run: {tuner:6.1f} s  (Ray start, data prep, shared reference, base eval, trial, ranking)")
