@@ -44,8 +44,25 @@ def two_node_cluster(monkeypatch):
         subprocess.run(worker, check=True, env=env, capture_output=True, timeout=120)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        stop_cluster(temp_dir, port)
+
+
+def stop_cluster(temp_dir: str, port: int) -> None:
+    """Kill this cluster's processes only: `ray stop` would also end any other Ray on the machine."""
+    import psutil
+
+    ours = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if temp_dir in command or f"127.0.0.1:{port}" in command:
+            ours.append(process)
+    for process in ours:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(ours, timeout=30)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_trials_run_on_both_nodes_of_a_cluster(two_node_cluster, tiny_llama, tmp_path):
