@@ -9,8 +9,10 @@ from analysis.ranking import ACCURACY_METRIC, PREF_ACCURACY_METRIC
 
 def ranking_columns(ranked: pd.DataFrame) -> list[str]:
     configs = [c for c in ranked.columns if c.startswith("config/")]
+    metric = ranked.attrs.get("metric")
+    same_as_score = {ACCURACY_METRIC: "accuracy_at_best", PREF_ACCURACY_METRIC: "pref_accuracy_at_best"}.get(metric)
     extra = [c for c in ("margin/beta", "accuracy_at_best", "pref_accuracy_at_best", "pref_gain")
-             if c in ranked and ranked[c].notna().any()]
+             if c in ranked and ranked[c].notna().any() and c != same_as_score]
     return ["rank", "trial_id", "method", "status", *configs, "score", "score_step", *extra]
 
 

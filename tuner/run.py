@@ -16,6 +16,7 @@ from pathlib import Path
 from tuner.spec import Spec, SpecError, load_spec, to_yaml
 
 USER_ERROR = 2
+INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -154,6 +155,7 @@ def _fit_and_report(tuner, spec: Spec, experiment, top: int) -> int:
     if len(unfinished) < spec.search.num_samples or unfinished["status"].isin(["running", "pending", "paused"]).any():
         print(f"the search stopped before all {spec.search.num_samples} trials finished; continue it with:\n"
               f"  python -m tuner.run --resume {experiment.path}")
+        return INTERRUPTED
     return code
 
 

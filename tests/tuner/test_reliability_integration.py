@@ -86,3 +86,19 @@ def test_sigkill_driver_then_resume_keeps_finished_trials(tiny_llama, tmp_path):
 
     study = optuna.load_study(study_name="killed", storage=f"sqlite:///{path / 'tuner' / 'optuna.db'}")
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 4
+
+
+def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tiny_llama, tmp_path):
+    path = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "tuner.run", str(spec_path("dpo.yaml")), f"model.name={tiny_llama}",
+               f"run.storage_path={tmp_path}", "--name", "interrupted", *FAST, "search.num_samples=3",
+               "search.max_concurrent_trials=1", "scheduler.type=none", "train.max_steps=8"]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list(path.glob("run_trial_*"))) < 2:
+        time.sleep(1)
+    driver.send_signal(signal.SIGINT)
+    out, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 130
+    assert f"continue it with:\n  python -m tuner.run --resume {path}" in out
+    assert "Top trials by eval_pref_accuracy" in out
