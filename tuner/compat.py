@@ -29,3 +29,15 @@ def tune_checkpoint():
     from ray.tune import Checkpoint
 
     return Checkpoint
+
+
+def dpo_unavailable_reason() -> str | None:
+    """Why TRL's DPO cannot train on this machine, or None. TRL 1.15's DPO runs its fused LM head through a Triton
+    kernel even on a CPU, where Triton is absent; 1.16 falls back to PyTorch."""
+    import torch
+    import trl
+
+    if trl.__version__.startswith("1.15") and not torch.cuda.is_available():
+        return (f"method: TRL {trl.__version__}'s DPO needs Triton, which needs a GPU; on a CPU install TRL 1.16: "
+                f"pip install 'trl>=1.16,<1.17' (ORPO runs on either)")
+    return None

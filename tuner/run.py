@@ -84,8 +84,10 @@ def start(args: argparse.Namespace) -> int:
         print(to_yaml(spec))
         print(describe_space(spec))
         return 0
-    from tuner import data, experiment as experiments, models
+    from tuner import compat, data, experiment as experiments, models
 
+    if "dpo" in spec.searched_methods() and (reason := compat.dpo_unavailable_reason()):
+        raise experiments.InputError(reason)
     for name in _model_names(spec):
         models.check_loadable(name)
     train, held_out = data.load_pairs(spec.data)

@@ -107,3 +107,14 @@ def test_wandb_without_the_package(tmp_path, capsys, monkeypatch):
     assert main([str(spec_path("dpo.yaml")), "run.wandb=offline", f"run.storage_path={tmp_path / 'r'}"]) == 2
     assert "run.wandb: 'offline' needs the wandb package" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_dpo_on_a_cpu_with_trl_1_15_is_refused_with_the_fix(tmp_path, capsys, monkeypatch):
+    import torch
+    import trl
+
+    monkeypatch.setattr(trl, "__version__", "1.15.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main([str(spec_path("dpo.yaml")), f"run.storage_path={tmp_path / 'r'}"]) == 2
+    assert "DPO needs Triton, which needs a GPU; on a CPU install TRL 1.16" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
