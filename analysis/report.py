@@ -13,7 +13,7 @@ import pandas as pd
 import yaml
 
 from analysis.load import Experiment
-from analysis.summary import ranking_columns
+from analysis.summary import display_frame
 
 
 @dataclass
@@ -49,14 +49,6 @@ def counts(experiment: Experiment) -> dict[str, Any]:
         wall = float(history["timestamp"].max() - (history["timestamp"] - history["time_total_s"]).min())
     return {"trials": len(trials), "by status": trials["status"].value_counts().to_dict() if len(trials) else {},
             "wall time (s)": round(wall, 1) if math.isfinite(wall) else "unknown"}
-
-
-def _table(ranked: pd.DataFrame, top: int | None) -> pd.DataFrame:
-    shown = ranked.head(top) if top else ranked
-    table = shown[[c for c in ranking_columns(ranked) if c in shown]].copy()
-    return table.rename(columns=lambda c: c.removeprefix("config/")).rename(
-        columns={"score": ranked.attrs.get("metric", "score"), "score_step": "at step",
-                 "accuracy_at_best": "eval_rewards/accuracies", "pref_accuracy_at_best": "eval_pref_accuracy"})
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -96,7 +88,7 @@ def _markdown(report: Report, out_dir: Path, top: int | None) -> str:
     parts += [f"> {note}" for note in report.notes] + [""] if report.notes else []
     for heading, ranked in report.rankings.items():
         parts += [f"## Ranking: {heading} by {ranked.attrs['metric']} ({ranked.attrs['mode']}, "
-                  f"{ranked.attrs['scope']} report)", "", _markdown_table(_table(ranked, top)), "",
+                  f"{ranked.attrs['scope']} report)", "", _markdown_table(display_frame(ranked, top)), "",
                   "Best configuration:", "", "```yaml", best_config_yaml(ranked).rstrip(), "```", ""]
     errored = _errored(report.experiment)
     if len(errored):
@@ -115,7 +107,7 @@ def _html(report: Report, top: int | None) -> str:
     for heading, ranked in report.rankings.items():
         body += [f"<h2>Ranking: {esc(heading)} by {esc(ranked.attrs['metric'])} ({ranked.attrs['mode']}, "
                  f"{ranked.attrs['scope']} report)</h2>",
-                 _table(ranked, top).to_html(index=False, na_rep="-", float_format="{:.4g}".format, border=0),
+                 display_frame(ranked, top).to_html(index=False, na_rep="-", float_format="{:.4g}".format, border=0),
                  "<p>Best configuration:</p>", f"<pre>{esc(best_config_yaml(ranked))}</pre>"]
     errored = _errored(report.experiment)
     if len(errored):

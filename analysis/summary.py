@@ -16,11 +16,16 @@ def ranking_columns(ranked: pd.DataFrame) -> list[str]:
     return ["rank", "trial_id", "method", "status", *configs, "score", "score_step", *extra]
 
 
-def ranking_table(ranked: pd.DataFrame, top: int | None = None) -> str:
+def display_frame(ranked: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
+    """The ranking's shown columns under the names a reader knows: the metric's own name for the score."""
     shown = ranked.head(top) if top else ranked
     table = shown[ranking_columns(ranked)].rename(columns=lambda c: c.removeprefix("config/"))
-    table = table.rename(columns={"score": ranked.attrs.get("metric", "score"), "score_step": "at step",
-                                  "accuracy_at_best": ACCURACY_METRIC, "pref_accuracy_at_best": PREF_ACCURACY_METRIC})
+    return table.rename(columns={"score": ranked.attrs.get("metric", "score"), "score_step": "at step",
+                                 "accuracy_at_best": ACCURACY_METRIC, "pref_accuracy_at_best": PREF_ACCURACY_METRIC})
+
+
+def ranking_table(ranked: pd.DataFrame, top: int | None = None) -> str:
+    table = display_frame(ranked, top)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
         return table.to_string(index=False, na_rep="-")
 

@@ -87,6 +87,15 @@ def _load_hf(model_path: str, spec: Spec) -> Loaded:
     return Loaded(model, _with_pad_token(tokenizer), lora)
 
 
+def load_base(model_path: str) -> Loaded:
+    """The frozen base model in float32 without LoRA, for the driver's once-per-search passes over the data."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    return Loaded(model, _with_pad_token(AutoTokenizer.from_pretrained(model_path)), None)
+
+
 def _with_pad_token(tokenizer):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -132,17 +132,17 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
     held_out.save_to_disk(str(experiment.data_dir / "eval"))
     used = f" ({len(train)} used: train.max_steps x batch)" if len(train) < available else ""
     lines = [f"data: {available} train pairs{used}, {len(held_out)} eval pairs (no prompt in both)"]
-    model_path = models.resolve(spec.model.name)
+    base = backends.load_base(models.resolve(spec.model.name))  # loaded once for both passes below
+    # Scored first: TRL's DPOTrainer patches the model it is given (a fused LM head) for the reference pass.
+    base_metrics = quality.base_model_metrics(base, held_out, spec.model.max_length, spec.eval_batch_size)
     reason = reference.why_not_shared(spec, backends.resolve_backend(spec.model.backend))
     if reason:
         lines.append(f"reference log-probs: computed in each trial ({reason})")
     else:
         started = time.perf_counter()
-        sizes = reference.precompute(spec, model_path, train, held_out, experiment.data_dir / reference.SHARED_DIR)
+        sizes = reference.precompute(spec, base, train, held_out, experiment.data_dir / reference.SHARED_DIR)
         lines.append(f"reference log-probs: computed once for {sizes['train']} train and {sizes['eval']} eval "
                      f"pairs in {time.perf_counter() - started:.0f} s, shared by every DPO trial")
-    base = quality.base_model_metrics(model_path, held_out, spec.model.max_length,
-                                      spec.train.get("per_device_eval_batch_size", 8))
-    (experiment.tuner_dir / BASE_METRICS_FILE).write_text(json.dumps(base))
-    lines.append(f"base model: {', '.join(f'{k} = {v:.3f}' for k, v in base.items())}")
+    (experiment.tuner_dir / BASE_METRICS_FILE).write_text(json.dumps(base_metrics))
+    lines.append(f"base model: {', '.join(f'{k} = {v:.3f}' for k, v in base_metrics.items())}")
     return lines

@@ -81,12 +81,6 @@ class PreferenceAccuracy:
         return {METRIC: float((chosen > rejected).float().mean())}
 
 
-def base_model_metrics(model_path: str, pairs, max_length: int, batch_size: int = 8) -> dict[str, float]:
-    """The base model's score on the eval pairs, once per search, for the gain-over-base column."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    return PreferenceAccuracy(tokenizer, pairs, max_length, batch_size)(model)
+def base_model_metrics(base, pairs, max_length: int, batch_size: int = 8) -> dict[str, float]:
+    """The base model's score (`base` from backends.load_base) on the eval pairs, once per search."""
+    return PreferenceAccuracy(base.tokenizer, pairs, max_length, batch_size)(base.model)

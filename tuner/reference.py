@@ -59,28 +59,22 @@ def shared_trainer_class():
     return SharedReferenceDPOTrainer
 
 
-def precompute(spec: Spec, model_path: str, train, held_out, out_dir: Path) -> dict[str, int]:
-    """Tokenize and run the reference once (in the driver), saving `out_dir/{train,eval}`."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def precompute(spec: Spec, base, train, held_out, out_dir: Path) -> dict[str, int]:
+    """Tokenize and run the reference (`base`, from backends.load_base) once in the driver, saving
+    `out_dir/{train,eval}`."""
     from tuner import data
     from tuner.compat import dpo_classes
     from tuner.trainable import training_args
 
     _, DPOTrainer = dpo_classes()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if tokenizer.chat_template:
+    if base.tokenizer.chat_template:
         train, held_out = data.as_conversation(train), data.as_conversation(held_out)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     dpo_spec = spec.model_copy(update={"method": "dpo"})
     with tempfile.TemporaryDirectory(prefix="tuner-reference-") as scratch:
         args = training_args(dpo_spec, scratch, on_gpu=False, precompute_reference=True)
         args.precompute_ref_batch_size = args.precompute_ref_batch_size or args.per_device_eval_batch_size
-        trainer = DPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=held_out,
-                             processing_class=tokenizer)
+        trainer = DPOTrainer(model=base.model, args=args, train_dataset=train, eval_dataset=held_out,
+                             processing_class=base.tokenizer)
         trainer.train_dataset.save_to_disk(str(out_dir / "train"))
         trainer.eval_dataset.save_to_disk(str(out_dir / "eval"))
         return {"train": len(trainer.train_dataset), "eval": len(trainer.eval_dataset)}

@@ -167,6 +167,10 @@ class Spec(_Section):
     def metric(self) -> str:
         return self.search.metric or methods.DEFAULT_METRIC[self.method]
 
+    @property
+    def eval_batch_size(self) -> int:
+        return self.train.get("per_device_eval_batch_size", 8)  # TRL's default
+
     def searched_methods(self) -> list[str]:
         searched = self.search.space.get("method")
         return list(searched.values) if searched is not None else [self.method]

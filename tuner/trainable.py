@@ -87,8 +87,7 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
         train, held_out = data.as_conversation(raw_train), data.as_conversation(raw_eval)
     else:
         train, held_out = raw_train, raw_eval
-    pref_accuracy = PreferenceAccuracy(loaded.tokenizer, raw_eval, spec.model.max_length,
-                                       spec.train.get("per_device_eval_batch_size", 8))
+    pref_accuracy = PreferenceAccuracy(loaded.tokenizer, raw_eval, spec.model.max_length, spec.eval_batch_size)
     clock.lap("data")
 
     reporter = TuneReportCallback(loaded.tokenizer, extra_files={"tuner_spec.yaml": to_yaml(spec)},

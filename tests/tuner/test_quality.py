@@ -5,6 +5,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tuner.backends import load_base
 from tuner.quality import METRIC, PreferenceAccuracy, base_model_metrics
 
 PAIRS = [
@@ -36,7 +37,8 @@ def test_preference_accuracy_equals_a_direct_computation(tiny_llama):
                    direct_mean_logp(model, tokenizer, p["prompt"], p["rejected"]) for p in PAIRS) / len(PAIRS)
     scored = PreferenceAccuracy(tokenizer, Dataset.from_list(PAIRS), max_length=128, batch_size=2)(model)
     assert scored == {METRIC: pytest.approx(expected)}
-    assert base_model_metrics(str(tiny_llama), Dataset.from_list(PAIRS), 128) == {METRIC: pytest.approx(expected)}
+    base = load_base(str(tiny_llama))
+    assert base_model_metrics(base, Dataset.from_list(PAIRS), 128) == {METRIC: pytest.approx(expected)}
 
 
 def test_pairs_truncated_to_nothing_are_skipped(tiny_llama):

@@ -32,7 +32,7 @@ def train_once(spec, tiny_llama, train, held_out, out, shared):
 def test_shared_reference_matches_in_trial_reference(tiny_llama, tmp_path):
     spec = tiny_spec(tiny_llama)
     train, held_out = load_pairs(spec.data)
-    sizes = reference.precompute(spec, str(tiny_llama), train, held_out, tmp_path / "shared")
+    sizes = reference.precompute(spec, backends.load_base(str(tiny_llama)), train, held_out, tmp_path / "shared")
     assert sizes == {"train": 8, "eval": 4}
     shared_train, shared_eval = load_prepared(tmp_path / "shared")
     assert {"chosen_ids", "ref_chosen_logps", "ref_rejected_logps"} <= set(shared_train.column_names)
