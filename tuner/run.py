@@ -150,23 +150,25 @@ def _fit_and_report(tuner, spec: Spec, experiment, top: int) -> int:
         tuner.fit()
     except KeyboardInterrupt:
         pass
-    code = report(spec, experiment.path, top)
     from analysis.load import load_experiment
 
-    unfinished = load_experiment(experiment.path).trials
-    if len(unfinished) < spec.search.num_samples or unfinished["status"].isin(["running", "pending", "paused"]).any():
+    results = load_experiment(experiment.path)
+    report(spec, results, top)
+    trials = results.trials
+    if len(trials) < spec.search.num_samples or trials["status"].isin(["running", "pending", "paused"]).any():
         print(f"the search stopped before all {spec.search.num_samples} trials finished; continue it with:\n"
               f"  python -m tuner.run --resume {experiment.path}")
         return INTERRUPTED
-    return code
+    return 0
 
 
-def report(spec: Spec, path: Path, top: int) -> int:
-    from analysis.load import best_checkpoint, load_experiment
+def report(spec: Spec, experiment, top: int) -> None:
+    """The end of a search: the ranking (analysis's code), errored trials and the best checkpoint."""
+    from analysis.load import best_checkpoint
     from analysis.ranking import rank_trials
     from analysis.summary import describe_best, ranking_table
 
-    experiment = load_experiment(path)
+    path = experiment.path
     ranked = rank_trials(experiment.trials, experiment.history, spec.metric, spec.search.mode,
                          base=experiment.base)
     print(f"\nTop trials by {spec.metric} ({spec.search.mode}):")
@@ -179,7 +181,6 @@ def report(spec: Spec, path: Path, top: int) -> int:
         checkpoint = best_checkpoint(experiment, ranked.iloc[0]["trial_id"], spec.metric, spec.search.mode)
         print(f"best checkpoint (LoRA adapter + tokenizer): {checkpoint.path if checkpoint else 'none kept'}")
     print(f"results: {path}\nreport: python -m analysis {path}\nexport: python -m tuner.export {path} --out DIR")
-    return 0
 
 
 def _model_names(spec: Spec) -> list[str]:
