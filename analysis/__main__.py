@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from analysis import plots, report
-from analysis.load import NotAnExperiment, load_experiment
-from analysis.ranking import MARGIN_METRIC, UnknownMetric, rankings_for
-from analysis.summary import describe_best, ranking_table
+from tuner.errors import guarded
+from tuner.experiment import Experiment
+from tuner.ranking import MARGIN_METRIC, rankings_for
+from tuner.tables import describe_best, ranking_table
 
 
 def parse_args(argv):
@@ -26,16 +27,15 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def build_rankings(experiment, metric, mode, scope):
-    search = experiment.spec.get("search") or {}
-    return rankings_for(experiment.trials, experiment.history, metric or search.get("metric"),
-                        mode or search.get("mode") or "max", scope, experiment.base)
+def build_rankings(experiment: Experiment, metric, mode, scope):
+    search = experiment.spec.search
+    return rankings_for(experiment.trials, experiment.history, metric or search.metric, mode or search.mode, scope,
+                        experiment.base)
 
 
-def notes_for(experiment, rankings) -> list[str]:
+def notes_for(experiment: Experiment, rankings) -> list[str]:
     notes = []
-    space = (experiment.spec.get("search") or {}).get("space") or {}
-    if "train.beta" in space and any(r.attrs["metric"] == MARGIN_METRIC for r in rankings.values()):
+    if "train.beta" in experiment.spec.search.space and any(r.attrs["metric"] == MARGIN_METRIC for r in rankings.values()):
         notes.append("beta was searched: DPO reward margins scale with beta, so raw margins favour large beta; "
                      "margin/beta compares the policy-vs-reference log-ratios themselves.")
     if experiment.base:
@@ -46,26 +46,23 @@ def notes_for(experiment, rankings) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        experiment = load_experiment(args.results_dir)
-        rankings = build_rankings(experiment, args.metric, args.mode, args.scope)
-    except (NotAnExperiment, UnknownMetric) as error:
-        print(f"analysis: {error}", file=sys.stderr)
-        return 2
-    out = args.out or experiment.path / "report"
+    return guarded("analysis", analyze, args)
+
+
+def analyze(args) -> int:
+    experiment = Experiment.open(args.results_dir)
+    rankings = build_rankings(experiment, args.metric, args.mode, args.scope)
+    out = args.out or experiment.report_dir
     first = next(iter(rankings.values()))
     best = first.iloc[0]["trial_id"] if len(first) and first.iloc[0]["rank"] == 1 else None
     figures = plots.plot_curves(experiment.history, best, out / "figures")
     figures += plots.plot_parameters(first, out / "figures")
-    search = experiment.spec.get("search") or {}
-    if search.get("algorithm", "optuna") == "optuna":
-        optuna_db = experiment.path / "tuner" / "optuna.db"
-        if optuna_db.is_file():
-            importance = plots.plot_importances(
-                plots.optuna_importances(f"sqlite:///{optuna_db}", experiment.path.name), out / "figures")
-            figures += [importance] if importance else []
+    if experiment.spec.search.algorithm == "optuna" and experiment.optuna_file.is_file():
+        importance = plots.plot_importances(plots.optuna_importances(experiment.optuna_url, experiment.name),
+                                            out / "figures")
+        figures += [importance] if importance else []
     notes = notes_for(experiment, rankings)
-    written = report.write(report.Report(f"tuner report: {experiment.path.name}", experiment, rankings, figures,
+    written = report.write(report.Report(f"tuner report: {experiment.name}", experiment, rankings, figures,
                                          notes), out, args.top)
     for heading, ranked in rankings.items():
         print(f"{heading}: by {ranked.attrs['metric']} ({ranked.attrs['mode']}, {ranked.attrs['scope']})")

@@ -16,6 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuner.errors import guarded
+from tuner.experiment import Experiment
+
 # (prompt, regular expression for the expected fact, or None where there is no single right answer)
 DEFAULT_PROMPTS: list[tuple[str, str | None]] = [
     ("What is the first planet in the solar system?", r"\bmercury\b"),
@@ -82,23 +85,13 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
 
 
 def best_adapters(results_dir: Path) -> dict[str, Path]:
-    """Best checkpoint per method, ranked on the search's metric (else each method's default), as exported."""
-    from analysis.load import best_checkpoint, load_experiment
-    from analysis.ranking import rank_trials
-    from tuner.methods import DEFAULT_METRIC
-
-    experiment = load_experiment(results_dir)
-    search = experiment.spec.get("search") or {}
+    """Best checkpoint per method (Experiment.best, as tuner.export picks it)."""
+    experiment = Experiment.open(results_dir)
     adapters = {}
     for method in sorted(experiment.trials["method"].unique()):
-        metric, mode = search.get("metric") or DEFAULT_METRIC[method], search.get("mode") or "max"
-        of_method = experiment.trials[experiment.trials["method"] == method]
-        ranked = rank_trials(of_method, experiment.history, metric, mode, base=experiment.base)
-        if ranked.empty or ranked.iloc[0]["rank"] != 1:
-            continue
-        checkpoint = best_checkpoint(experiment, ranked.iloc[0]["trial_id"], metric, mode)
-        if checkpoint is not None:
-            adapters[f"best {method.upper()} ({ranked.iloc[0]['trial_id']})"] = Path(checkpoint.path)
+        best = experiment.best(method=method)
+        if best is not None and best.checkpoint is not None:
+            adapters[f"best {method.upper()} ({best.trial_id})"] = best.checkpoint
     return adapters
 
 
@@ -176,6 +169,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="default: the first RESULTS_DIR/report")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    return guarded("analysis.generations", _generate, args)
+
+
+def _generate(args) -> int:
     adapters = {}
     for results_dir in args.results_dirs:
         adapters.update(best_adapters(results_dir))
@@ -185,7 +182,7 @@ def main(argv=None) -> int:
         return 2
     prompts = load_prompts(args.prompts)
     columns = compare(adapters, prompts, args.max_new_tokens, args.seed)
-    paths = write_tables(columns, prompts, args.out or args.results_dirs[0] / "report")
+    paths = write_tables(columns, prompts, args.out or Experiment(args.results_dirs[0]).report_dir)
     print(paths["markdown"].read_text().rsplit("\n\n", 1)[-1].strip())
     print(f"generations: {paths['html']}\n             {paths['markdown']}")
     return 0

@@ -12,8 +12,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis.load import Experiment
-from analysis.summary import display_frame
+from tuner.experiment import Experiment
+from tuner.spec import to_yaml
+from tuner.tables import display_frame
 
 
 @dataclass
@@ -94,7 +95,7 @@ def _markdown(report: Report, out_dir: Path, top: int | None) -> str:
     if len(errored):
         parts += ["## Errored trials", "", _markdown_table(errored), ""]
     parts += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(out_dir)})" for p in report.figures] + [""]
-    parts += ["## Spec", "", "```yaml", yaml.safe_dump(report.experiment.spec, sort_keys=False).rstrip(), "```", ""]
+    parts += ["## Spec", "", "```yaml", to_yaml(report.experiment.spec).rstrip(), "```", ""]
     return "\n".join(parts)
 
 
@@ -117,7 +118,7 @@ def _html(report: Report, top: int | None) -> str:
         data = base64.b64encode(path.read_bytes()).decode()
         body.append(f'<figure><img alt="{esc(path.stem)}" src="data:image/png;base64,{data}">'
                     f"<figcaption>{esc(path.stem)}</figcaption></figure>")
-    body += ["<h2>Spec</h2>", f"<pre>{esc(yaml.safe_dump(report.experiment.spec, sort_keys=False))}</pre>"]
+    body += ["<h2>Spec</h2>", f"<pre>{esc(to_yaml(report.experiment.spec))}</pre>"]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd}"
              "figure{display:inline-block;margin:6px}img{max-width:520px}pre{background:#f6f6f6;padding:8px}")

@@ -46,7 +46,7 @@ def tuner_command(spec: str, storage: Path, name: str, *overrides: str) -> list[
 
 def trial_seconds(path: Path) -> float:
     """Sum over trials of the time each spent in its trial process (Tune's time_total_s of its last report)."""
-    from analysis.load import load_experiment
+    from tuner.experiment import Experiment
 
-    history = load_experiment(path).history
+    history = Experiment.open(path).history
     return float(history.groupby("trial_id")["time_total_s"].max().sum())

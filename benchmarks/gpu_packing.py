@@ -43,9 +43,9 @@ def build_model(folder: Path, shape: dict) -> Path:
 
 
 def summarize(path: Path, wall: float) -> dict:
-    from analysis.load import load_experiment
+    from tuner.experiment import Experiment
 
-    history = load_experiment(path).history
+    history = Experiment.open(path).history
     rows = []
     for _, reports in history.groupby("trial_id"):
         reports = reports.sort_values("training_iteration")

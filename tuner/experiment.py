@@ -1,52 +1,211 @@
-"""An experiment folder, `run.storage_path/NAME/`: checked before anything is written, created readable by the user
-only, and prepared once for every trial (the split data, the shared DPO reference, the base model's metrics).
+"""The experiment folder, `run.storage_path/NAME/`, and its one owner: `Experiment`.
 
-Besides Tune's own files and one folder per trial, it holds `tuner/`: spec.yaml (secrets redacted), data/,
-optuna.db and base_metrics.json.
+    NAME/                      Tune's experiment state and one folder per trial (checkpoints, result.json)
+    NAME/tuner/spec.yaml       the spec as validated (secrets redacted)
+    NAME/tuner/data/           the split pairs, prepared once for every trial (Arrow)
+    NAME/tuner/data/dpo-reference/   tokenized pairs with the base model's reference log-probs, when shared
+    NAME/tuner/optuna.db       the Optuna study (SQLite)
+    NAME/tuner/base_metrics.json     the base model's scores on the eval pairs
+    NAME/tuner/cache/          compile caches shared by the trials of this experiment
+    NAME/report/               what `python -m analysis` and `analysis.generations` write
+
+`tuner.run` creates and prepares it, `--resume`, the trainable (through the paths it is given), `analysis`,
+`tuner.export` and `analysis.generations` open it; every one of them asks it for paths, the typed spec, the trials,
+their histories and the best trial with its checkpoint.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tuner.spec import Spec, to_yaml
+import pandas as pd
+
+from tuner.errors import InputError, UserError
+from tuner.spec import Spec, load_spec, to_yaml
 
 TUNER_DIR = "tuner"
-SPEC_FILE = "spec.yaml"
-OPTUNA_FILE = "optuna.db"
-BASE_METRICS_FILE = "base_metrics.json"
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://")
 
 
-class InputError(ValueError):
-    """Something the user gave is wrong; the message says what and how to fix it."""
+class NotAnExperiment(UserError):
+    """The folder given is not an experiment tuner (or Ray Tune) wrote."""
 
 
 @dataclass
+class Best:
+    """One trial's scored report: the numbers a ranking row shows and the checkpoint holding exactly that adapter."""
+
+    trial_id: str
+    method: str
+    metric: str
+    mode: str
+    score: float
+    step: int
+    report: dict[str, Any]  # every metric of that report
+    checkpoint: Path | None  # None when Tune kept no checkpoint of that report
+    config: dict[str, Any]  # the trial's sampled values
+
+
 class Experiment:
-    path: Path  # storage_path / name
-    name: str
+    def __init__(self, path: str | Path, *, spec: Spec | None = None, trials: pd.DataFrame | None = None,
+                 history: pd.DataFrame | None = None):
+        self.path = Path(path).expanduser().resolve()
+        self.name = self.path.name
+        self._spec = spec
+        self._frames = (trials, history) if trials is not None and history is not None else None
+
+    # ------------------------------------------------------------------------------------------------ layout
 
     @property
     def tuner_dir(self) -> Path:
         return self.path / TUNER_DIR
 
     @property
+    def spec_file(self) -> Path:
+        return self.tuner_dir / "spec.yaml"
+
+    @property
     def data_dir(self) -> Path:
         return self.tuner_dir / "data"
 
     @property
-    def optuna_url(self) -> str:
-        return f"sqlite:///{(self.tuner_dir / OPTUNA_FILE).resolve()}"
+    def reference_dir(self) -> Path:
+        return self.data_dir / "dpo-reference"
 
     @property
-    def spec_file(self) -> Path:
-        return self.tuner_dir / SPEC_FILE
+    def optuna_file(self) -> Path:
+        return self.tuner_dir / "optuna.db"
+
+    @property
+    def optuna_url(self) -> str:
+        return f"sqlite:///{self.optuna_file}"  # absolute, from wherever the folder is now
+
+    @property
+    def base_metrics_file(self) -> Path:
+        return self.tuner_dir / "base_metrics.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.tuner_dir / "cache"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / "report"
+
+    @property
+    def shares_reference(self) -> bool:
+        """Whether the driver computed DPO's reference log-probs once for every trial (decided in prepare)."""
+        return self.reference_dir.is_dir()
+
+    # ------------------------------------------------------------------------------------------------ life
+
+    @classmethod
+    def create(cls, spec: Spec, path: Path) -> Experiment:
+        experiment = cls(path, spec=spec)
+        path.mkdir(parents=True, mode=0o700)
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; results may hold adapters of private data
+        experiment.tuner_dir.mkdir(mode=0o700)
+        experiment.spec_file.write_text(to_yaml(spec, redact=True))
+        return experiment
+
+    @classmethod
+    def open(cls, path: str | Path) -> Experiment:
+        """An existing experiment folder (finished, interrupted or running); raises NotAnExperiment."""
+        experiment = cls(path)
+        if not experiment.path.is_dir():
+            raise NotAnExperiment(f"{experiment.path}: no such folder")
+        if not any(experiment.path.glob("experiment_state-*.json")):
+            raise NotAnExperiment(f"{experiment.path}: not a Ray Tune experiment folder (no experiment_state-*.json); "
+                                  f"pass run.storage_path/NAME as written by tuner.run")
+        return experiment
+
+    # ------------------------------------------------------------------------------------------------ contents
+
+    @property
+    def spec(self) -> Spec:
+        if self._spec is None:
+            self._spec = load_spec(self.spec_file) if self.spec_file.is_file() else Spec()
+        return self._spec
+
+    @functools.cached_property
+    def base(self) -> dict[str, float]:
+        """The base model's eval metrics, when tuner.run stored them."""
+        return json.loads(self.base_metrics_file.read_text()) if self.base_metrics_file.is_file() else {}
+
+    @property
+    def trials(self) -> pd.DataFrame:
+        return self._read()[0]
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return self._read()[1]
+
+    def _read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        if self._frames is None:
+            from tuner import results
+
+            try:
+                self._frames = results.read(self.path, self.spec.method, self.spec.beta)
+            except ValueError as error:  # Ray: no experiment state to read
+                raise NotAnExperiment(f"{self.path}: Ray Tune cannot read it ({error})") from None
+        return self._frames
+
+    def reload(self) -> Experiment:
+        """Read Tune's files again (after more trials ran)."""
+        self._frames = None
+        return self
+
+    # ------------------------------------------------------------------------------------------------ answers
+
+    def ranking(self, metric: str | None = None, mode: str | None = None, method: str | None = None,
+                scope: str = "best") -> pd.DataFrame:
+        """The trials (of `method`, or all) ranked on `metric` (default: what the search ranks on)."""
+        from tuner.ranking import rank_trials
+
+        metric = metric or (self.spec.metric_for(method) if method else self.spec.metric)
+        trials, history = self.trials, self.history
+        if method is not None:
+            trials = trials[trials["method"] == method]
+            history = history[history["trial_id"].isin(trials["trial_id"])]
+        return rank_trials(trials, history, metric, mode or self.spec.search.mode, scope, base=self.base)
+
+    def best(self, metric: str | None = None, mode: str | None = None, method: str | None = None,
+             trial_id: str | None = None) -> Best | None:
+        """The best trial (or the named one) with its scored report and that report's checkpoint; None when no
+        trial has a finite score. Ranking, export, generations and the final table all ask this."""
+        ranked = self.ranking(metric, mode, method)
+        if trial_id is not None:
+            row = ranked[ranked["trial_id"] == trial_id]
+            if row.empty or pd.isna(row.iloc[0]["score"]):
+                return None
+        else:
+            row = ranked[ranked["rank"] == 1]
+            if row.empty:
+                return None
+        row = row.iloc[0]
+        report = self.history.loc[int(row["report"])].to_dict()
+        checkpoint = report.get("checkpoint_path")
+        return Best(
+            trial_id=row["trial_id"], method=row["method"], metric=ranked.attrs["metric"], mode=ranked.attrs["mode"],
+            score=float(row["score"]), step=int(row["score_step"]),
+            report={k: _plain(v) for k, v in report.items()},
+            checkpoint=Path(checkpoint) if isinstance(checkpoint, str) else None,
+            config={c.removeprefix("config/"): _plain(row[c]) for c in ranked.columns if c.startswith("config/")},
+        )
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+# ---------------------------------------------------------------------------------------------- before creating
 
 
 def default_name(spec: Spec) -> str:
@@ -98,24 +257,7 @@ def check_address(address: str | None) -> None:
                          f"start one with `ray start --head`, or leave --address out for a local Ray") from None
 
 
-def create(spec: Spec, path: Path) -> Experiment:
-    experiment = Experiment(path, path.name)
-    path.mkdir(parents=True, mode=0o700)
-    os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; results may hold adapters of private data
-    experiment.tuner_dir.mkdir(mode=0o700)
-    experiment.spec_file.write_text(to_yaml(spec, redact=True))
-    return experiment
-
-
-TRAIN_LENGTH_FIELDS = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps")
-
-
-def rows_consumed(spec: Spec) -> int | None:
-    """How many train pairs a trial can see (max_steps x batch x accumulation), when no search changes it."""
-    train = spec.train
-    if train.get("max_steps", -1) <= 0 or any(f"train.{f}" in spec.search.space for f in TRAIN_LENGTH_FIELDS):
-        return None
-    return train["max_steps"] * train.get("per_device_train_batch_size", 8) * train.get("gradient_accumulation_steps", 1)
+# ---------------------------------------------------------------------------------------------- preparing
 
 
 def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
@@ -123,7 +265,7 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
     from tuner import backends, models, quality, reference
 
     available = len(train)
-    consumed = rows_consumed(spec)
+    consumed = spec.rows_consumed()
     if consumed is not None and consumed < available:
         # Pairs past this count are never seen by any trial: tokenizing them and running the reference over them
         # would be wasted. The pairs kept are the first of the seeded shuffle, so still a random sample.
@@ -140,9 +282,9 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
         lines.append(f"reference log-probs: computed in each trial ({reason})")
     else:
         started = time.perf_counter()
-        sizes = reference.precompute(spec, base, train, held_out, experiment.data_dir / reference.SHARED_DIR)
+        sizes = reference.precompute(spec, base, train, held_out, experiment.reference_dir)
         lines.append(f"reference log-probs: computed once for {sizes['train']} train and {sizes['eval']} eval "
                      f"pairs in {time.perf_counter() - started:.0f} s, shared by every DPO trial")
-    (experiment.tuner_dir / BASE_METRICS_FILE).write_text(json.dumps(base_metrics))
+    experiment.base_metrics_file.write_text(json.dumps(base_metrics))
     lines.append(f"base model: {', '.join(f'{k} = {v:.3f}' for k, v in base_metrics.items())}")
     return lines

@@ -16,43 +16,34 @@ from pathlib import Path
 
 import yaml
 
+from tuner.errors import UserError, guarded
+from tuner.experiment import Best, Experiment
+from tuner.reporting import RESUME_FILES
+
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     pass
 
 
-def choose_trial(experiment, trial_id: str | None, metric: str, mode: str):
-    """The trial to export and its best checkpoint, or ExportError saying why there is none."""
-    from analysis.load import best_checkpoint
-    from analysis.ranking import rank_trials
-
+def choose(experiment: Experiment, trial_id: str | None, metric: str | None, mode: str | None) -> Best:
+    """The trial to export (the best, or the named one), with the report and checkpoint of its score; raises
+    ExportError saying why there is none."""
     trials = experiment.trials
     if trials.empty:
         raise ExportError(f"{experiment.path}: the experiment has no trials")
-    if trial_id is not None:
-        if trial_id not in set(trials["trial_id"]):
-            raise ExportError(f"--trial {trial_id}: no such trial; trials are {sorted(trials['trial_id'])}")
-        chosen = trial_id
-    else:
-        ranked = rank_trials(trials[trials["status"] != "errored"], experiment.history, metric, mode,
-                             base=experiment.base)
-        ranked = ranked[ranked["rank"].notna()]
-        if ranked.empty:
-            raise ExportError(f"{experiment.path}: no trial reported a finite {metric}, so none can be exported")
-        chosen = ranked.iloc[0]["trial_id"]
-    checkpoint = best_checkpoint(experiment, chosen, metric, mode)
-    if checkpoint is None:
-        raise ExportError(f"trial {chosen} has no checkpoint with a finite {metric}")
-    return chosen, Path(checkpoint.path)
-
-
-def checkpoint_metrics(checkpoint: Path) -> dict:
-    """The report that came with this checkpoint (Tune writes it into result.json with checkpoint_dir_name)."""
-    rows = [json.loads(line) for line in (checkpoint.parent / "result.json").read_text().splitlines() if line]
-    matching = [r for r in rows if r.get("checkpoint_dir_name") == checkpoint.name]
-    return matching[-1] if matching else {}
+    if trial_id is not None and trial_id not in set(trials["trial_id"]):
+        raise ExportError(f"--trial {trial_id}: no such trial; trials are {sorted(trials['trial_id'])}")
+    best = experiment.best(metric, mode, trial_id=trial_id)
+    metric = metric or experiment.spec.metric
+    if best is None:
+        which = f"trial {trial_id}" if trial_id else "no trial"
+        raise ExportError(f"{experiment.path}: {which} reported a finite {metric}, so none can be exported"
+                          if not trial_id else f"--trial {trial_id}: it reported no finite {metric}")
+    if best.checkpoint is None:
+        raise ExportError(f"trial {best.trial_id} has no checkpoint kept for its {metric} at step {best.step}")
+    return best
 
 
 def model_card(base_model: str, spec: dict, trial: dict) -> str:
@@ -94,29 +85,20 @@ tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")
 
 def export(results_dir: Path, out: Path, trial_id: str | None = None, metric: str | None = None,
            mode: str | None = None, merge: bool = False) -> Path:
-    from analysis.load import load_experiment
-    from tuner.methods import DEFAULT_METRIC
-
-    experiment = load_experiment(results_dir)
-    search = experiment.spec.get("search") or {}
-    metric = metric or search.get("metric") or DEFAULT_METRIC[experiment.spec.get("method", "dpo")]
-    mode = mode or search.get("mode") or "max"
-    chosen, checkpoint = choose_trial(experiment, trial_id, metric, mode)
+    experiment = Experiment.open(results_dir)
+    best = choose(experiment, trial_id, metric, mode)
+    checkpoint = best.checkpoint
     missing = [f for f in ADAPTER_FILES if not (checkpoint / f).is_file()]
     if missing:
         raise ExportError(f"{checkpoint}: not a LoRA checkpoint, missing {missing}")
     out.mkdir(parents=True, exist_ok=True)
-    from tuner.reporting import RESUME_FILES
-
     for path in checkpoint.iterdir():
         if path.is_file() and path.name not in RESUME_FILES:  # optimizer state is for resuming, not for use
             shutil.copy2(path, out / path.name)
     trial_spec = yaml.safe_load((checkpoint / "tuner_spec.yaml").read_text()) if (
-        checkpoint / "tuner_spec.yaml").is_file() else experiment.spec
-    row = experiment.trials.set_index("trial_id").loc[chosen]
-    trial = {"trial_id": chosen, "checkpoint": str(checkpoint), "metric": metric, "mode": mode,
-             "config": {k.removeprefix("config/"): _plain(row[k]) for k in row.index if k.startswith("config/")},
-             "metrics": checkpoint_metrics(checkpoint)}
+        checkpoint / "tuner_spec.yaml").is_file() else experiment.spec.model_dump(mode="json")
+    trial = {"trial_id": best.trial_id, "checkpoint": str(checkpoint), "metric": best.metric, "mode": best.mode,
+             "step": best.step, "config": best.config, "metrics": best.report}
     (out / "trial.json").write_text(json.dumps(trial, indent=2, default=str))
     base_model = json.loads((checkpoint / "adapter_config.json").read_text())["base_model_name_or_path"]
     (out / "README.md").write_text(model_card(base_model, trial_spec, trial))
@@ -136,10 +118,6 @@ def merge_adapter(base_model: str, adapter_dir: Path, out: Path) -> None:
     AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out)
 
 
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tuner.export", description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", type=Path)
@@ -149,17 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["max", "min"])
     parser.add_argument("--merge", action="store_true", help="also write the merged full model to OUT/merged")
     args = parser.parse_args(argv)
-    from analysis.load import NotAnExperiment
-    from analysis.ranking import UnknownMetric
+    return guarded("tuner.export", _export_and_say, args)
 
-    try:
-        out = export(args.results_dir, args.out, args.trial, args.metric, args.mode, args.merge)
-    except (ExportError, NotAnExperiment, UnknownMetric) as error:
-        print(f"tuner.export: {error}", file=sys.stderr)
-        return 2
+
+def _export_and_say(args: argparse.Namespace) -> int:
+    out = export(args.results_dir, args.out, args.trial, args.metric, args.mode, args.merge)
     trial = json.loads((out / "trial.json").read_text())
-    print(f"exported trial {trial['trial_id']} ({trial['metric']} = {trial['metrics'].get(trial['metric'])}) "
-          f"from {trial['checkpoint']}\nto {out}" + (f" (merged model in {out / 'merged'})" if args.merge else ""))
+    print(f"exported trial {trial['trial_id']} ({trial['metric']} = {trial['metrics'].get(trial['metric'])} at step "
+          f"{trial['step']}) from {trial['checkpoint']}\nto {out}"
+          + (f" (merged model in {out / 'merged'})" if args.merge else ""))
     return 0
 
 

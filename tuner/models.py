@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuner.embedded import embedded_model_path
+from tuner.errors import UserError
 from tuner.spec import EMBEDDED_MODEL
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     pass
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from tuner.spec import Spec
 
-SHARED_DIR = "dpo-reference"
 # TRL fields that change how pairs are tokenized or which reference is used: searching them would change the
 # reference log-probs from trial to trial.
 PER_TRIAL_FIELDS = {"max_length", "truncation_mode", "padding_free", "pad_to_multiple_of", "pad_token",
@@ -64,7 +63,7 @@ def precompute(spec: Spec, base, train, held_out, out_dir: Path) -> dict[str, in
     `out_dir/{train,eval}`."""
     from tuner import data
     from tuner.compat import dpo_classes
-    from tuner.trainable import training_args
+    from tuner.methods import training_args
 
     _, DPOTrainer = dpo_classes()
     if base.tokenizer.chat_template:

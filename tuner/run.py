@@ -13,9 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-from tuner.spec import Spec, SpecError, load_spec, to_yaml
+from tuner.errors import InputError, guarded
+from tuner.experiment import Experiment
+from tuner.spec import Spec, load_spec, to_yaml
 
-USER_ERROR = 2
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 
 
@@ -49,33 +50,9 @@ def describe_space(spec: Spec) -> str:
     return "\n".join(lines)
 
 
-def fail(message: str) -> int:
-    print(f"tuner: {message}", file=sys.stderr)
-    return USER_ERROR
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return resume(args) if args.resume else start(args)
-    except SpecError as error:
-        if args.debug:
-            raise
-        problems = "\n".join(f"  - {p}" for p in error.problems)
-        return fail(f"{args.spec or args.resume}: {len(error.problems)} problem(s):\n{problems}")
-    except ValueError as error:  # InputError, DataError, ModelError, ...: the user's input, said in one line
-        if args.debug or not _is_input_error(error):
-            raise
-        return fail(str(error))
-
-
-def _is_input_error(error: Exception) -> bool:
-    from tuner.data import DataError
-    from tuner.embedded import EmbeddedModelMissing
-    from tuner.experiment import InputError
-    from tuner.models import ModelError
-
-    return isinstance(error, (InputError, DataError, ModelError, EmbeddedModelMissing))
+    return guarded("tuner", resume if args.resume else start, args, debug=args.debug)
 
 
 def start(args: argparse.Namespace) -> int:
@@ -87,7 +64,7 @@ def start(args: argparse.Namespace) -> int:
     from tuner import compat, data, experiment as experiments, models
 
     if "dpo" in spec.searched_methods() and (reason := compat.dpo_unavailable_reason()):
-        raise experiments.InputError(reason)
+        raise InputError(reason)
     for name in _model_names(spec):
         models.check_loadable(name)
     train, held_out = data.load_pairs(spec.data)
@@ -96,7 +73,7 @@ def start(args: argparse.Namespace) -> int:
     experiments.check_address(args.address)
     experiments.check_wandb(spec.run.wandb)
     _warn_about_exposure(spec, args.address)
-    experiment = experiments.create(spec, path)
+    experiment = Experiment.create(spec, path)
     for line in experiments.prepare(spec, experiment, train, held_out):
         print(line)
     print(describe_space(spec))
@@ -111,12 +88,12 @@ def resume(args: argparse.Namespace) -> int:
 
     from tuner import experiment as experiments, search
 
-    path = args.resume.expanduser().resolve()
-    experiment = experiments.Experiment(path, path.name)
+    experiment = Experiment(args.resume)
+    path = experiment.path
     if not experiment.spec_file.is_file() or not tune.Tuner.can_restore(str(path)):
-        raise experiments.InputError(f"--resume: {path} is not a tuner experiment folder that can be resumed "
-                                     f"(it needs tuner/spec.yaml and Tune's experiment state)")
-    spec = load_spec(experiment.spec_file)
+        raise InputError(f"--resume: {path} is not a tuner experiment folder that can be resumed "
+                         f"(it needs tuner/spec.yaml and Tune's experiment state)")
+    spec = experiment.spec
     experiments.check_address(args.address)
     _announce(search.start_ray(args.address, spec.run.dashboard_host), spec, experiment)
     print(f"resuming {path}: finished trials are kept, unfinished ones continue from their last checkpoint")
@@ -145,16 +122,13 @@ def _warn_about_exposure(spec: Spec, address: str | None) -> None:
               f"run code on this machine, beyond localhost", file=sys.stderr)
 
 
-def _fit_and_report(tuner, spec: Spec, experiment, top: int) -> int:
+def _fit_and_report(tuner, spec: Spec, experiment: Experiment, top: int) -> int:
     try:
         tuner.fit()
     except KeyboardInterrupt:
         pass
-    from analysis.load import load_experiment
-
-    results = load_experiment(experiment.path)
-    report(spec, results, top)
-    trials = results.trials
+    report(experiment.reload(), top)
+    trials = experiment.trials
     if len(trials) < spec.search.num_samples or trials["status"].isin(["running", "pending", "paused"]).any():
         print(f"the search stopped before all {spec.search.num_samples} trials finished; continue it with:\n"
               f"  python -m tuner.run --resume {experiment.path}")
@@ -162,24 +136,22 @@ def _fit_and_report(tuner, spec: Spec, experiment, top: int) -> int:
     return 0
 
 
-def report(spec: Spec, experiment, top: int) -> None:
-    """The end of a search: the ranking (analysis's code), errored trials and the best checkpoint."""
-    from analysis.load import best_checkpoint
-    from analysis.ranking import rank_trials
-    from analysis.summary import describe_best, ranking_table
+def report(experiment: Experiment, top: int) -> None:
+    """The end of a search: the ranking, errored trials and the best checkpoint, all from experiment.best()'s
+    ranking, so that the table's numbers, the named trial and the checkpoint are one report's."""
+    from tuner.tables import describe_best, ranking_table
 
-    path = experiment.path
-    ranked = rank_trials(experiment.trials, experiment.history, spec.metric, spec.search.mode,
-                         base=experiment.base)
+    spec, path = experiment.spec, experiment.path
+    ranked = experiment.ranking()
     print(f"\nTop trials by {spec.metric} ({spec.search.mode}):")
     print(ranking_table(ranked, top))
     print(describe_best(ranked))
     errored = experiment.trials[experiment.trials["status"] == "errored"]
     for _, trial in errored.iterrows():
         print(f"errored trial {trial['trial_id']}: {trial['error']}")
-    if not ranked.empty and ranked.iloc[0]["rank"] == 1:
-        checkpoint = best_checkpoint(experiment, ranked.iloc[0]["trial_id"], spec.metric, spec.search.mode)
-        print(f"best checkpoint (LoRA adapter + tokenizer): {checkpoint.path if checkpoint else 'none kept'}")
+    best = experiment.best()
+    if best is not None:
+        print(f"best checkpoint (LoRA adapter + tokenizer): {best.checkpoint or 'none kept'}")
     print(f"results: {path}\nreport: python -m analysis {path}\nexport: python -m tuner.export {path} --out DIR")
 
 

@@ -4,7 +4,6 @@ metric, fractional GPUs through tune.with_resources, checkpoints kept by score, 
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -76,28 +75,12 @@ def build_searcher(spec: Spec, experiment: Experiment):
     return BasicVariantGenerator(points_to_evaluate=points, random_state=spec.search.seed)
 
 
-def planned_eval_rounds(spec: Spec, train_rows: int) -> int:
-    """How many times a trial that is never stopped evaluates: ASHA's max_t unless the spec sets one."""
-    from tuner.trainable import TRAIN_DEFAULTS
-
-    train = spec.train
-    eval_steps = train.get("eval_steps", TRAIN_DEFAULTS["eval_steps"])
-    if train.get("max_steps", -1) > 0:
-        steps = train["max_steps"]
-    else:
-        batch = train.get("per_device_train_batch_size", 8) * train.get("gradient_accumulation_steps", 1)
-        steps = math.ceil(train_rows / batch) * train.get("num_train_epochs", 3)
-    if isinstance(eval_steps, float) and eval_steps < 1:  # TRL reads a float below 1 as a share of all steps
-        eval_steps = max(1, math.ceil(steps * eval_steps))
-    return max(1, math.ceil(steps / eval_steps))
-
-
 def build_scheduler(spec: Spec, train_rows: int):
     if spec.scheduler.type == "none":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    max_t = spec.scheduler.max_t or planned_eval_rounds(spec, train_rows)
+    max_t = spec.scheduler.max_t or spec.eval_rounds(train_rows)
     return ASHAScheduler(
         time_attr="training_iteration",
         max_t=max_t,
@@ -128,8 +111,10 @@ def trainable(spec: Spec, experiment: Experiment):
 
     from tuner.trainable import run_trial
 
-    with_spec = tune.with_parameters(run_trial, spec_dict=spec.model_dump(mode="json"),
-                                     data_dir=str(experiment.data_dir))
+    with_spec = tune.with_parameters(
+        run_trial, spec_dict=spec.model_dump(mode="json"), data_dir=str(experiment.data_dir),
+        reference_dir=str(experiment.reference_dir) if experiment.shares_reference else None,
+        cache_dir=str(experiment.cache_dir))
     return tune.with_resources(with_spec, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 

@@ -10,33 +10,6 @@ from typing import Any
 
 from tuner.spec import Spec, to_yaml, validate_spec, with_sampled
 
-# Tuner's defaults for TRL fields; a value in the spec's `train` section wins.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "logging_steps": 1,
-    "eval_steps": 4,
-    "disable_tqdm": True,
-    "dataloader_num_workers": 0,
-    "save_only_model": True,
-}
-# Set for every trial, whatever the spec says (the spec rejects these keys with the reason).
-TRAIN_FIXED: dict[str, Any] = {"eval_strategy": "steps", "save_strategy": "no", "report_to": "none"}
-
-
-def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_reference: bool = False):
-    from tuner import methods
-
-    fields = methods.config_fields(spec.method)
-    kwargs = {k: v for k, v in TRAIN_DEFAULTS.items() if k in fields}
-    # TRL defaults bf16 to True; on a CPU that is slower and lossier than float32.
-    kwargs["bf16"] = on_gpu
-    kwargs["max_length"] = spec.model.max_length
-    kwargs.update(spec.train)
-    kwargs.update(TRAIN_FIXED, output_dir=output_dir)
-    if precompute_reference:
-        kwargs["precompute_ref_log_probs"] = True
-    return methods.config_class(spec.method)(**kwargs)
-
-
 def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callbacks: list, on_gpu: bool,
                   shared_reference: bool = False):
     """TRL's trainer for the spec's method; with `shared_reference`, `train`/`held_out` are the tokenized pairs
@@ -46,7 +19,7 @@ def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callback
     trainer_class = reference.shared_trainer_class() if shared_reference else methods.trainer_class(spec.method)
     return trainer_class(
         model=loaded.model,
-        args=training_args(spec, output_dir, on_gpu, precompute_reference=shared_reference),
+        args=methods.training_args(spec, output_dir, on_gpu, precompute_reference=shared_reference),
         train_dataset=train,
         eval_dataset=held_out,
         processing_class=loaded.tokenizer,
@@ -55,8 +28,11 @@ def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callback
     )
 
 
-def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: str) -> None:
-    """The Tune function trainable. `config` holds the sampled `dotted.key: value` pairs."""
+def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: str, reference_dir: str | None,
+              cache_dir: str) -> None:
+    """The Tune function trainable. `config` holds the sampled `dotted.key: value` pairs; the paths come from the
+    experiment (`data_dir`: the prepared pairs; `reference_dir`: DPO's shared reference log-probs, None when each
+    trial computes its own; `cache_dir`: compile caches shared by the experiment's trials)."""
     from ray import tune
 
     from tuner import backends, device, models
@@ -64,7 +40,7 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
     clock = _PhaseClock()
     spec = with_sampled(validate_spec(spec_dict), config)
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
-    device.set_up(spec.resources.cpu, spec.resources.gpu, trial_dir, os.path.join(data_dir, os.pardir, "cache"))
+    device.set_up(spec.resources.cpu, spec.resources.gpu, trial_dir, cache_dir)
     backend = backends.resolve_backend(spec.model.backend)
     backends.import_libraries(backend)  # first: unsloth must be imported before trl, transformers and peft
     clock.lap("imports")
@@ -73,16 +49,15 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
 
     import torch
 
-    from tuner import data, reference
+    from tuner import data
     from tuner.quality import PreferenceAccuracy
     from tuner.reporting import TuneReportCallback
 
     on_gpu = backends.cuda_available()
-    shared_dir = os.path.join(data_dir, reference.SHARED_DIR)
-    shared_reference = spec.method == "dpo" and os.path.isdir(shared_dir)
+    shared_reference = spec.method == "dpo" and reference_dir is not None
     raw_train, raw_eval = data.load_prepared(data_dir)
     if shared_reference:
-        train, held_out = data.load_prepared(shared_dir)
+        train, held_out = data.load_prepared(reference_dir)
     elif loaded.tokenizer.chat_template:
         train, held_out = data.as_conversation(raw_train), data.as_conversation(raw_eval)
     else:

@@ -7,8 +7,9 @@ import yaml
 from PIL import Image
 
 from analysis import plots, report
-from analysis.load import Experiment
-from analysis.ranking import rank_trials
+from tuner.experiment import Experiment
+from tuner.spec import validate_spec
+from tuner.ranking import rank_trials
 from tests.analysis.fabricated import frames
 
 
@@ -18,7 +19,7 @@ def fabricated_experiment(tmp_path: Path) -> Experiment:
     history["rewards/margins"] = history["eval_rewards/margins"] * 0.9
     trials["error"] = ["", "", "RuntimeError: CUDA out of memory"]
     spec = {"method": "dpo", "search": {"space": {"train.beta": {"type": "loguniform", "low": 0.05, "high": 0.5}}}}
-    return Experiment(tmp_path, spec, trials, history, analysis=None)
+    return Experiment(tmp_path, spec=validate_spec(spec), trials=trials, history=history)
 
 
 def test_curves_one_figure_per_reported_metric(tmp_path):

@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from analysis.load import load_experiment
+from tuner.experiment import Experiment
 from tests.conftest import REPO, spec_path
 from tests.tuner.test_search_integration import FAST
 
@@ -79,6 +79,6 @@ def test_trials_run_on_both_nodes_of_a_cluster(two_node_cluster, tiny_llama, tmp
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "must be a folder that every node mounts" in done.stderr
-    experiment = load_experiment(tmp_path / "shared" / "cluster")
+    experiment = Experiment.open(tmp_path / "shared" / "cluster")
     assert set(experiment.trials["status"]) == {"finished"}
     assert set(experiment.history["node_id"]) == node_ids

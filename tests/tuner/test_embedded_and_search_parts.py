@@ -52,6 +52,6 @@ def test_param_space_maps_each_distribution():
 ])
 def test_asha_max_t_counts_eval_rounds(train, rows, rounds):
     spec = validate_spec({"train": train})
-    assert search.planned_eval_rounds(spec, rows) == rounds
+    assert spec.eval_rounds(rows) == rounds
     assert search.build_scheduler(spec, rows)._max_t == rounds
     assert search.build_scheduler(validate_spec({"scheduler": {"type": "none"}}), rows) is None

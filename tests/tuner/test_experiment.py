@@ -11,7 +11,7 @@ from tuner.spec import validate_spec
 def test_created_folder_is_private_and_its_spec_redacted(tmp_path):
     spec = validate_spec({"train": {"hub_token": "hf_SECRET123", "beta": 0.2}})
     path = experiment.check_storage(str(tmp_path / "results"), "exp")
-    created = experiment.create(spec, path)
+    created = experiment.Experiment.create(spec, path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
     assert stat.S_IMODE(created.tuner_dir.stat().st_mode) == 0o700
     saved = created.spec_file.read_text()
@@ -32,4 +32,4 @@ def test_experiment_names_are_plain(tmp_path, name, message):
     ({"max_steps": 24}, {"train.per_device_train_batch_size": {"type": "choice", "values": [2, 4]}}, None),
 ])
 def test_rows_a_trial_can_consume(train, search, rows):
-    assert experiment.rows_consumed(validate_spec({"train": train, "search": {"space": search}})) == rows
+    assert validate_spec({"train": train, "search": {"space": search}}).rows_consumed() == rows

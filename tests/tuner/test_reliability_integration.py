@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.load import load_experiment
-from analysis.ranking import rank_trials
+from tuner.experiment import Experiment
+from tuner.ranking import rank_trials
 from tests.conftest import REPO, spec_path
 from tests.tuner.test_search_integration import FAST, run_cli
 
@@ -26,7 +26,7 @@ def test_a_failing_trial_ends_errored_and_the_search_goes_on(tiny_llama, tmp_pat
                    "search.algorithm=random",
                    "search.space.train.optim={type: choice, values: [adamw_torch, no_such_optimizer]}",
                    "search.points_to_evaluate=[{train.optim: adamw_torch}, {train.optim: no_such_optimizer}]")
-    experiment = load_experiment(tmp_path / "fail")
+    experiment = Experiment.open(tmp_path / "fail")
     statuses = dict(zip(experiment.trials["config/train.optim"], experiment.trials["status"]))
     assert statuses == {"adamw_torch": "finished", "no_such_optimizer": "errored"}
     errored = experiment.trials[experiment.trials["status"] == "errored"].iloc[0]
@@ -65,7 +65,7 @@ def test_sigkill_driver_then_resume_keeps_finished_trials(tiny_llama, tmp_path):
     time.sleep(3)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    before = load_experiment(path)
+    before = Experiment.open(path)
     finished = before.trials[before.trials["status"] == "finished"]
     assert len(finished) >= 1, before.trials[["trial_id", "status"]]
     rows_before = {t: len((Path(p) / "result.json").read_text().splitlines())
@@ -74,7 +74,7 @@ def test_sigkill_driver_then_resume_keeps_finished_trials(tiny_llama, tmp_path):
     resumed = subprocess.run([sys.executable, "-m", "tuner.run", "--resume", str(path)], cwd=REPO,
                              capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    after = load_experiment(path)
+    after = Experiment.open(path)
     assert len(after.trials) == 4
     assert set(after.trials["status"]) == {"finished"}
     for trial_id, path_ in zip(after.trials["trial_id"], after.trials["path"]):

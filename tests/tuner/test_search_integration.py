@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from analysis.load import load_experiment
-from analysis.ranking import rank_trials
+from tuner.experiment import Experiment
+from tuner.ranking import rank_trials
 from tests.conftest import REPO, spec_path
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def dpo_run(tiny_llama, tmp_path_factory):
 
 def test_dpo_search_reports_trl_metrics_with_adapter_checkpoints(dpo_run):
     done, path = dpo_run
-    experiment = load_experiment(path)
+    experiment = Experiment.open(path)
     assert len(experiment.trials) == 3
     assert set(experiment.trials["status"]) <= {"finished", "stopped early"}
     for metric in ("eval_rewards/margins", "eval_rewards/accuracies", "eval_loss", "loss", "rewards/margins",
@@ -53,7 +53,7 @@ def test_dpo_search_reports_trl_metrics_with_adapter_checkpoints(dpo_run):
 
 def test_dpo_search_samples_from_the_space_and_stores_the_optuna_study(dpo_run):
     _, path = dpo_run
-    experiment = load_experiment(path)
+    experiment = Experiment.open(path)
     betas = experiment.trials["config/train.beta"]
     assert betas.between(0.05, 0.5).all() and betas.nunique() == 3
     assert set(experiment.trials["config/lora.r"]) <= {4, 8, 16}
@@ -69,7 +69,7 @@ def test_dpo_search_prints_dashboard_ranking_and_best_checkpoint(dpo_run):
     assert "reference log-probs: computed once for 8 train and 4 eval pairs" in done.stdout
     assert "base model: eval_pref_accuracy = " in done.stdout
     assert "Top trials by eval_pref_accuracy (max):" in done.stdout  # dpo.yaml's search metric
-    experiment = load_experiment(path)
+    experiment = Experiment.open(path)
     ranked = rank_trials(experiment.trials, experiment.history, "eval_pref_accuracy", "max")
     best_id = ranked.iloc[0]["trial_id"]
     assert f"best trial {best_id}" in done.stdout
@@ -77,11 +77,11 @@ def test_dpo_search_prints_dashboard_ranking_and_best_checkpoint(dpo_run):
 
 
 def test_ranking_agrees_with_ray_best_result(dpo_run):
-    from ray.tune import ResultGrid
+    from ray.tune import ExperimentAnalysis, ResultGrid
 
     _, path = dpo_run
-    experiment = load_experiment(path)
-    grid = ResultGrid(experiment.analysis)
+    experiment = Experiment.open(path)
+    grid = ResultGrid(ExperimentAnalysis(str(path)))
     for scope, ray_scope in (("best", "all"), ("last", "last")):
         ranked = rank_trials(experiment.trials, experiment.history, "eval_rewards/margins", "max", scope)
         best = grid.get_best_result("eval_rewards/margins", "max", scope=ray_scope)
@@ -90,7 +90,7 @@ def test_ranking_agrees_with_ray_best_result(dpo_run):
 
 def test_orpo_search_reports_log_odds(tiny_llama, tmp_path):
     run_cli("orpo.yaml", tiny_llama, tmp_path, "orpo-it", "search.num_samples=2", "scheduler.type=none")
-    experiment = load_experiment(tmp_path / "orpo-it")
+    experiment = Experiment.open(tmp_path / "orpo-it")
     assert list(experiment.trials["status"]) == ["finished", "finished"]
     for metric in ("eval_log_odds_ratio", "eval_log_odds_chosen", "eval_nll_loss", "log_odds_ratio", "nll_loss",
                    "loss", "eval_pref_accuracy"):
@@ -124,7 +124,7 @@ def test_export_round_trip_loads_in_plain_peft_and_merges(dpo_run, tiny_llama, t
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     trial = json.loads((out / "trial.json").read_text())
-    experiment = load_experiment(path)
+    experiment = Experiment.open(path)
     ranked = rank_trials(experiment.trials, experiment.history, "eval_pref_accuracy", "max")
     assert trial["trial_id"] == ranked.iloc[0]["trial_id"] and trial["metric"] == "eval_pref_accuracy"
     assert trial["metrics"]["eval_pref_accuracy"] == pytest.approx(ranked.iloc[0]["best"])
@@ -170,7 +170,7 @@ def test_compare_search_ranks_both_methods_on_the_shared_metric(tiny_llama, tmp_
               " {method: orpo, train.beta: 0.1, train.learning_rate: 1.0e-4}]")
     done = run_cli("compare.yaml", tiny_llama, tmp_path, "cmp", "search.num_samples=2", "scheduler.type=none", points)
     assert "Top trials by eval_pref_accuracy (max):" in done.stdout
-    experiment = load_experiment(tmp_path / "cmp")
+    experiment = Experiment.open(tmp_path / "cmp")
     assert sorted(experiment.trials["method"]) == ["dpo", "orpo"]
     dpo = experiment.history[experiment.history["trial_id"].isin(
         experiment.trials.loc[experiment.trials["method"] == "dpo", "trial_id"])]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.ranking import ACCURACY_METRIC, PREF_ACCURACY_METRIC
+from tuner.ranking import ACCURACY_METRIC, PREF_ACCURACY_METRIC
 
 
 def ranking_columns(ranked: pd.DataFrame) -> list[str]:

@@ -1,9 +1,12 @@
-"""Ranking trials: pure functions over the `trials` and `history` DataFrames of analysis.load (no Ray needed).
+"""Ranking trials: pure functions over the `trials` and `history` DataFrames of tuner.results (no Ray needed).
 
 A trial's score is its best report of the metric (scope "best", what ResultGrid.get_best_result calls "all") or
-its last one (scope "last"). NaN and infinite values never count; a trial with no finite value is listed unranked.
-Ties go to the trial that reached the score in fewer steps, then to the smaller trial id, so a ranking is the same
-on every run.
+its last one (scope "last"). Where the history says which reports still have their checkpoint (`checkpoint_path`),
+only those count, so that a ranking row always describes an adapter that can be exported: the row's step, its
+numbers and its checkpoint are one report's. NaN and infinite values never count; a trial with no finite value,
+and a trial that ended in an error (its run did not complete), are listed unranked. Ties go to the earlier report
+within a trial, and across trials to the trial that reached the score in fewer steps, then to the smaller trial id,
+so a ranking is the same on every run.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from tuner.errors import UserError
 from tuner.methods import DEFAULT_METRIC  # one definition of what each method is ranked on
 
 SHARED_METRIC = "eval_loss"  # reported by both methods, though on each method's own loss scale
@@ -21,15 +25,17 @@ ACCURACY_METRIC = "eval_rewards/accuracies"
 PREF_ACCURACY_METRIC = "eval_pref_accuracy"  # shared by every method and the base model
 
 
-class UnknownMetric(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
+CHECKPOINT_COLUMN = "checkpoint_path"  # per report: the folder of its checkpoint while it is kept, else NaN
+
+
+class UnknownMetric(UserError):
+    """The metric asked for was never reported."""
 
 
 def available_metrics(history: pd.DataFrame) -> list[str]:
     ignored = {"trial_id", "timestamp", "date", "hostname", "node_ip", "pid", "time_this_iter_s", "done",
                "time_total_s", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
-               "should_checkpoint"}
+               "should_checkpoint", CHECKPOINT_COLUMN}
     return sorted(c for c in history.columns
                   if c not in ignored and not c.startswith("config/") and pd.api.types.is_numeric_dtype(history[c]))
 
@@ -45,13 +51,17 @@ def summarize(history: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
         reports = reports.sort_values(order, kind="mergesort") if order else reports
         values = pd.to_numeric(reports[metric], errors="coerce")
         finite = reports[np.isfinite(values)]
+        if CHECKPOINT_COLUMN in finite and finite[CHECKPOINT_COLUMN].notna().any():
+            finite = finite[finite[CHECKPOINT_COLUMN].notna()]  # only reports whose adapter is still kept
         steps = finite["step"] if "step" in finite else finite["training_iteration"]
         row = {"trial_id": trial_id, "best": math.nan, "best_step": math.nan, "last": math.nan, "last_step": math.nan}
         if not finite.empty:
             finite_values = pd.to_numeric(finite[metric])
+            # argmax takes the first of equal values: on a tie, the earlier report (fewer steps) stands
             best_position = int(np.argmax(finite_values.to_numpy() if mode == "max" else -finite_values.to_numpy()))
             row.update(best=float(finite_values.iloc[best_position]), best_step=float(steps.iloc[best_position]),
-                       last=float(finite_values.iloc[-1]), last_step=float(steps.iloc[-1]))
+                       last=float(finite_values.iloc[-1]), last_step=float(steps.iloc[-1]),
+                       best_report=finite.index[best_position], last_report=finite.index[-1])
             if ACCURACY_METRIC in finite:
                 row["accuracy_at_best"] = float(finite[ACCURACY_METRIC].iloc[best_position])
             if PREF_ACCURACY_METRIC in finite:
@@ -77,18 +87,21 @@ def rank_trials(trials: pd.DataFrame, history: pd.DataFrame, metric: str, mode: 
             ranked[column] = math.nan
     ranked["score"] = ranked[scope]
     ranked["score_step"] = ranked[f"{scope}_step"]
+    # The history row of the scored report: its metrics and its checkpoint are what the row stands for.
+    ranked["report"] = ranked[f"{scope}_report"] if f"{scope}_report" in ranked else math.nan
     if metric == MARGIN_METRIC and "beta" in ranked:
         # DPO's implicit reward is beta * log-ratio, so raw margins grow with beta; this compares log-ratios.
         ranked["margin/beta"] = ranked["score"] / ranked["beta"]
     if base and PREF_ACCURACY_METRIC in base and "pref_accuracy_at_best" in ranked:
         ranked["pref_gain"] = ranked["pref_accuracy_at_best"] - base[PREF_ACCURACY_METRIC]
-    has_score = ranked["score"].notna()
+    errored = ranked["status"].eq("errored") if "status" in ranked else False
+    has_score = ranked["score"].notna() & ~errored
     signed = ranked["score"] if mode == "min" else -ranked["score"]
     ranked = ranked.assign(_missing=~has_score, _signed=signed).sort_values(
         ["_missing", "_signed", "score_step", "trial_id"], kind="mergesort", na_position="last"
-    )
-    ranked = ranked.drop(columns=["_missing", "_signed"]).reset_index(drop=True)
-    ranked["rank"] = np.where(ranked["score"].notna(), np.arange(1, len(ranked) + 1), np.nan)
+    ).reset_index(drop=True)
+    ranked["rank"] = np.where(~ranked["_missing"], np.arange(1, len(ranked) + 1), np.nan)
+    ranked = ranked.drop(columns=["_missing", "_signed"])
     ranked.attrs.update(metric=metric, mode=mode, scope=scope)
     return ranked
 

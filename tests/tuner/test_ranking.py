@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.ranking import UnknownMetric, rank_by_method, rank_trials
+from tuner.ranking import UnknownMetric, rank_by_method, rank_trials
 from tests.analysis.fabricated import frames
 
 
@@ -79,7 +79,7 @@ def test_each_method_on_its_own_metric_and_together_on_eval_loss():
 
 
 def test_report_rankings_with_and_without_a_search_metric():
-    from analysis.ranking import rankings_for
+    from tuner.ranking import rankings_for
 
     trials, history = frames({"d1": [0.1, 0.3], "d2": [0.2, 0.2]})
     history["eval_pref_accuracy"] = [0.5, 0.75, 0.5, 1.0]

@@ -1,0 +1,13 @@
+"""The search spec: one YAML file, validated by pydantic, whose errors name their YAML path and the value received.
+
+Every problem is listed at once (`SpecError.problems`); unknown keys are errors. `schema` holds the sections and
+derived values, `checks` the cross-section checks, `loading` the YAML, overrides and sampled values, `secrets` the
+redaction.
+"""
+
+from tuner.spec.loading import load_spec, set_dotted, validate_spec, with_sampled
+from tuner.spec.schema import (BUNDLED_DATA, EMBEDDED_MODEL, DataSpec, Distribution, Spec, SpecError)
+from tuner.spec.secrets import redacted, to_yaml
+
+__all__ = ["BUNDLED_DATA", "EMBEDDED_MODEL", "DataSpec", "Distribution", "Spec", "SpecError", "load_spec",
+           "redacted", "set_dotted", "to_yaml", "validate_spec", "with_sampled"]

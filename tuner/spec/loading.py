@@ -1,0 +1,105 @@
+"""Reading a spec: the YAML file, dotted `key=value` overrides, validation listing every problem at once, and the
+spec a trial runs (sampled values applied)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from tuner.spec.checks import cross_check
+from tuner.spec.schema import Spec, SpecError
+
+def load_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read a YAML spec, apply `key=value` overrides and validate; raises SpecError listing every problem."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise SpecError([f"{path}: no such spec file"])
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise SpecError([f"{path}: not valid YAML: {error}"]) from None
+        if not isinstance(raw, dict):
+            raise SpecError([f"{path}: the top level must be a mapping, got {type(raw).__name__}"])
+    problems: list[str] = []
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            problems.append(f"override {override!r}: expected key=value, e.g. search.num_samples=2")
+            continue
+        try:
+            set_dotted(raw, key, yaml.safe_load(text))
+        except (ValueError, yaml.YAMLError) as error:
+            problems.append(f"override {override!r}: {error}")
+    try:
+        return validate_spec(raw, problems)
+    except SpecError as error:
+        error.source = str(path) if path is not None else None
+        raise
+
+
+def validate_spec(raw: dict[str, Any], problems: list[str] | None = None) -> Spec:
+    problems = list(problems or [])
+    spec = None
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as error:
+        problems += [_describe(e) for e in error.errors()]
+    problems += cross_check(raw)
+    if problems:
+        raise SpecError(sorted(set(problems), key=problems.index))
+    assert spec is not None
+    return spec
+
+
+def _describe(error: dict[str, Any]) -> str:
+    path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{path}: unknown key, got {error['input']!r}"
+    if error["type"] == "missing":
+        return f"{path}: required"
+    if "got " in message:
+        return f"{path}: {message}"
+    return f"{path}: {message}, got {error['input']!r}"
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set `a.b.c` in nested dicts; under search.space the rest is a searched key that may itself hold dots."""
+    parts = key.split(".")
+    if parts[:2] == ["search", "space"] and len(parts) > 2:
+        space = raw.setdefault("search", {}).setdefault("space", {})
+        rest = ".".join(parts[2:])
+        for searched in sorted(space, key=len, reverse=True):
+            if rest.startswith(searched + "."):
+                _set_path(space[searched], rest[len(searched) + 1 :].split("."), value, key)
+                return
+        space[rest] = value
+        return
+    if parts[0] == "train" and len(parts) > 1:
+        raw.setdefault("train", {})[".".join(parts[1:])] = value
+        return
+    _set_path(raw, parts, value, key)
+
+
+def _set_path(node: dict[str, Any], parts: list[str], value: Any, key: str) -> None:
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"{key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def with_sampled(spec: Spec, sampled: dict[str, Any]) -> Spec:
+    """The spec a trial runs: the sampled `dotted.key: value` pairs applied and validated again."""
+    raw = copy.deepcopy(spec.model_dump(mode="json"))
+    for key, value in sampled.items():
+        set_dotted(raw, key, value)
+    return validate_spec(raw)
+
+
