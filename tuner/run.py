@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from tuner import console
+from tuner.console import TRIAL_LOG
 from tuner.errors import InputError, guarded
 from tuner.experiment import Experiment
 from tuner.spec import Spec, load_spec, to_yaml
@@ -30,6 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", type=Path, metavar="RESULTS/NAME", help="continue an interrupted search")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the resolved spec; start nothing")
     parser.add_argument("--top", type=int, default=5, help="how many trials the final table shows")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every library's output (progress bars, Ray and Tune lines, each trial's output)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     args = parser.parse_intermixed_args(argv)
     if (args.spec is None) == (args.resume is None):
@@ -52,6 +56,10 @@ def describe_space(spec: Spec) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not (args.verbose or args.dry_run):
+        from tuner import console
+
+        console.quiet_driver()
     return guarded("tuner", resume if args.resume else start, args, debug=args.debug)
 
 
@@ -79,8 +87,9 @@ def start(args: argparse.Namespace) -> int:
     print(describe_space(spec))
     from tuner import search
 
-    _announce(search.start_ray(args.address, spec.run.dashboard_host), spec, experiment)
-    return _fit_and_report(search.build_tuner(spec, experiment, train_rows=len(train)), spec, experiment, args.top)
+    _announce(search.start_ray(args.address, spec.run.dashboard_host, args.verbose), spec, experiment)
+    return _fit_and_report(search.build_tuner(spec, experiment, len(train), args.verbose), spec, experiment,
+                           args.top)
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -95,9 +104,9 @@ def resume(args: argparse.Namespace) -> int:
                          f"(it needs tuner/spec.yaml and Tune's experiment state)")
     spec = experiment.spec
     experiments.check_address(args.address)
-    _announce(search.start_ray(args.address, spec.run.dashboard_host), spec, experiment)
+    _announce(search.start_ray(args.address, spec.run.dashboard_host, args.verbose), spec, experiment)
     print(f"resuming {path}: finished trials are kept, unfinished ones continue from their last checkpoint")
-    return _fit_and_report(search.restore_tuner(spec, experiment), spec, experiment, args.top)
+    return _fit_and_report(search.restore_tuner(spec, experiment, args.verbose), spec, experiment, args.top)
 
 
 def _announce(context, spec: Spec, experiment) -> None:
@@ -106,6 +115,8 @@ def _announce(context, spec: Spec, experiment) -> None:
     if spec.search.algorithm == "optuna":
         print(f"Optuna study: optuna-dashboard {experiment.optuna_url}")
     print(f"TensorBoard: tensorboard --logdir {experiment.path}")
+    print(f"trials: a table every {console.REFRESH_S:.0f} s; each trial's output goes to {TRIAL_LOG} in its folder "
+          f"(--verbose prints everything)")
     if spec.run.wandb != "off":
         print(f"W&B ({spec.run.wandb}): runs under {experiment.path / 'wandb'}"
               + (f"; upload later with `wandb sync {experiment.path / 'wandb'}/wandb/offline-run-*`"
@@ -148,7 +159,7 @@ def report(experiment: Experiment, top: int) -> None:
     print(describe_best(ranked))
     errored = experiment.trials[experiment.trials["status"] == "errored"]
     for _, trial in errored.iterrows():
-        print(f"errored trial {trial['trial_id']}: {trial['error']}")
+        print(f"errored trial {trial['trial_id']}: {trial['error']} (log: {Path(trial['path']) / TRIAL_LOG})")
     best = experiment.best()
     if best is not None:
         print(f"best checkpoint (LoRA adapter + tokenizer): {best.checkpoint or 'none kept'}")

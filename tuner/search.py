@@ -106,7 +106,7 @@ def logger_callbacks(spec: Spec, experiment: Experiment) -> list:
 # ---------------------------------------------------------------------------------------------- running
 
 
-def trainable(spec: Spec, experiment: Experiment):
+def trainable(spec: Spec, experiment: Experiment, verbose: bool = False):
     from ray import tune
 
     from tuner.trainable import run_trial
@@ -114,15 +114,22 @@ def trainable(spec: Spec, experiment: Experiment):
     with_spec = tune.with_parameters(
         run_trial, spec_dict=spec.model_dump(mode="json"), data_dir=str(experiment.data_dir),
         reference_dir=str(experiment.reference_dir) if experiment.shares_reference else None,
-        cache_dir=str(experiment.cache_dir))
+        cache_dir=str(experiment.cache_dir), verbose=verbose)
     return tune.with_resources(with_spec, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def build_tuner(spec: Spec, experiment: Experiment, train_rows: int):
+def progress_callbacks(spec: Spec, verbose: bool) -> list:
+    """Quiet runs print tuner's own compact trial table; verbose ones keep Tune's."""
+    from tuner import console
+
+    return [] if verbose else [console.trial_table_callback(spec.metric, list(spec.search.space))]
+
+
+def build_tuner(spec: Spec, experiment: Experiment, train_rows: int, verbose: bool = False):
     from ray import tune
 
     return tune.Tuner(
-        trainable(spec, experiment),
+        trainable(spec, experiment, verbose),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
             metric=spec.metric,
@@ -143,25 +150,30 @@ def build_tuner(spec: Spec, experiment: Experiment, train_rows: int):
                 checkpoint_score_order=spec.search.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=spec.run.max_failures),
-            callbacks=logger_callbacks(spec, experiment),
-            verbose=1,
+            callbacks=logger_callbacks(spec, experiment) + progress_callbacks(spec, verbose),
+            verbose=1 if verbose else 0,
         ),
     )
 
 
-def restore_tuner(spec: Spec, experiment: Experiment):
+def restore_tuner(spec: Spec, experiment: Experiment, verbose: bool = False):
     """Tune.restore: finished trials kept, unfinished ones resumed from their last checkpoint, errored ones left
     as they were; the searcher (and so the Optuna study) continues where it stopped, up to num_samples in all."""
     from ray import tune
 
-    return tune.Tuner.restore(str(experiment.path), trainable=trainable(spec, experiment), resume_unfinished=True,
+    return tune.Tuner.restore(str(experiment.path), trainable=trainable(spec, experiment, verbose), resume_unfinished=True,
                               resume_errored=False, restart_errored=False)
 
 
-def start_ray(address: str | None, dashboard_host: str = "127.0.0.1"):
-    """Attach to a cluster when an address is given; otherwise a local Ray with its dashboard on dashboard_host."""
+def start_ray(address: str | None, dashboard_host: str = "127.0.0.1", verbose: bool = False):
+    """Attach to a cluster when an address is given; otherwise a local Ray with its dashboard on dashboard_host.
+    Quiet runs keep the workers' output out of the driver (each trial writes its own log)."""
+    import logging
+
     import ray
 
+    level = logging.INFO if verbose else logging.ERROR
     if address:
-        return ray.init(address=address, log_to_driver=True)
-    return ray.init(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=True)
+        return ray.init(address=address, log_to_driver=verbose, logging_level=level)
+    return ray.init(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=verbose,
+                    logging_level=level)

@@ -76,6 +76,22 @@ def test_dpo_search_prints_dashboard_ranking_and_best_checkpoint(dpo_run):
     assert f"best checkpoint (LoRA adapter + tokenizer): {path}" in done.stdout
 
 
+def test_console_is_short_and_ends_with_the_answer(dpo_run):
+    done, path = dpo_run
+    lines = (done.stdout + done.stderr).splitlines()
+    assert len(lines) < 80, "\n".join(lines)
+    tail = done.stdout.splitlines()[-5:]
+    assert tail[0].startswith("best trial ")
+    tail = tail[1:]
+    assert tail[0].startswith("best checkpoint (LoRA adapter + tokenizer): ")
+    assert tail[1:] == [f"results: {path}", f"report: python -m analysis {path}",
+                        f"export: python -m tuner.export {path} --out DIR"]
+    for noise in ("Saving the dataset", "Tokenizing", "examples/s", "INFO", "WARNING", "{'loss'", "Trial status"):
+        assert noise not in done.stdout + done.stderr, noise
+    logs = list(path.glob("run_trial_*/trial.log"))
+    assert len(logs) == 3 and all(log.stat().st_size > 0 for log in logs)
+
+
 def test_ranking_agrees_with_ray_best_result(dpo_run):
     from ray.tune import ExperimentAnalysis, ResultGrid
 
