@@ -31,6 +31,7 @@ from tuner.errors import InputError, UserError
 from tuner.spec import Spec, load_spec, to_yaml
 
 TUNER_DIR = "tuner"
+BY_MODEL = "by_model"  # base_metrics.json's key when model.name is searched: one base per model
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://")
 
 
@@ -135,9 +136,17 @@ class Experiment:
         return self._spec
 
     @functools.cached_property
-    def base(self) -> dict[str, float]:
-        """The base model's eval metrics, when tuner.run stored them."""
+    def _base_metrics(self) -> dict[str, Any]:
         return json.loads(self.base_metrics_file.read_text()) if self.base_metrics_file.is_file() else {}
+
+    @property
+    def base(self) -> dict[str, float]:
+        """The base model's eval metrics, when tuner.run stored them and the search has one base model."""
+        return {} if BY_MODEL in self._base_metrics else self._base_metrics
+
+    def base_of(self, model_name: str) -> dict[str, float]:
+        """The eval metrics of one of the base models a search compared (model.name searched), else the base's."""
+        return self._base_metrics.get(BY_MODEL, {}).get(model_name, self.base)
 
     @property
     def trials(self) -> pd.DataFrame:
@@ -167,14 +176,18 @@ class Experiment:
     def ranking(self, metric: str | None = None, mode: str | None = None, method: str | None = None,
                 scope: str = "best") -> pd.DataFrame:
         """The trials (of `method`, or all) ranked on `metric` (default: what the search ranks on)."""
-        from tuner.ranking import rank_trials
+        from tuner.ranking import PREF_ACCURACY_METRIC, rank_trials
 
         metric = metric or (self.spec.metric_for(method) if method else self.spec.metric)
         trials, history = self.trials, self.history
         if method is not None:
             trials = trials[trials["method"] == method]
             history = history[history["trial_id"].isin(trials["trial_id"])]
-        return rank_trials(trials, history, metric, mode or self.spec.search.mode, scope, base=self.base)
+        ranked = rank_trials(trials, history, metric, mode or self.spec.search.mode, scope, base=self.base)
+        if BY_MODEL in self._base_metrics and "pref_accuracy_at_best" in ranked and "config/model.name" in ranked:
+            base = ranked["config/model.name"].map(lambda name: self.base_of(name).get(PREF_ACCURACY_METRIC))
+            ranked["pref_gain"] = ranked["pref_accuracy_at_best"] - base.astype(float)
+        return ranked
 
     def best(self, metric: str | None = None, mode: str | None = None, method: str | None = None,
              trial_id: str | None = None) -> Best | None:
@@ -274,6 +287,15 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
     held_out.save_to_disk(str(experiment.data_dir / "eval"))
     used = f" ({len(train)} used: train.max_steps x batch)" if len(train) < available else ""
     lines = [f"data: {available} train pairs{used}, {len(held_out)} eval pairs (no prompt in both)"]
+    if len(spec.model_names()) > 1:  # each trial is compared with its own base model
+        by_model = {}
+        for name in spec.model_names():
+            base = backends.load_base(models.resolve(name))
+            by_model[name] = quality.base_model_metrics(base, held_out, spec.model.max_length, spec.eval_batch_size)
+            lines.append(f"base model {name}: {', '.join(f'{k} = {v:.3f}' for k, v in by_model[name].items())}")
+        experiment.base_metrics_file.write_text(json.dumps({BY_MODEL: by_model}))
+        lines.append("reference log-probs: computed in each trial (model.name is searched)")
+        return lines
     base = backends.load_base(models.resolve(spec.model.name))  # loaded once for both passes below
     # Scored first: TRL's DPOTrainer patches the model it is given (a fused LM head) for the reference pass.
     base_metrics = quality.base_model_metrics(base, held_out, spec.model.max_length, spec.eval_batch_size)

@@ -73,7 +73,7 @@ def start(args: argparse.Namespace) -> int:
 
     if "dpo" in spec.searched_methods() and (reason := compat.dpo_unavailable_reason()):
         raise InputError(reason)
-    for name in _model_names(spec):
+    for name in spec.model_names():
         models.check_loadable(name)
     train, held_out = data.load_pairs(spec.data)
     path = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
@@ -164,11 +164,6 @@ def report(experiment: Experiment, top: int) -> None:
     if best is not None:
         print(f"best checkpoint (LoRA adapter + tokenizer): {best.checkpoint or 'none kept'}")
     print(f"results: {path}\nreport: python -m analysis {path}\nexport: python -m tuner.export {path} --out DIR")
-
-
-def _model_names(spec: Spec) -> list[str]:
-    searched = spec.search.space.get("model.name")
-    return list(searched.values) if searched is not None else [spec.model.name]
 
 
 if __name__ == "__main__":

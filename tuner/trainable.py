@@ -29,10 +29,11 @@ def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callback
 
 
 def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: str, reference_dir: str | None,
-              cache_dir: str, verbose: bool = False) -> None:
+              cache_dir: str, experiment_dir: str, verbose: bool = False) -> None:
     """The Tune function trainable. `config` holds the sampled `dotted.key: value` pairs; the paths come from the
     experiment (`data_dir`: the prepared pairs; `reference_dir`: DPO's shared reference log-probs, None when each
-    trial computes its own; `cache_dir`: compile caches shared by the experiment's trials)."""
+    trial computes its own; `cache_dir`: compile caches shared by the experiment's trials; `experiment_dir`: where
+    Tune keeps each trial's folder)."""
     from ray import tune
 
     from tuner import backends, console, device, models
@@ -40,8 +41,8 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
     clock = _PhaseClock()
     spec = with_sampled(validate_spec(spec_dict), config)
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
-    if not verbose:
-        console.trial_output_to_log(trial_dir)
+    if not verbose:  # into the trial's folder under the experiment (trial_dir is Ray's local staging copy)
+        console.trial_output_to_log(os.path.join(experiment_dir, os.path.basename(trial_dir.rstrip("/"))))
     device.set_up(spec.resources.cpu, spec.resources.gpu, trial_dir, cache_dir)
     backend = backends.resolve_backend(spec.model.backend)
     backends.import_libraries(backend)  # first: unsloth must be imported before trl, transformers and peft

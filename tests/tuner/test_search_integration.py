@@ -197,3 +197,36 @@ def test_compare_search_ranks_both_methods_on_the_shared_metric(tiny_llama, tmp_
     for heading in ("all: by eval_pref_accuracy (max, best)", "dpo: by eval_rewards/margins (max, best)",
                     "orpo: by eval_log_odds_ratio (max, best)"):
         assert heading in done.stdout
+
+
+def test_seed_beta_grid_runs_one_trial_per_beta(tiny_llama, tmp_path):
+    run_cli("seed_beta.yaml", tiny_llama, tmp_path, "seed-beta", "search.num_samples=1")
+    experiment = Experiment.open(tmp_path / "seed-beta")
+    assert sorted(experiment.trials["config/train.beta"]) == [0.1, 0.2]
+    assert set(experiment.trials["status"]) == {"finished"}
+    assert experiment.spec.train["learning_rate"] == 5e-6
+
+
+def test_seed_models_compares_each_model_with_its_own_base(tiny_llama, tmp_path):
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    other = tmp_path / "other-llama"
+    shutil.copytree(tiny_llama, other)
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    model.save_pretrained(other)
+    done = run_cli("seed_models.yaml", tiny_llama, tmp_path, "seed-models", "search.num_samples=1",
+                   f"search.space.model.name.values=[{tiny_llama}, {other}]")
+    assert f"base model {tiny_llama}: eval_pref_accuracy = " in done.stdout
+    assert f"base model {other}: eval_pref_accuracy = " in done.stdout
+    experiment = Experiment.open(tmp_path / "seed-models")
+    assert len(experiment.trials) == 4 and set(experiment.trials["status"]) == {"finished"}
+    ranked = experiment.ranking()
+    for _, row in ranked.iterrows():
+        base = experiment.base_of(row["config/model.name"])["eval_pref_accuracy"]
+        assert row["pref_gain"] == pytest.approx(row["pref_accuracy_at_best"] - base)

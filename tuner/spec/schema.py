@@ -176,6 +176,11 @@ class Spec(_Section):
         """What trials of `method` are ranked on: the search metric, else that method's own default."""
         return self.search.metric or methods.DEFAULT_METRIC[method]
 
+    def model_names(self) -> list[str]:
+        """Every base model a trial may load: the searched model.name values, else model.name."""
+        searched = self.search.space.get("model.name")
+        return [str(v) for v in searched.values] if searched is not None and searched.values else [self.model.name]
+
     def searched_methods(self) -> list[str]:
         searched = self.search.space.get("method")
         return list(searched.values) if searched is not None else [self.method]
