@@ -36,5 +36,15 @@ def check_loadable(name: str) -> None:
         AutoConfig.from_pretrained(target)
     except Exception as error:  # hub and file errors come in many types
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"model.name: cannot load the config of {name!r} (offline hub ids fail here; use a "
-                         f"local folder or the embedded model): {first}") from None
+        raise ModelError(f"model.name: cannot load the config of {name!r} (a hub id needs the network; use a local "
+                         f"folder: `huggingface-cli download {name} --local-dir DIR` where there is network, then "
+                         f"model.name=DIR; or model.name=embedded): {first}") from None
+
+
+def check_backend(backend: str) -> None:
+    """The unsloth backend, asked for by name, needs the gpu extra in this environment."""
+    import importlib.util
+
+    if backend == "unsloth" and importlib.util.find_spec("unsloth") is None:
+        raise ModelError("model.backend: 'unsloth' needs the gpu extra: pip install -e '.[gpu]' (on a CUDA "
+                         "machine), or model.backend=auto, got 'unsloth'")

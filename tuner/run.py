@@ -22,8 +22,22 @@ from tuner.spec import Spec, load_spec, to_yaml
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 
 
+EXAMPLES = """examples:
+  python -m tuner.run search_spaces/dpo.yaml                                   # the default DPO search
+  python -m tuner.run search_spaces/dpo.yaml search.num_samples=2 train.max_steps=4   # a quick look
+  python -m tuner.run search_spaces/orpo.yaml --name orpo-first --dry-run      # validate and print only
+  python -m tuner.run --resume results/NAME                                    # continue a stopped search
+
+most used overrides (any spec key, dotted):
+  search.num_samples=N   train.max_steps=N   train.eval_steps=N   model.name=FOLDER|embedded
+  data.source=FILE.jsonl   resources.cpu=N   resources.gpu=0.25   run.storage_path=DIR   run.wandb=offline
+  search.space.train.beta='{type: loguniform, low: 0.05, high: 0.5}'
+"""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tuner.run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tuner.run", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     parser.add_argument("spec", nargs="?", help="search spec YAML, e.g. search_spaces/dpo.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. search.num_samples=2")
     parser.add_argument("--name", help="experiment folder name under run.storage_path (default: method-timestamp)")
@@ -75,6 +89,8 @@ def start(args: argparse.Namespace) -> int:
         raise InputError(reason)
     for name in spec.model_names():
         models.check_loadable(name)
+    if not args.address:
+        models.check_backend(spec.model.backend)
     train, held_out = data.load_pairs(spec.data)
     path = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
                                      experiments.default_name(spec))

@@ -49,6 +49,12 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_malformed_input(case, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub and datasets read HF_HUB_OFFLINE once, at their first import, perhaps by an earlier test
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     write(tmp_path / "afile", "")
     args, message = CASES[case]
     args = [a.replace("{tmp}", str(tmp_path)).replace("{port}", str(free_port())) for a in args]

