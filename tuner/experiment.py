@@ -9,7 +9,7 @@ Tune reads and writes its own files there through the same pyarrow filesystem (`
     NAME/tuner/spec.yaml       the spec as validated (secrets redacted)
     NAME/tuner/data/           the split pairs, prepared once for every trial (Arrow)
     NAME/tuner/data/dpo-reference/   tokenized pairs with the base model's reference log-probs, when shared
-    NAME/tuner/optuna.db       the Optuna study (SQLite)
+    NAME/tuner/optuna.db       the Optuna study (SQLite), unless search.storage names another storage
     NAME/tuner/base_metrics.json     the base model's scores on the eval pairs
     NAME/tuner/cache/          compile caches shared by the trials of this experiment
     NAME/report/               what `python -m analysis` and `analysis.generations` write
@@ -140,7 +140,8 @@ class Experiment:
         experiment.spec_file.write_text(to_yaml(spec, redact=True))
         try:
             experiment.publish(experiment.spec_file)  # in object storage, the name is taken from now on
-        except storage.StorageError as error:
+        except storage.StorageError as error:  # no write permission, say: nothing of this experiment stays
+            shutil.rmtree(path, ignore_errors=True)
             raise InputError(f"run.storage_path: cannot write there: {error}") from None
         return experiment
 

@@ -42,7 +42,7 @@ class Location:
     def __init__(self, uri: str):
         self.uri = uri
         parts = urlsplit(uri)
-        self.is_local = not parts.scheme
+        self.is_local = len(parts.scheme) <= 1  # no scheme (a one-letter one is a Windows drive)
         self.name = Path(uri).name if self.is_local else posixpath.basename(parts.path.rstrip("/")) or parts.netloc
 
     @classmethod
@@ -200,13 +200,14 @@ class Location:
         except StorageError as error:
             raise InputError(f"{what}: cannot open {self.uri}: {_first_line(error).removeprefix(self.uri + ': ')}") \
                 from None
+        object_store = filesystem is not self.filesystem  # S3 or GCS: the first part of the path is the bucket
         bucket = self.fs_path.split("/", 1)[0]
         try:
-            found = filesystem.get_file_info(bucket).type != pyarrow.fs.FileType.NotFound
+            found = filesystem.get_file_info(bucket if object_store else self.fs_path).type
         except OSError as error:
             raise InputError(f"{what}: cannot reach {self.uri}: {_first_line(error)}") from None
-        if not found:
-            raise InputError(f"{what}: no bucket {bucket!r} at {self.uri} (create it first), got {self.uri!r}")
+        if object_store and found == pyarrow.fs.FileType.NotFound:
+            raise InputError(f"{what}: no bucket {bucket!r} at {self.uri}; create it first")
 
 
 class _StorageErrors:

@@ -49,13 +49,15 @@ def test_local_paths_and_file_uris_are_absolute_folders(tmp_path, monkeypatch):
     ("run.storage_path=s3://AKIAEXAMPLE:hunter2@bucket/results", "run.storage_path: credentials in the URI"),
     ("search.storage=postgresql://tuner:hunter2@db.example/tuner", "search.storage: a password in the URL"),
 ])
-def test_secrets_in_uris_are_refused_without_being_echoed(override, message, capsys):
+def test_secrets_in_uris_are_refused_without_being_echoed(override, message, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as in test_inputs: the CLI checks the model before the storage
     assert main([str(spec_path("dpo.yaml")), override, "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert message in err and "hunter2" not in err and "***" in err
 
 
-def test_bad_study_storages_exit_2_before_anything_is_written(tmp_path, capsys):
+def test_bad_study_storages_exit_2_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     taken = tmp_path / "taken.db"
     optuna_storage = study.storage_for(f"sqlite:///{taken}", "")
     import optuna
@@ -78,7 +80,8 @@ def test_bad_study_storages_exit_2_before_anything_is_written(tmp_path, capsys):
         assert not (tmp_path / "r").exists() and not (tmp_path / "missing").exists()
 
 
-def test_storage_probe_names_what_is_wrong_and_writes_nothing(s3_server, tmp_path, capsys):
+def test_storage_probe_names_what_is_wrong_and_writes_nothing(s3_server, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from tuner.embedded import cache_dir
 
     bucket = s3_server.bucket("probe")
@@ -134,6 +137,21 @@ def test_an_experiment_in_object_storage_is_published_once_and_read_from_another
         Experiment.open(location.uri)  # tuner's files, but no Tune state yet
 
 
+def test_storage_that_refuses_writes_leaves_nothing_behind(s3_server, tmp_path, monkeypatch):
+    from tuner.storage import StorageError
+
+    monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "driver"))
+    location = experiments.check_storage(s3_server.uri(s3_server.bucket("read-only"), "results"), "exp")
+
+    def denied(self, local, relative):
+        raise StorageError(f"{self.uri}: AWS Error ACCESS_DENIED during PutObject operation")
+
+    monkeypatch.setattr(Location, "upload", denied)
+    with pytest.raises(InputError, match="run.storage_path: cannot write there: .*ACCESS_DENIED"):
+        Experiment.create(validate_spec({}), location)
+    assert not Experiment(location).path.exists()
+
+
 def test_prepared_data_reaches_trials_as_data_not_as_a_path(tmp_path):
     """Trials get the data through Ray's object store (pickled): it must not refer to the driver's files."""
     from datasets import Dataset
@@ -168,14 +186,12 @@ def test_the_default_study_reopens_wherever_the_experiment_is_kept(s3_server, tm
 def test_search_storage_holds_the_study(tmp_path):
     import optuna
 
-    from tuner.search import build_searcher
+    from tuner.search import build_searcher, param_space
 
     for url in (f"sqlite:///{tmp_path}/shared.db", str(tmp_path / "journal.log")):
         spec = validate_spec({"search": {"storage": url, "space": {"train.beta": {"type": "uniform", "low": 0.1,
                                                                                    "high": 0.5}}}})
         searcher = build_searcher(spec, Experiment(tmp_path / "results" / "exp"))
-        from tuner.search import param_space
-
         searcher.set_search_properties(spec.metric, spec.search.mode, param_space(spec))
         searcher.suggest("trial-1")
         assert optuna.get_all_study_names(study.storage_for(url, "")) == ["exp"]
