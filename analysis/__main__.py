@@ -17,7 +17,7 @@ from tuner.tables import describe_best, ranking_table
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", type=Path, help="an experiment folder: run.storage_path/NAME")
+    parser.add_argument("results_dir", help="an experiment: run.storage_path/NAME, a folder or an s3:// (gs://) URI")
     parser.add_argument("--metric", help="rank on this reported metric (default: the spec's, or per method)")
     parser.add_argument("--mode", choices=["max", "min"], help="default: the spec's search.mode, else max")
     parser.add_argument("--scope", choices=["best", "last"], default="best",
@@ -57,9 +57,11 @@ def analyze(args) -> int:
     best = first.iloc[0]["trial_id"] if len(first) and first.iloc[0]["rank"] == 1 else None
     figures = plots.plot_curves(experiment.history, best, out / "figures")
     figures += plots.plot_parameters(first, out / "figures")
-    if experiment.spec.search.algorithm == "optuna" and experiment.optuna_file.is_file():
-        importance = plots.plot_importances(plots.optuna_importances(experiment.optuna_url, experiment.name),
-                                            out / "figures")
+    if experiment.spec.search.algorithm == "optuna" and experiment.has_study:
+        from tuner import study
+
+        storage = study.storage_for(experiment.spec.search.storage, experiment.uri)
+        importance = plots.plot_importances(plots.optuna_importances(storage, experiment.name), out / "figures")
         figures += [importance] if importance else []
     notes = notes_for(experiment, rankings)
     written = report.write(report.Report(f"tuner report: {experiment.name}", experiment, rankings, figures,

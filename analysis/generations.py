@@ -84,14 +84,14 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
     return answers
 
 
-def best_adapters(results_dir: Path) -> dict[str, Path]:
-    """Best checkpoint per method (Experiment.best, as tuner.export picks it)."""
+def best_adapters(results_dir: str | Path) -> dict[str, Path]:
+    """Best checkpoint per method (Experiment.best, as tuner.export picks it), on this machine's disk."""
     experiment = Experiment.open(results_dir)
     adapters = {}
     for method in sorted(experiment.trials["method"].unique()):
         best = experiment.best(method=method)
         if best is not None and best.checkpoint is not None:
-            adapters[f"best {method.upper()} ({best.trial_id})"] = best.checkpoint
+            adapters[f"best {method.upper()} ({best.trial_id})"] = experiment.local_copy(best.checkpoint)
     return adapters
 
 
@@ -163,7 +163,8 @@ def load_prompts(path: Path | None) -> list[tuple[str, str | None]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.generations", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dirs", type=Path, nargs="+", help="experiment folders (e.g. a DPO and an ORPO run)")
+    parser.add_argument("results_dirs", nargs="+",
+                        help="experiments: folders or s3:// (gs://) URIs (e.g. a DPO and an ORPO run)")
     parser.add_argument("--prompts", type=Path, help="JSON lines: {prompt, expected (regex, optional)}")
     parser.add_argument("--max-new-tokens", type=int, default=80)
     parser.add_argument("--out", type=Path, help="default: the first RESULTS_DIR/report")

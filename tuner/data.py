@@ -96,8 +96,11 @@ def load_pairs(spec: DataSpec) -> tuple[Dataset, Dataset]:
     return train, held_out
 
 
-def load_prepared(out_dir: str | Path) -> tuple[Dataset, Dataset]:
-    return load_from_disk(str(Path(out_dir) / "train")), load_from_disk(str(Path(out_dir) / "eval"))
+def load_prepared(out_dir: str | Path, in_memory: bool = False) -> tuple[Dataset, Dataset]:
+    """The (train, eval) pairs saved by prepare; `in_memory` reads them whole instead of memory-mapping the files,
+    so that they pickle as data (for Ray's object store) rather than as paths on this machine."""
+    return (load_from_disk(str(Path(out_dir) / "train"), keep_in_memory=in_memory),
+            load_from_disk(str(Path(out_dir) / "eval"), keep_in_memory=in_memory))
 
 
 def as_conversation(dataset: Dataset) -> Dataset:

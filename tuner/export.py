@@ -32,14 +32,14 @@ def choose(experiment: Experiment, trial_id: str | None, metric: str | None, mod
     ExportError saying why there is none."""
     trials = experiment.trials
     if trials.empty:
-        raise ExportError(f"{experiment.path}: the experiment has no trials")
+        raise ExportError(f"{experiment.uri}: the experiment has no trials")
     if trial_id is not None and trial_id not in set(trials["trial_id"]):
         raise ExportError(f"--trial {trial_id}: no such trial; trials are {sorted(trials['trial_id'])}")
     best = experiment.best(metric, mode, trial_id=trial_id)
     metric = metric or experiment.spec.metric
     if best is None:
         which = f"trial {trial_id}" if trial_id else "no trial"
-        raise ExportError(f"{experiment.path}: {which} reported a finite {metric}, so none can be exported"
+        raise ExportError(f"{experiment.uri}: {which} reported a finite {metric}, so none can be exported"
                           if not trial_id else f"--trial {trial_id}: it reported no finite {metric}")
     if best.checkpoint is None:
         raise ExportError(f"trial {best.trial_id} has no checkpoint kept for its {metric} at step {best.step}")
@@ -83,11 +83,11 @@ tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")
 """
 
 
-def export(results_dir: Path, out: Path, trial_id: str | None = None, metric: str | None = None,
+def export(results_dir: str | Path, out: Path, trial_id: str | None = None, metric: str | None = None,
            mode: str | None = None, merge: bool = False) -> Path:
     experiment = Experiment.open(results_dir)
     best = choose(experiment, trial_id, metric, mode)
-    checkpoint = best.checkpoint
+    checkpoint = experiment.local_copy(best.checkpoint)  # downloaded first when it is in object storage
     missing = [f for f in ADAPTER_FILES if not (checkpoint / f).is_file()]
     if missing:
         raise ExportError(f"{checkpoint}: not a LoRA checkpoint, missing {missing}")
@@ -97,7 +97,7 @@ def export(results_dir: Path, out: Path, trial_id: str | None = None, metric: st
             shutil.copy2(path, out / path.name)
     trial_spec = yaml.safe_load((checkpoint / "tuner_spec.yaml").read_text()) if (
         checkpoint / "tuner_spec.yaml").is_file() else experiment.spec.model_dump(mode="json")
-    trial = {"trial_id": best.trial_id, "checkpoint": str(checkpoint), "metric": best.metric, "mode": best.mode,
+    trial = {"trial_id": best.trial_id, "checkpoint": str(best.checkpoint), "metric": best.metric, "mode": best.mode,
              "step": best.step, "config": best.config, "metrics": best.report}
     (out / "trial.json").write_text(json.dumps(trial, indent=2, default=str))
     base_model = json.loads((checkpoint / "adapter_config.json").read_text())["base_model_name_or_path"]
@@ -120,7 +120,7 @@ def merge_adapter(base_model: str, adapter_dir: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tuner.export", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("results_dir", help="an experiment: run.storage_path/NAME, a folder or an s3:// (gs://) URI")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--trial", help="a trial id (default: the best trial)")
     parser.add_argument("--metric", help="default: the spec's search metric")

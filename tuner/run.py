@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
-from pathlib import Path
 
 from tuner import console
 from tuner.console import TRIAL_LOG
@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", help="experiment folder name under run.storage_path (default: method-timestamp)")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                         help="attach to this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--resume", type=Path, metavar="RESULTS/NAME", help="continue an interrupted search")
+    parser.add_argument("--resume", metavar="RESULTS/NAME",
+                        help="continue an interrupted search (a folder, or its s3:// or gs:// URI)")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the resolved spec; start nothing")
     parser.add_argument("--top", type=int, default=5, help="how many trials the final table shows")
     parser.add_argument("--verbose", action="store_true",
@@ -92,12 +93,16 @@ def start(args: argparse.Namespace) -> int:
     if not args.address:
         models.check_backend(spec.model.backend)
     train, held_out = data.load_pairs(spec.data)
-    path = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
-                                     experiments.default_name(spec))
+    location = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
+                                         experiments.default_name(spec))
+    if spec.search.algorithm == "optuna" and spec.search.storage is not None:
+        from tuner import study
+
+        study.check(spec.search.storage, location.name)
     experiments.check_address(args.address)
     experiments.check_wandb(spec.run.wandb)
-    _warn_about_exposure(spec, args.address)
-    experiment = Experiment.create(spec, path)
+    _warn_about_exposure(spec, args.address, location.is_local)
+    experiment = Experiment.create(spec, location)
     for line in experiments.prepare(spec, experiment, train, held_out):
         print(line)
     print(describe_space(spec))
@@ -114,8 +119,10 @@ def resume(args: argparse.Namespace) -> int:
     from tuner import experiment as experiments, search
 
     experiment = Experiment(args.resume)
-    path = experiment.path
-    if not experiment.spec_file.is_file() or not tune.Tuner.can_restore(str(path)):
+    experiment.fetch_tuner_files()  # object storage: the spec, base metrics and study, before Tune restores
+    path = experiment.uri
+    if not experiment.spec_file.is_file() or not tune.Tuner.can_restore(
+            experiment.location.fs_path, storage_filesystem=experiment.location.filesystem):
         raise InputError(f"--resume: {path} is not a tuner experiment folder that can be resumed "
                          f"(it needs tuner/spec.yaml and Tune's experiment state)")
     spec = experiment.spec
@@ -130,7 +137,7 @@ def _announce(context, spec: Spec, experiment) -> None:
         print(f"Ray dashboard: http://{context.dashboard_url}  (token auth: see README, 'Monitoring')")
     if spec.search.algorithm == "optuna":
         print(f"Optuna study: optuna-dashboard {experiment.optuna_url}")
-    print(f"TensorBoard: tensorboard --logdir {experiment.path}")
+    print(f"TensorBoard: tensorboard --logdir {shlex.quote(experiment.uri)}")
     print(f"trials: a table every {console.REFRESH_S:.0f} s; each trial's output goes to {TRIAL_LOG} in its folder "
           f"(--verbose prints everything)")
     if spec.run.wandb != "off":
@@ -139,11 +146,11 @@ def _announce(context, spec: Spec, experiment) -> None:
                  if spec.run.wandb == "offline" else ""))
 
 
-def _warn_about_exposure(spec: Spec, address: str | None) -> None:
-    if address:
-        print(f"tuner: warning: on a cluster, run.storage_path ({Path(spec.run.storage_path).resolve()}) must be a "
-              f"folder that every node mounts at the same path (NFS or similar): trials read the prepared data "
-              f"and write results there", file=sys.stderr)
+def _warn_about_exposure(spec: Spec, address: str | None, local_storage: bool) -> None:
+    if address and local_storage:
+        print(f"tuner: warning: on a cluster, a local run.storage_path ({spec.run.storage_path}) must be a folder "
+              f"that every node mounts at the same path (NFS or similar): trials write checkpoints and results "
+              f"there; or use object storage (s3://, gs://)", file=sys.stderr)
     if not address and spec.run.dashboard_host not in ("127.0.0.1", "localhost"):
         print(f"tuner: warning: run.dashboard_host={spec.run.dashboard_host!r} exposes the Ray dashboard, which can "
               f"run code on this machine, beyond localhost", file=sys.stderr)
@@ -158,7 +165,7 @@ def _fit_and_report(tuner, spec: Spec, experiment: Experiment, top: int) -> int:
     trials = experiment.trials
     if len(trials) < spec.search.num_samples or trials["status"].isin(["running", "pending", "paused"]).any():
         print(f"the search stopped before all {spec.search.num_samples} trials finished; continue it with:\n"
-              f"  python -m tuner.run --resume {experiment.path}")
+              f"  python -m tuner.run --resume {shlex.quote(experiment.uri)}")
         return INTERRUPTED
     return 0
 
@@ -168,14 +175,14 @@ def report(experiment: Experiment, top: int) -> None:
     ranking, so that the table's numbers, the named trial and the checkpoint are one report's."""
     from tuner.tables import describe_best, ranking_table
 
-    spec, path = experiment.spec, experiment.path
+    spec, path = experiment.spec, shlex.quote(experiment.uri)
     ranked = experiment.ranking()
     print(f"\nTop trials by {spec.metric} ({spec.search.mode}):")
     print(ranking_table(ranked, top))
     print(describe_best(ranked))
     errored = experiment.trials[experiment.trials["status"] == "errored"]
     for _, trial in errored.iterrows():
-        print(f"errored trial {trial['trial_id']}: {trial['error']} (log: {Path(trial['path']) / TRIAL_LOG})")
+        print(f"errored trial {trial['trial_id']}: {trial['error']} (log: {trial['path']}/{TRIAL_LOG})")
     best = experiment.best()
     if best is not None:
         print(f"best checkpoint (LoRA adapter + tokenizer): {best.checkpoint or 'none kept'}")

@@ -10,8 +10,9 @@ from tuner.spec import validate_spec
 
 def test_created_folder_is_private_and_its_spec_redacted(tmp_path):
     spec = validate_spec({"train": {"hub_token": "hf_SECRET123", "beta": 0.2}})
-    path = experiment.check_storage(str(tmp_path / "results"), "exp")
-    created = experiment.Experiment.create(spec, path)
+    created = experiment.Experiment.create(spec, experiment.check_storage(str(tmp_path / "results"), "exp"))
+    path = created.path
+    assert path == tmp_path / "results" / "exp" and created.uri == str(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
     assert stat.S_IMODE(created.tuner_dir.stat().st_mode) == 0o700
     saved = created.spec_file.read_text()

@@ -37,7 +37,8 @@ CASES = {
     "missing column": (["data.columns.prompt=question"], "data.columns: data.source 'bundled' has no column prompt='question'"),
     "unsupported data file": (["data.source={tmp}/afile"], "data.source: expected a .jsonl, .json, .parquet or .csv"),
     "hub dataset offline": (["data.source=nobody/no-such-dataset"], "data.source: 'nobody/no-such-dataset' is neither"),
-    "remote storage": (["run.storage_path=s3://bucket/results"], "run.storage_path: tuner keeps its prepared data"),
+    "unreachable object storage": (["run.storage_path=s3://bucket/results?endpoint_override=127.0.0.1:{port}&scheme=http"],
+                                   "run.storage_path: cannot reach s3://bucket/results?endpoint_override=127.0.0.1:"),
     "storage under a file": (["run.storage_path={tmp}/afile/results"], "is a file, not a folder"),
     "bad ray address": (["--address", "not-an-address"], "--address: expected HOST:PORT"),
     "no ray at address": (["--address", "127.0.0.1:{port}"], "--address: no Ray head node answers at 127.0.0.1:"),
@@ -55,6 +56,9 @@ def test_malformed_input(case, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(key, value)
     write(tmp_path / "afile", "")
     args, message = CASES[case]
     args = [a.replace("{tmp}", str(tmp_path)).replace("{port}", str(free_port())) for a in args]

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from tuner import methods
+from tuner import methods, storage
 from tuner.errors import UserError
 
 EMBEDDED_MODEL = "embedded"
@@ -120,6 +120,17 @@ class SearchSpec(_Section):
     space: dict[str, Distribution] = {}
     # DPO: tokenize the pairs and compute the frozen reference model's log-probs once per search, not per trial.
     share_reference: bool = True
+    # The Optuna study: an RDB URL or a journal file path (tuner.study); None: SQLite in the experiment's tuner folder.
+    storage: str | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        if url is not None and (shown := storage.with_credentials_hidden(url)) is not None:
+            raise ValueError(f"{storage.PASSWORD_IN_URL}, got {shown!r}")
+        if url is not None and not url.strip():
+            raise ValueError("expected a database URL or a journal file path, or leave it out, got ''")
+        return url
 
 
 class SchedulerSpec(_Section):
@@ -149,6 +160,13 @@ class RunSpec(_Section):
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(0, ge=-1)  # retries of a failed trial (-1: forever); others go on either way
     dashboard_host: str = "127.0.0.1"  # a local Ray's dashboard; 0.0.0.0 exposes it to the network
+
+    @field_validator("storage_path")
+    @classmethod
+    def _no_credentials(cls, path: str) -> str:
+        if (shown := storage.with_credentials_hidden(path, usernames_too=True)) is not None:
+            raise ValueError(f"{storage.CREDENTIALS_IN_URI}, got {shown!r}")
+        return path
 
     @field_validator("wandb", mode="before")
     @classmethod
