@@ -138,7 +138,8 @@ def _announce(context, spec: Spec, experiment) -> None:
     if spec.search.algorithm == "optuna":
         print(f"Optuna study: optuna-dashboard {experiment.optuna_url}")
     print(f"TensorBoard: tensorboard --logdir {shlex.quote(experiment.uri)}")
-    print(f"trials: a table every {console.REFRESH_S:.0f} s; each trial's output goes to {TRIAL_LOG} in its folder "
+    print(f"trials: a table after {console.REFRESH_S:.0f} s, then at doubling gaps up to "
+          f"{console.LONGEST_GAP_S / 60:.0f} min; each trial's output goes to {TRIAL_LOG} in its folder "
           f"(--verbose prints everything)")
     if spec.run.wandb != "off":
         print(f"W&B ({spec.run.wandb}): runs under {experiment.path / 'wandb'}"

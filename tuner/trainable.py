@@ -9,6 +9,7 @@ import tempfile
 import time
 from typing import Any
 
+from tuner.console import errors_to_log
 from tuner.spec import Spec, to_yaml, validate_spec, with_sampled
 
 def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callbacks: list, on_gpu: bool,
@@ -29,6 +30,7 @@ def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callback
     )
 
 
+@errors_to_log
 def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple, reference: tuple | None,
               cache_dir: str | None, log_root: str | None = None, verbose: bool = False) -> None:
     """The Tune function trainable. `config` holds the sampled `dotted.key: value` pairs; the rest comes from the
