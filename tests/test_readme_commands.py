@@ -39,7 +39,7 @@ COVERED = {
     r"^python -m tuner\.run --resume results/<experiment>$":
         "tests/tuner/test_reliability_integration.py::test_sigkill_driver_then_resume_keeps_finished_trials",
     r"^python -m analysis\.generations results/<experiment>$":
-        "tests/tuner/test_search_integration.py::test_generations_compare_base_and_best_adapter",
+        "tests/tuner/test_search_integration.py::test_generations_command_as_readme_writes_it",
     r"^python -m tuner\.run search_spaces/dpo_gpu\.yaml$": "tests/test_search_spaces.py::test_shipped_spec_validates",
     r"^pip install -e '\.\[gpu\]'$": "pyproject.toml::gpu",
     r"^python benchmarks/\w+\.py$": "tests/test_benchmarks.py",
