@@ -1,7 +1,7 @@
 """The experiment folder, `run.storage_path/NAME/`, and its one owner: `Experiment`.
 
     NAME/                      Tune's experiment state and one folder per trial (checkpoints, result.json)
-    NAME/tuner/spec.yaml       the spec as validated (secrets redacted)
+    NAME/tuner/spec.yaml       the spec as validated (secrets only as `<field>_env` variable names)
     NAME/tuner/data/           the split pairs, prepared once for every trial (Arrow)
     NAME/tuner/data/dpo-reference/   tokenized pairs with the base model's reference log-probs, when shared
     NAME/tuner/optuna.db       the Optuna study (SQLite)
@@ -11,7 +11,8 @@
 
 `tuner.run` creates and prepares it, `--resume`, the trainable (through the paths it is given), `analysis`,
 `tuner.export` and `analysis.generations` open it; every one of them asks it for paths, the typed spec, the trials,
-their histories and the best trial with its checkpoint.
+their histories and the best trial with its checkpoint. `Experiment.open` reads only a folder the user owns and no
+one else can write (tuner.trust), unless told to trust it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pandas as pd
 
 from tuner.errors import InputError, UserError
 from tuner.spec import Spec, load_spec, to_yaml
+from tuner.trust import check_folder
 
 TUNER_DIR = "tuner"
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://")
@@ -116,11 +118,13 @@ class Experiment:
         return experiment
 
     @classmethod
-    def open(cls, path: str | Path) -> Experiment:
-        """An existing experiment folder (finished, interrupted or running); raises NotAnExperiment."""
+    def open(cls, path: str | Path, trust: bool = False) -> Experiment:
+        """An existing experiment folder (finished, interrupted or running); raises NotAnExperiment, and
+        UntrustedFolder when someone else owns or can write to it (unless `trust`: see tuner.trust)."""
         experiment = cls(path)
         if not experiment.path.is_dir():
             raise NotAnExperiment(f"{experiment.path}: no such folder")
+        check_folder(experiment.path, trust)
         if not any(experiment.path.glob("experiment_state-*.json")):
             raise NotAnExperiment(f"{experiment.path}: not a Ray Tune experiment folder (no experiment_state-*.json); "
                                   f"pass run.storage_path/NAME as written by tuner.run")

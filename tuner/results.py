@@ -1,10 +1,17 @@
 """Reading what Ray Tune wrote into an experiment folder, as two DataFrames: `trials` (one row per trial: status,
 method, sampled config, error, folder) and `history` (one row per report: every metric, and the checkpoint that came
 with it while it is kept). The one reader of Tune's files; `tuner.experiment.Experiment` calls it lazily.
+
+Only JSON and CSV are read, never a pickle: Ray's `ExperimentAnalysis` rebuilds each trial from the experiment
+state by unpickling fields embedded in it, which runs whatever code a planted folder holds. Everything tuner needs is
+plain JSON beside those fields: each trial's id, status, config and folder in `experiment_state-*.json`, its error
+file in the run metadata, its reports in the trial folder's `result.json` (else `progress.csv`).
 """
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +19,19 @@ import pandas as pd
 
 from tuner.ranking import CHECKPOINT_COLUMN
 
+STATE_PATTERN = "experiment_state-*.json"  # Tune's TuneController.CKPT_FILE_TMPL
+RESULT_FILE, PROGRESS_FILE = "result.json", "progress.csv"
+
 
 def read(path: Path, default_method: str, default_beta) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`default_beta(method)` gives beta where a trial's config does not set it (TRL's own default)."""
-    from ray.tune import ExperimentAnalysis
-
-    analysis = ExperimentAnalysis(str(path))
+    """`default_beta(method)` gives beta where a trial's config does not set it (TRL's own default); raises
+    ValueError when the folder holds no experiment state."""
     rows, histories = [], []
-    for trial in analysis.trials:
-        frame = analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame())
+    for trial in _trials(path):
+        frame = _history(trial)
         if not frame.empty:
-            frame = frame.assign(trial_id=trial.trial_id)
-            frame[CHECKPOINT_COLUMN] = [_kept_checkpoint(trial.path, name) for name in
+            frame = frame.assign(trial_id=trial["trial_id"])
+            frame[CHECKPOINT_COLUMN] = [_kept_checkpoint(trial["path"], name) for name in
                                         frame.get("checkpoint_dir_name", pd.Series([None] * len(frame)))]
             histories.append(frame)
         rows.append(_trial_row(trial, frame, default_method, default_beta))
@@ -31,6 +39,41 @@ def read(path: Path, default_method: str, default_beta) -> tuple[pd.DataFrame, p
     history = (pd.concat(histories, ignore_index=True) if histories
                else pd.DataFrame(columns=["trial_id", CHECKPOINT_COLUMN]))
     return trials, history
+
+
+def _trials(path: Path) -> list[dict[str, Any]]:
+    """Each trial of the newest experiment snapshot, from its JSON fields only (the pickled ones stay unread)."""
+    snapshots = sorted(path.glob(STATE_PATTERN))  # newest last: the names are timestamps, as Tune picks them
+    if not snapshots:
+        raise ValueError(f"no experiment snapshot {STATE_PATTERN} in {path}")
+    trials = []
+    try:
+        state = json.loads(snapshots[-1].read_text())  # plain json: embedded pickles stay strings
+        for trial_json, metadata_json in state["trial_data"]:
+            trial, metadata = json.loads(trial_json), json.loads(metadata_json)
+            # As Tune reads a snapshot: a trial it calls running is pending until a driver runs it again.
+            status = "PENDING" if trial["status"] == "RUNNING" else trial["status"]
+            trials.append({"trial_id": trial["trial_id"], "status": status, "config": trial.get("config") or {},
+                           "path": str(path / trial["relative_logdir"]),
+                           "error_file": metadata.get("error_filename"),
+                           "reported": metadata.get("last_result") is not None})
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{snapshots[-1]}: not an experiment snapshot as Tune writes it ({error!r})") from None
+    return trials
+
+
+def _history(trial: dict[str, Any]) -> pd.DataFrame:
+    """Every report of a trial, flattened as Tune's ExperimentAnalysis.trial_dataframes flattens it."""
+    folder = Path(trial["path"])
+    if not trial["reported"]:
+        return pd.DataFrame()
+    if (folder / RESULT_FILE).is_file():
+        lines = (folder / RESULT_FILE).read_text().rstrip("\n")
+        return pd.json_normalize([json.loads(line) for line in lines.split("\n")], sep="/") if lines \
+            else pd.DataFrame()
+    if (folder / PROGRESS_FILE).is_file():
+        return pd.read_csv(io.StringIO((folder / PROGRESS_FILE).read_text()), dtype={"trial_id": str})
+    return pd.DataFrame()
 
 
 def _kept_checkpoint(trial_path: str, name: Any) -> str | float:
@@ -41,35 +84,34 @@ def _kept_checkpoint(trial_path: str, name: Any) -> str | float:
     return str(folder) if folder.is_dir() else float("nan")
 
 
-def _trial_row(trial, frame: pd.DataFrame, default_method: str, default_beta) -> dict[str, Any]:
+def _trial_row(trial: dict[str, Any], frame: pd.DataFrame, default_method: str, default_beta) -> dict[str, Any]:
     last = frame.iloc[-1] if not frame.empty else {}
     finished_all_steps = not frame.empty and last.get("step", -1) >= last.get("max_steps", float("inf"))
-    if trial.status == "ERROR":
+    if trial["status"] == "ERROR":
         status = "errored"
-    elif trial.status == "TERMINATED":
+    elif trial["status"] == "TERMINATED":
         status = "finished" if finished_all_steps else "stopped early"
     else:
-        status = trial.status.lower()
-    method = trial.config.get("method", default_method)
-    config = {f"config/{k}": v for k, v in trial.config.items()}
+        status = trial["status"].lower()
+    config = trial["config"]
+    method = config.get("method", default_method)
     return {
-        "trial_id": trial.trial_id,
+        "trial_id": trial["trial_id"],
         "status": status,
         "method": method,
-        "beta": float(trial.config.get("train.beta", default_beta(method))),
+        "beta": float(config.get("train.beta", default_beta(method))),
         "reports": len(frame),
         "error": _first_error_line(trial),
-        "path": trial.path,
-        **config,
+        "path": trial["path"],
+        **{f"config/{k}": v for k, v in config.items()},
     }
 
 
-def _first_error_line(trial) -> str:
-    # Read from the trial's storage folder: Trial.error_file points into the local Ray session, which needs Ray.
-    name = trial.run_metadata.error_filename
-    error_file = Path(trial.path) / name if name else None
-    if trial.status != "ERROR" or error_file is None or not error_file.is_file():
+def _first_error_line(trial: dict[str, Any]) -> str:
+    # Read from the trial's storage folder: Ray's error file is a traceback; its last line holds the exception.
+    name = trial["error_file"]
+    error_file = Path(trial["path"]) / name if name else None
+    if trial["status"] != "ERROR" or error_file is None or not error_file.is_file():
         return ""
     lines = [line.strip() for line in error_file.read_text().splitlines() if line.strip()]
-    # Ray's error file is a traceback; its last line holds the exception and message.
     return lines[-1] if lines else ""

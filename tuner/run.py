@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
+from tuner import cluster
 from tuner.errors import InputError, guarded
 from tuner.experiment import Experiment
 from tuner.spec import Spec, load_spec, to_yaml
+from tuner.spec.secrets import missing_variables
+from tuner.trust import check_folder, owner_only_files
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 
@@ -30,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", type=Path, metavar="RESULTS/NAME", help="continue an interrupted search")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the resolved spec; start nothing")
     parser.add_argument("--top", type=int, default=5, help="how many trials the final table shows")
+    parser.add_argument("--trust", action="store_true",
+                        help="--resume a folder that another user owns or can write to (it runs code stored in it)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     args = parser.parse_intermixed_args(argv)
     if (args.spec is None) == (args.resume is None):
@@ -52,7 +58,8 @@ def describe_space(spec: Spec) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return guarded("tuner", resume if args.resume else start, args, debug=args.debug)
+    with owner_only_files():  # the results, the prepared data, Ray's files: readable by their owner only
+        return guarded("tuner", resume if args.resume else start, args, debug=args.debug)
 
 
 def start(args: argparse.Namespace) -> int:
@@ -63,24 +70,35 @@ def start(args: argparse.Namespace) -> int:
         return 0
     from tuner import compat, data, experiment as experiments, models
 
+    cluster.check_exposure(args.address, spec.run.dashboard_host)
+    _check_secrets(spec, args.address)
     if "dpo" in spec.searched_methods() and (reason := compat.dpo_unavailable_reason()):
         raise InputError(reason)
     for name in _model_names(spec):
         models.check_loadable(name)
-    train, held_out = data.load_pairs(spec.data)
-    path = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
-                                     experiments.default_name(spec))
-    experiments.check_address(args.address)
-    experiments.check_wandb(spec.run.wandb)
-    _warn_about_exposure(spec, args.address)
-    experiment = Experiment.create(spec, path)
-    for line in experiments.prepare(spec, experiment, train, held_out):
-        print(line)
+    # The source's Arrow copy goes to a private folder removed once the pairs are saved in the experiment, not to
+    # the shared HF datasets cache.
+    with tempfile.TemporaryDirectory(prefix="tuner-datasets-") as staging:
+        train, held_out = data.load_pairs(spec.data, cache_dir=staging)
+        path = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
+                                         experiments.default_name(spec))
+        experiments.check_address(args.address)
+        experiments.check_wandb(spec.run.wandb)
+        _warn_about_exposure(spec, args.address)
+        experiment = Experiment.create(spec, path)
+        for line in experiments.prepare(spec, experiment, train, held_out):
+            print(line)
+        train_rows = len(train)
     print(describe_space(spec))
     from tuner import search
 
-    _announce(search.start_ray(args.address, spec.run.dashboard_host), spec, experiment)
-    return _fit_and_report(search.build_tuner(spec, experiment, train_rows=len(train)), spec, experiment, args.top)
+    session = cluster.start(args.address, spec.run.dashboard_host)
+    try:
+        _announce(session.context, spec, experiment)
+        return _fit_and_report(search.build_tuner(spec, experiment, train_rows=train_rows), spec, experiment,
+                               args.top)
+    finally:
+        cluster.stop(session)
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -93,11 +111,26 @@ def resume(args: argparse.Namespace) -> int:
     if not experiment.spec_file.is_file() or not tune.Tuner.can_restore(str(path)):
         raise InputError(f"--resume: {path} is not a tuner experiment folder that can be resumed "
                          f"(it needs tuner/spec.yaml and Tune's experiment state)")
+    check_folder(path, args.trust)  # Tune.restore unpickles the folder's state: only a folder you own
     spec = experiment.spec
     experiments.check_address(args.address)
-    _announce(search.start_ray(args.address, spec.run.dashboard_host), spec, experiment)
-    print(f"resuming {path}: finished trials are kept, unfinished ones continue from their last checkpoint")
-    return _fit_and_report(search.restore_tuner(spec, experiment), spec, experiment, args.top)
+    _check_secrets(spec, args.address)
+    cluster.check_exposure(args.address, spec.run.dashboard_host)
+    session = cluster.start(args.address, spec.run.dashboard_host)
+    try:
+        _announce(session.context, spec, experiment)
+        print(f"resuming {path}: finished trials are kept, unfinished ones continue from their last checkpoint")
+        return _fit_and_report(search.restore_tuner(spec, experiment), spec, experiment, args.top)
+    finally:
+        cluster.stop(session)
+
+
+def _check_secrets(spec: Spec, address: str | None) -> None:
+    """A local run's trials inherit this environment: every `<field>_env` variable must be set in it. On a cluster
+    they read the environment `ray start` had on their node, which only the trial can check."""
+    missing = [] if address else missing_variables(spec.train)
+    if missing:
+        raise InputError("; ".join(missing))
 
 
 def _announce(context, spec: Spec, experiment) -> None:
