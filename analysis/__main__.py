@@ -13,6 +13,7 @@ from tuner.errors import guarded
 from tuner.experiment import Experiment
 from tuner.ranking import MARGIN_METRIC, rankings_for
 from tuner.tables import describe_best, ranking_table
+from tuner.trust import TRUST_HINT, owner_only_files
 
 
 def parse_args(argv):
@@ -24,6 +25,8 @@ def parse_args(argv):
                         help="a trial's best report or its last one (default best)")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--out", type=Path, help="report folder (default RESULTS_DIR/report)")
+    parser.add_argument(TRUST_HINT, action="store_true",
+                        help="read a results folder that another user owns or can write to")
     return parser.parse_args(argv)
 
 
@@ -46,11 +49,12 @@ def notes_for(experiment: Experiment, rankings) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return guarded("analysis", analyze, args)
+    with owner_only_files():
+        return guarded("analysis", analyze, args)
 
 
 def analyze(args) -> int:
-    experiment = Experiment.open(args.results_dir)
+    experiment = Experiment.open(args.results_dir, trust=args.trust)
     rankings = build_rankings(experiment, args.metric, args.mode, args.scope)
     out = args.out or experiment.report_dir
     first = next(iter(rankings.values()))

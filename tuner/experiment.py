@@ -6,7 +6,7 @@ storage, what tuner itself keeps (the `tuner/` files below, reports) is made in 
 Tune reads and writes its own files there through the same pyarrow filesystem (`Experiment.location`).
 
     NAME/                      Tune's experiment state and one folder per trial (checkpoints, result.json)
-    NAME/tuner/spec.yaml       the spec as validated (secrets redacted)
+    NAME/tuner/spec.yaml       the spec as validated (secrets only as `<field>_env` variable names)
     NAME/tuner/data/           the split pairs, prepared once for every trial (Arrow)
     NAME/tuner/data/dpo-reference/   tokenized pairs with the base model's reference log-probs, when shared
     NAME/tuner/optuna.db       the Optuna study (SQLite), unless search.storage names another storage
@@ -16,7 +16,8 @@ Tune reads and writes its own files there through the same pyarrow filesystem (`
 
 `tuner.run` creates and prepares it, `--resume`, the trainable (through the data it is given), `analysis`,
 `tuner.export` and `analysis.generations` open it; every one of them asks it for paths, the typed spec, the trials,
-their histories and the best trial with its checkpoint.
+their histories and the best trial with its checkpoint. `Experiment.open` reads only a folder the user owns and no
+one else can write (tuner.trust), unless told to trust it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from tuner import storage
 from tuner.errors import InputError, UserError
 from tuner.spec import Spec, load_spec, to_yaml
 from tuner.storage import Location
+from tuner.trust import check_folder
 
 TUNER_DIR = "tuner"
 BY_MODEL = "by_model"  # base_metrics.json's key when model.name is searched: one base per model
@@ -147,12 +149,15 @@ class Experiment:
         return experiment
 
     @classmethod
-    def open(cls, path: str | Path | Location) -> Experiment:
+    def open(cls, path: str | Path | Location, trust: bool = False) -> Experiment:
         """An existing experiment (finished, interrupted or running), with tuner's files fetched when it lives in
-        object storage; raises NotAnExperiment."""
+        object storage; raises NotAnExperiment, and UntrustedFolder when a local folder is someone else's or others
+        can write to it (unless `trust`: see tuner.trust)."""
         experiment = cls(path)
         if not experiment.location.is_dir():
             raise NotAnExperiment(f"{experiment.uri}: no such folder")
+        if experiment.location.is_local:
+            check_folder(experiment.path, trust)
         if not any(fnmatch.fnmatch(name, "experiment_state-*.json") for name in experiment.location.listing()):
             raise NotAnExperiment(f"{experiment.uri}: not a Ray Tune experiment folder (no experiment_state-*.json); "
                                   f"pass run.storage_path/NAME as written by tuner.run")

@@ -48,14 +48,19 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 TRAIN_FIXED: dict[str, Any] = {"eval_strategy": "steps", "save_strategy": "no", "report_to": "none"}
 
 
-def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_reference: bool = False):
-    """The spec's TRL config object (DPOConfig or ORPOConfig): TRL's defaults, then tuner's, then the spec's."""
+def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_reference: bool = False,
+                  with_secrets: bool = False):
+    """The spec's TRL config object (DPOConfig or ORPOConfig): TRL's defaults, then tuner's, then the spec's.
+    `with_secrets` (only the trial that trains): `<field>_env` references become the secrets they name; elsewhere
+    they are left out, so that derived values never need a secret."""
+    from tuner.spec.secrets import resolved
+
     fields = config_fields(spec.method)
     kwargs = {k: v for k, v in TRAIN_DEFAULTS.items() if k in fields}
     # TRL defaults bf16 to True; on a CPU that is slower and lossier than float32.
     kwargs["bf16"] = on_gpu
     kwargs["max_length"] = spec.model.max_length
-    kwargs.update(spec.train)
+    kwargs.update(resolved(spec.train, with_secrets))
     kwargs.update(TRAIN_FIXED, output_dir=output_dir)
     if precompute_reference:
         kwargs["precompute_ref_log_probs"] = True

@@ -12,12 +12,15 @@ import argparse
 import os
 import shlex
 import sys
+import tempfile
 
-from tuner import console
+from tuner import cluster, console
 from tuner.console import TRIAL_LOG
 from tuner.errors import InputError, guarded
 from tuner.experiment import Experiment
 from tuner.spec import Spec, load_spec, to_yaml
+from tuner.spec.secrets import missing_variables
+from tuner.trust import check_folder, owner_only_files
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 
@@ -49,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top", type=int, default=5, help="how many trials the final table shows")
     parser.add_argument("--verbose", action="store_true",
                         help="show every library's output (progress bars, Ray and Tune lines, each trial's output)")
+    parser.add_argument("--trust", action="store_true",
+                        help="--resume a folder that another user owns or can write to (it runs code stored in it)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     args = parser.parse_intermixed_args(argv)
     if (args.spec is None) == (args.resume is None):
@@ -75,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         from tuner import console
 
         console.quiet_driver()
-    return guarded("tuner", resume if args.resume else start, args, debug=args.debug)
+    with owner_only_files():  # the results, the prepared data, Ray's files: readable by their owner only
+        return guarded("tuner", resume if args.resume else start, args, debug=args.debug)
 
 
 def start(args: argparse.Namespace) -> int:
@@ -86,31 +92,41 @@ def start(args: argparse.Namespace) -> int:
         return 0
     from tuner import compat, data, experiment as experiments, models
 
+    cluster.check_exposure(args.address, spec.run.dashboard_host)
+    _check_secrets(spec, args.address)
     if "dpo" in spec.searched_methods() and (reason := compat.dpo_unavailable_reason()):
         raise InputError(reason)
     for name in spec.model_names():
         models.check_loadable(name)
     if not args.address:
         models.check_backend(spec.model.backend)
-    train, held_out = data.load_pairs(spec.data)
-    location = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
-                                         experiments.default_name(spec))
-    if spec.search.algorithm == "optuna" and spec.search.storage is not None:
-        from tuner import study
+    # The source's Arrow copy goes to a private folder removed once the pairs are saved in the experiment, not to
+    # the shared HF datasets cache.
+    with tempfile.TemporaryDirectory(prefix="tuner-datasets-") as staging:
+        train, held_out = data.load_pairs(spec.data, cache_dir=staging)
+        location = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
+                                             experiments.default_name(spec))
+        if spec.search.algorithm == "optuna" and spec.search.storage is not None:
+            from tuner import study
 
-        study.check(spec.search.storage, location.name)
-    experiments.check_address(args.address)
-    experiments.check_wandb(spec.run.wandb)
-    _warn_about_exposure(spec, args.address, location.is_local)
-    experiment = Experiment.create(spec, location)
-    for line in experiments.prepare(spec, experiment, train, held_out):
-        print(line)
+            study.check(spec.search.storage, location.name)
+        experiments.check_address(args.address)
+        experiments.check_wandb(spec.run.wandb)
+        _warn_about_exposure(spec, args.address, location.is_local)
+        experiment = Experiment.create(spec, location)
+        for line in experiments.prepare(spec, experiment, train, held_out):
+            print(line)
+        train_rows = len(train)
     print(describe_space(spec))
     from tuner import search
 
-    _announce(search.start_ray(args.address, spec.run.dashboard_host, args.verbose), spec, experiment)
-    return _fit_and_report(search.build_tuner(spec, experiment, len(train), args.verbose), spec, experiment,
-                           args.top)
+    session = cluster.start(args.address, spec.run.dashboard_host, args.verbose)
+    try:
+        _announce(session.context, spec, experiment)
+        return _fit_and_report(search.build_tuner(spec, experiment, train_rows, args.verbose), spec, experiment,
+                               args.top)
+    finally:
+        cluster.stop(session)
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -125,11 +141,27 @@ def resume(args: argparse.Namespace) -> int:
             experiment.location.fs_path, storage_filesystem=experiment.location.filesystem):
         raise InputError(f"--resume: {path} is not a tuner experiment folder that can be resumed "
                          f"(it needs tuner/spec.yaml and Tune's experiment state)")
+    if experiment.location.is_local:  # Tune.restore unpickles the folder's state: only a folder you own
+        check_folder(experiment.path, args.trust)
     spec = experiment.spec
     experiments.check_address(args.address)
-    _announce(search.start_ray(args.address, spec.run.dashboard_host, args.verbose), spec, experiment)
-    print(f"resuming {path}: finished trials are kept, unfinished ones continue from their last checkpoint")
-    return _fit_and_report(search.restore_tuner(spec, experiment, args.verbose), spec, experiment, args.top)
+    _check_secrets(spec, args.address)
+    cluster.check_exposure(args.address, spec.run.dashboard_host)
+    session = cluster.start(args.address, spec.run.dashboard_host, args.verbose)
+    try:
+        _announce(session.context, spec, experiment)
+        print(f"resuming {path}: finished trials are kept, unfinished ones continue from their last checkpoint")
+        return _fit_and_report(search.restore_tuner(spec, experiment, args.verbose), spec, experiment, args.top)
+    finally:
+        cluster.stop(session)
+
+
+def _check_secrets(spec: Spec, address: str | None) -> None:
+    """A local run's trials inherit this environment: every `<field>_env` variable must be set in it. On a cluster
+    they read the environment `ray start` had on their node, which only the trial can check."""
+    missing = [] if address else missing_variables(spec.train)
+    if missing:
+        raise InputError("; ".join(missing))
 
 
 def _announce(context, spec: Spec, experiment) -> None:

@@ -136,15 +136,33 @@ def study_upload(spec: Spec, experiment: Experiment) -> list:
 def logger_callbacks(spec: Spec, experiment: Experiment) -> list:
     if spec.run.wandb == "off":
         return []
-    from ray.air.integrations.wandb import WandbLoggerCallback
-
     wandb_dir = experiment.path / "wandb"
     wandb_dir.mkdir(parents=True, exist_ok=True)
     # The driver's WANDB_MODE lets Ray skip its API-key check offline; `mode` reaches wandb.init in Ray's logging
     # actor, a process started before this environment variable was set.
     os.environ["WANDB_MODE"] = spec.run.wandb
-    return [WandbLoggerCallback(project=spec.run.wandb_project, group=experiment.name, dir=str(wandb_dir),
-                                mode=spec.run.wandb)]
+    return [_wandb_callback_class()(project=spec.run.wandb_project, group=experiment.name, dir=str(wandb_dir),
+                                    mode=spec.run.wandb)]
+
+
+def _wandb_callback_class():
+    import ray
+    from ray.air.integrations.wandb import WandbLoggerCallback
+    from ray.air.util.node import _force_on_current_node
+
+    class KeyFromEnvironmentWandbLoggerCallback(WandbLoggerCallback):
+        """Ray's WandbLoggerCallback, except that WANDB_API_KEY is not copied into the logging actor's runtime
+        env, where Ray's state API and dashboard show it to every holder of the cluster's token. The actor runs on
+        the driver's node (as in Ray's) and reads the key where wandb looks for it: the environment that node's Ray
+        was started with (a local Ray: the driver's own) or `wandb login`'s ~/.netrc."""
+
+        def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
+            if not self._remote_logger_class:  # Ray's own options, less runtime_env={"env_vars": {key}}
+                self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(), max_restarts=-1,
+                                                       max_task_retries=-1)(self._logger_actor_cls)
+            super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
+
+    return KeyFromEnvironmentWandbLoggerCallback
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -221,16 +239,3 @@ def restore_tuner(spec: Spec, experiment: Experiment, verbose: bool = False):
                               resume_unfinished=True, resume_errored=False, restart_errored=False,
                               storage_filesystem=experiment.location.filesystem)
 
-
-def start_ray(address: str | None, dashboard_host: str = "127.0.0.1", verbose: bool = False):
-    """Attach to a cluster when an address is given; otherwise a local Ray with its dashboard on dashboard_host.
-    Quiet runs keep the workers' output out of the driver (each trial writes its own log)."""
-    import logging
-
-    import ray
-
-    level = logging.INFO if verbose else logging.ERROR
-    if address:
-        return ray.init(address=address, log_to_driver=verbose, logging_level=level)
-    return ray.init(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=verbose,
-                    logging_level=level)

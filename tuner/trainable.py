@@ -21,7 +21,8 @@ def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callback
     trainer_class = reference.shared_trainer_class() if shared_reference else methods.trainer_class(spec.method)
     return trainer_class(
         model=loaded.model,
-        args=methods.training_args(spec, output_dir, on_gpu, precompute_reference=shared_reference),
+        args=methods.training_args(spec, output_dir, on_gpu, precompute_reference=shared_reference,
+                                   with_secrets=True),
         train_dataset=train,
         eval_dataset=held_out,
         processing_class=loaded.tokenizer,
@@ -41,7 +42,10 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
     from ray import tune
 
     from tuner import backends, console, device, models
+    from tuner.trust import OWNER_ONLY_UMASK
 
+    # Checkpoints and trainer files are written by this process; on a cluster it inherits `ray start`'s umask.
+    os.umask(OWNER_ONLY_UMASK)
     clock = _PhaseClock()
     spec = with_sampled(validate_spec(spec_dict), config)
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()

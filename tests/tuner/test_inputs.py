@@ -103,10 +103,24 @@ def test_debug_shows_the_traceback(tmp_path):
         main([str(spec_path("dpo.yaml")), "data.source=/nonexistent.jsonl", "--debug"])
 
 
-def test_secrets_never_reach_printed_or_saved_specs(capsys):
-    assert main([str(spec_path("dpo.yaml")), "train.hub_token=hf_SECRET123", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "hf_SECRET123" not in out and "hub_token: '***'" in out
+def test_a_literal_secret_is_refused_and_never_printed(tmp_path, capsys):
+    # Before: accepted and printed as '***'; now a spec never holds a secret (it would be saved with the results).
+    assert main([str(spec_path("dpo.yaml")), "train.hub_token=hf_SECRET123", "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert "hf_SECRET123" not in captured.out + captured.err
+    assert "train.hub_token: a secret is never written in a spec" in captured.err
+    assert "set HF_TOKEN in the environment, or put the name of an environment variable holding it in " \
+           "train.hub_token_env" in captured.err
+
+
+def test_a_secret_reference_to_an_unset_variable_is_refused_before_anything_is_written(tmp_path, capsys,
+                                                                                      monkeypatch):
+    monkeypatch.delenv("TUNER_UNSET_VARIABLE", raising=False)
+    assert main([str(spec_path("dpo.yaml")), "train.hub_token_env=TUNER_UNSET_VARIABLE",
+                 f"run.storage_path={tmp_path / 'r'}"]) == 2
+    assert ("train.hub_token_env: the environment variable TUNER_UNSET_VARIABLE is not set"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
 
 
 def test_wandb_without_the_package(tmp_path, capsys, monkeypatch):

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tuner import methods
+from tuner.spec.secrets import check_train_secret, how_to_give, is_secret, referenced_secret
 from tuner.spec.schema import RESERVED_TRAIN_FIELDS, UNSEARCHABLE_SECTIONS, SearchSpec, Spec
 
 
@@ -30,8 +31,11 @@ def cross_check(raw: dict[str, Any]) -> list[str]:
         for key, value in train.items():
             if key in RESERVED_TRAIN_FIELDS:
                 problems.append(f"train.{key}: set by tuner ({RESERVED_TRAIN_FIELDS[key]}), got {value!r}")
-            else:
-                problems += _check_train_field(f"train.{key}", key, value, possible_methods)
+            elif check_train_secret(key, value):
+                problems += check_train_secret(key, value)
+            else:  # a `<secret>_env` reference is checked as the field it stands for
+                field = referenced_secret(key) or key
+                problems += _check_train_field(f"train.{key}", field, value, possible_methods)
 
     for key in space:
         problems += _check_space_key(str(key), possible_methods)
@@ -77,6 +81,9 @@ def _check_space_key(key: str, possible_methods: list[str]) -> list[str]:
     if section == "train" and field:
         if field in RESERVED_TRAIN_FIELDS:
             return [f"{path}: set by tuner, cannot be searched, got {key!r}"]
+        if is_secret(field) or referenced_secret(field):
+            secret = referenced_secret(field) or field
+            return [f"{path}: a secret cannot be searched; {how_to_give(secret)}, got {key!r}"]
         return _check_train_field(path, field, key, possible_methods)
     if section in UNSEARCHABLE_SECTIONS:
         return [f"{path}: {section}.* shapes the search itself and cannot be searched, got {key!r}"]
