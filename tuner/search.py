@@ -179,4 +179,6 @@ def start_ray(address: str | None, dashboard_host: str = "127.0.0.1"):
 
     if address:
         return ray.init(address=address, log_to_driver=True)
-    return ray.init(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=True)
+    # None, not True: Ray starts the dashboard whenever its packages (ray[default]) are installed, and a minimal Ray
+    # (the GPU device's carried site has no aiohttp/opencensus) runs without one instead of refusing to start.
+    return ray.init(include_dashboard=None, dashboard_host=dashboard_host, log_to_driver=True)
