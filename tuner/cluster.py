@@ -73,7 +73,9 @@ def start(address: str | None, dashboard_host: str = "127.0.0.1", verbose: bool 
     import ray
 
     try:
-        session.context = ray.init(address="local", include_dashboard=True, dashboard_host=dashboard_host,
+        # include_dashboard None, not True: Ray starts the dashboard whenever its packages (ray[default]) are
+        # installed, and a minimal Ray (the GPU device's carried site has no aiohttp) runs without one.
+        session.context = ray.init(address="local", include_dashboard=None, dashboard_host=dashboard_host,
                                    _temp_dir=str(session.private_dir / "ray"), **quiet)
     except BaseException:
         stop(session)
