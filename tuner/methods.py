@@ -72,10 +72,11 @@ TRAIN_FIXED: dict[str, Any] = {"eval_strategy": "steps", "save_strategy": "no", 
 
 
 def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_reference: bool = False,
-                  with_secrets: bool = False):
+                  with_secrets: bool = False, device_free: bool = False):
     """The spec's TRL config object (DPOConfig or ORPOConfig): TRL's defaults, then tuner's, then the spec's.
     `with_secrets` (only the trial that trains): `<field>_env` references become the secrets they name; elsewhere
-    they are left out, so that derived values never need a secret."""
+    they are left out, so that derived values never need a secret. `device_free`: built only to read values and
+    check the spec, so it must not touch (or need) a GPU."""
     from tuner.spec.secrets import resolved
 
     fields = config_fields(spec.method)
@@ -87,4 +88,6 @@ def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_referenc
     kwargs.update(TRAIN_FIXED, output_dir=output_dir)
     if precompute_reference:
         kwargs["precompute_ref_log_probs"] = True
+    if device_free:
+        kwargs["use_cpu"] = True
     return config_class(spec.method)(**kwargs)

@@ -10,10 +10,10 @@ import os
 
 import pytest
 
-from analysis.load import load_experiment
 from tests.conftest import spec_path
 from tests.tuner import gpu_stub
 from tuner import data, device, experiment as experiments, search
+from tuner.experiment import Experiment
 from tuner.spec import load_spec
 
 pytestmark = pytest.mark.integration
@@ -49,12 +49,12 @@ def run_packed_search(tmp_path, tiny_llama, name: str, seeds: list[int]):
         "scheduler.type=none", f"resources.gpu={SHARE}", "resources.cpu=1",
         f"run.storage_path={tmp_path}",
     ])
-    experiment = experiments.create(spec, tmp_path / name)
+    experiment = Experiment.create(spec, experiments.check_storage(str(tmp_path), name))
     train, held_out = data.load_pairs(spec.data)  # what the driver prepares; the stubbed step never reads a model
     train.save_to_disk(str(experiment.data_dir / "train"))
     held_out.save_to_disk(str(experiment.data_dir / "eval"))
     search.build_tuner(spec, experiment, train_rows=len(train)).fit()
-    return load_experiment(experiment.path)
+    return Experiment.open(experiment.path)
 
 
 def records_by_trial(experiment) -> dict[str, list[dict]]:

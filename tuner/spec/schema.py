@@ -210,7 +210,8 @@ class Spec(_Section):
         method = method or self.method
         if method not in self._trl_args:
             spec = self if method == self.method else self.model_copy(update={"method": method})
-            self._trl_args[method] = methods.training_args(spec, output_dir="unused", on_gpu=False)
+            self._trl_args[method] = methods.training_args(spec, output_dir="unused", on_gpu=False,
+                                                           device_free=True)
         return self._trl_args[method]
 
     @property
