@@ -120,7 +120,7 @@ def export(results_dir: str | Path, out: Path, trial_id: str | None = None, metr
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        _write(experiment, best, staging, merge)
+        _write(experiment, best, checkpoint, staging, merge)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -129,8 +129,8 @@ def export(results_dir: str | Path, out: Path, trial_id: str | None = None, metr
     return out
 
 
-def _write(experiment: Experiment, best: Best, out: Path, merge: bool) -> None:
-    checkpoint = best.checkpoint
+def _write(experiment: Experiment, best: Best, checkpoint: Path, out: Path, merge: bool) -> None:
+    """The export into `out`, from `checkpoint`: best's checkpoint on this machine's disk."""
     for path in checkpoint.iterdir():
         if path.is_file() and path.name not in RESUME_FILES:  # optimizer state is for resuming, not for use
             shutil.copy2(path, out / path.name)
