@@ -5,6 +5,7 @@ authentication off is refused; the W&B key stays out of the logging actor's runt
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import subprocess
@@ -119,8 +120,10 @@ def test_local_ray_is_started_never_attached_to_and_an_address_is_attached_to(mo
     finally:
         cluster.stop(session)
     assert not session.private_dir.exists() and cluster.SINGLE_MACHINE_VARIABLE not in os.environ
-    cluster.start("10.0.0.5:6379")
-    assert calls[1] == {"address": "10.0.0.5:6379", "log_to_driver": True}
+    cluster.start("10.0.0.5:6379")  # quiet: Ray's lines and the workers' output stay out of the driver
+    assert calls[1] == {"address": "10.0.0.5:6379", "log_to_driver": False, "logging_level": logging.ERROR}
+    cluster.start("10.0.0.5:6379", verbose=True)
+    assert calls[2] == {"address": "10.0.0.5:6379", "log_to_driver": True, "logging_level": logging.INFO}
 
 
 @pytest.mark.parametrize(("address", "host", "auth", "refused"), [
