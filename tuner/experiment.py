@@ -6,6 +6,8 @@
     NAME/tuner/data/dpo-reference/   tokenized pairs with the base model's reference log-probs, when shared
     NAME/tuner/optuna.db       the Optuna study (SQLite)
     NAME/tuner/base_metrics.json     the base model's scores on the eval pairs
+    NAME/tuner/base_outcomes.json    its per-pair outcomes ({"pairs": [...], "correct": [0/1, ...]})
+    NAME/tuner/base_scores.json      its per-pair answer log-probs and token counts (tuner.quality.PairScores)
     NAME/tuner/cache/          compile caches shared by the trials of this experiment
     NAME/report/               what `python -m analysis` and `analysis.generations` write
 
@@ -90,6 +92,14 @@ class Experiment:
     @property
     def base_metrics_file(self) -> Path:
         return self.tuner_dir / "base_metrics.json"
+
+    @property
+    def base_outcomes_file(self) -> Path:
+        return self.tuner_dir / "base_outcomes.json"
+
+    @property
+    def base_scores_file(self) -> Path:
+        return self.tuner_dir / "base_scores.json"
 
     @property
     def cache_dir(self) -> Path:
@@ -270,21 +280,26 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
         # Pairs past this count are never seen by any trial: tokenizing them and running the reference over them
         # would be wasted. The pairs kept are the first of the seeded shuffle, so still a random sample.
         train = train.select(range(consumed))
+    held_out = quality.with_pair_ids(held_out)  # pair ids that every trial's per-pair outcomes refer to
     train.save_to_disk(str(experiment.data_dir / "train"))
     held_out.save_to_disk(str(experiment.data_dir / "eval"))
     used = f" ({len(train)} used: train.max_steps x batch)" if len(train) < available else ""
     lines = [f"data: {available} train pairs{used}, {len(held_out)} eval pairs (no prompt in both)"]
-    base = backends.load_base(models.resolve(spec.model.name))  # loaded once for both passes below
-    # Scored first: TRL's DPOTrainer patches the model it is given (a fused LM head) for the reference pass.
-    base_metrics = quality.base_model_metrics(base, held_out, spec.model.max_length, spec.eval_batch_size)
+    base = backends.load_base(models.resolve(spec.model.name))
+    # One pass of the base model over the pairs gives both DPO's shared reference and the base model's scores (the
+    # reference log-probs are the base model's log-probs); without a shared reference, it runs over the eval pairs.
     reason = reference.why_not_shared(spec, backends.resolve_backend(spec.model.backend))
+    started = time.perf_counter()
     if reason:
+        base_scores = reference.base_scores(spec, base, held_out)
         lines.append(f"reference log-probs: computed in each trial ({reason})")
     else:
-        started = time.perf_counter()
-        sizes = reference.precompute(spec, base, train, held_out, experiment.reference_dir)
-        lines.append(f"reference log-probs: computed once for {sizes['train']} train and {sizes['eval']} eval "
-                     f"pairs in {time.perf_counter() - started:.0f} s, shared by every DPO trial")
+        base_scores = reference.precompute(spec, base, train, held_out, experiment.reference_dir)
+        lines.append(f"reference log-probs: computed once for {len(train)} train and {len(held_out)} eval pairs in "
+                     f"{time.perf_counter() - started:.0f} s, shared by every DPO trial")
+    base_scores.write(experiment.base_scores_file)
+    quality.write_outcomes(base_scores, experiment.base_outcomes_file)
+    base_metrics = base_scores.accuracy()
     experiment.base_metrics_file.write_text(json.dumps(base_metrics))
     lines.append(f"base model: {', '.join(f'{k} = {v:.3f}' for k, v in base_metrics.items())}")
     return lines

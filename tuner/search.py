@@ -114,7 +114,7 @@ def trainable(spec: Spec, experiment: Experiment):
     with_spec = tune.with_parameters(
         run_trial, spec_dict=spec.model_dump(mode="json"), data_dir=str(experiment.data_dir),
         reference_dir=str(experiment.reference_dir) if experiment.shares_reference else None,
-        cache_dir=str(experiment.cache_dir))
+        cache_dir=str(experiment.cache_dir), base_scores=str(experiment.base_scores_file))
     return tune.with_resources(with_spec, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 

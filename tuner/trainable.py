@@ -11,13 +11,15 @@ from typing import Any
 from tuner.spec import Spec, to_yaml, validate_spec, with_sampled
 
 def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callbacks: list, on_gpu: bool,
-                  shared_reference: bool = False):
-    """TRL's trainer for the spec's method; with `shared_reference`, `train`/`held_out` are the tokenized pairs
-    with the reference log-probs that tuner.reference computed once for the search."""
-    from tuner import methods, reference
+                  shared_reference: bool = False, pair_evaluation=None):
+    """TRL's trainer for the spec's method, evaluating in one forward pass (tuner.evaluation); with
+    `shared_reference`, `train`/`held_out` are the tokenized pairs with the reference log-probs that
+    tuner.reference computed once for the search."""
+    from tuner import evaluation, methods
 
-    trainer_class = reference.shared_trainer_class() if shared_reference else methods.trainer_class(spec.method)
+    trainer_class = evaluation.trainer_class(spec.method, shared_reference)
     return trainer_class(
+        pair_evaluation=pair_evaluation,
         model=loaded.model,
         args=methods.training_args(spec, output_dir, on_gpu, precompute_reference=shared_reference),
         train_dataset=train,
@@ -29,10 +31,11 @@ def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callback
 
 
 def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: str, reference_dir: str | None,
-              cache_dir: str) -> None:
+              cache_dir: str, base_scores: str | None = None) -> None:
     """The Tune function trainable. `config` holds the sampled `dotted.key: value` pairs; the paths come from the
     experiment (`data_dir`: the prepared pairs; `reference_dir`: DPO's shared reference log-probs, None when each
-    trial computes its own; `cache_dir`: compile caches shared by the experiment's trials)."""
+    trial computes its own; `cache_dir`: compile caches shared by the experiment's trials; `base_scores`: the base
+    model's per-pair scores, the drift reference of trials that have no reference of their own)."""
     from ray import tune
 
     from tuner import backends, device, models
@@ -49,8 +52,8 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
 
     import torch
 
-    from tuner import data
-    from tuner.quality import PreferenceAccuracy
+    from tuner import data, evaluation
+    from tuner.quality import PairScores
     from tuner.reporting import TuneReportCallback
 
     on_gpu = backends.cuda_available()
@@ -62,13 +65,15 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
         train, held_out = data.as_conversation(raw_train), data.as_conversation(raw_eval)
     else:
         train, held_out = raw_train, raw_eval
-    pref_accuracy = PreferenceAccuracy(loaded.tokenizer, raw_eval, spec.model.max_length, spec.eval_batch_size)
+    pair_evaluation = evaluation.PairEvaluation(
+        fast=backend == "hf", keep_extras=evaluation.keeps_extra_metrics([spec.metric_for(spec.method)]),
+        base=PairScores.read(base_scores) if base_scores and os.path.isfile(base_scores) else None)
     clock.lap("data")
 
     reporter = TuneReportCallback(loaded.tokenizer, extra_files={"tuner_spec.yaml": to_yaml(spec)},
-                                  evaluators=[pref_accuracy])
+                                  pair_outcomes=pair_evaluation)
     trainer = build_trainer(spec, loaded, train, held_out, os.path.join(trial_dir, "trainer"), [reporter], on_gpu,
-                            shared_reference)
+                            shared_reference, pair_evaluation)
     clock.lap("trainer")  # LoRA wrap (hf backend), tokenization, reference precompute when not shared
     reporter.first_report_extras = clock.laps
     resume_from = _resumable_checkpoint(reporter)
