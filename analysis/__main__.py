@@ -13,17 +13,20 @@ from tuner.errors import guarded
 from tuner.experiment import Experiment
 from tuner.ranking import MARGIN_METRIC, rankings_for
 from tuner.tables import describe_best, ranking_table
+from tuner.trust import TRUST_HINT, owner_only_files
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", type=Path, help="an experiment folder: run.storage_path/NAME")
+    parser.add_argument("results_dir", help="an experiment: run.storage_path/NAME, a folder or an s3:// (gs://) URI")
     parser.add_argument("--metric", help="rank on this reported metric (default: the spec's, or per method)")
     parser.add_argument("--mode", choices=["max", "min"], help="default: the spec's search.mode, else max")
     parser.add_argument("--scope", choices=["best", "last"], default="best",
                         help="a trial's best report or its last one (default best)")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--out", type=Path, help="report folder (default RESULTS_DIR/report)")
+    parser.add_argument(TRUST_HINT, action="store_true",
+                        help="read a results folder that another user owns or can write to")
     return parser.parse_args(argv)
 
 
@@ -46,20 +49,23 @@ def notes_for(experiment: Experiment, rankings) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return guarded("analysis", analyze, args)
+    with owner_only_files():
+        return guarded("analysis", analyze, args)
 
 
 def analyze(args) -> int:
-    experiment = Experiment.open(args.results_dir)
+    experiment = Experiment.open(args.results_dir, trust=args.trust)
     rankings = build_rankings(experiment, args.metric, args.mode, args.scope)
     out = args.out or experiment.report_dir
     first = next(iter(rankings.values()))
     best = first.iloc[0]["trial_id"] if len(first) and first.iloc[0]["rank"] == 1 else None
     figures = plots.plot_curves(experiment.history, best, out / "figures")
     figures += plots.plot_parameters(first, out / "figures")
-    if experiment.spec.search.algorithm == "optuna" and experiment.optuna_file.is_file():
-        importance = plots.plot_importances(plots.optuna_importances(experiment.optuna_url, experiment.name),
-                                            out / "figures")
+    if experiment.spec.search.algorithm == "optuna" and experiment.has_study:
+        from tuner import study
+
+        storage = study.storage_for(experiment.spec.search.storage, experiment.uri)
+        importance = plots.plot_importances(plots.optuna_importances(storage, experiment.name), out / "figures")
         figures += [importance] if importance else []
     notes = notes_for(experiment, rankings)
     written = report.write(report.Report(f"tuner report: {experiment.name}", experiment, rankings, figures,

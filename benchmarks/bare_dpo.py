@@ -3,8 +3,13 @@ benchmarks/harness_overhead.py compares a 1-trial tuner search against."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 import argparse
 import time
+
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: put the repo root on the path, as -m does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from peft import LoraConfig

@@ -27,4 +27,4 @@ def test_shipped_spec_validates(path):
 def test_dry_run_prints_the_resolved_spec_and_space(path, capsys):
     assert main([str(path), "--dry-run", "search.num_samples=3"]) == 0
     out = capsys.readouterr().out
-    assert "num_samples: 3" in out and "search: optuna, 3 samples" in out
+    assert "num_samples: 3" in out and f"search: {load_spec(path).search.algorithm}, 3 samples" in out

@@ -22,7 +22,8 @@ class DataError(UserError):
     pass
 
 
-def load_source(source: str, split: str) -> Dataset:
+def load_source(source: str, split: str, cache_dir: str | None = None) -> Dataset:
+    """`cache_dir`: where `datasets` writes its Arrow copy of the source (default: the HF datasets cache)."""
     if source == BUNDLED_DATA:
         source = str(BUNDLED_PATH)
     path = Path(source).expanduser()
@@ -30,13 +31,13 @@ def load_source(source: str, split: str) -> Dataset:
         if not path.is_file():
             raise DataError(f"data.source: no such file, got {source!r}")
         try:
-            return load_dataset(FILE_FORMATS[path.suffix], data_files=str(path), split="train")
+            return load_dataset(FILE_FORMATS[path.suffix], data_files=str(path), split="train", cache_dir=cache_dir)
         except Exception as error:  # datasets raises many types for a malformed file
             raise DataError(f"data.source: cannot read {path} as {path.suffix[1:]}: {_first_line(error)}") from None
     if path.exists():
         raise DataError(f"data.source: expected a .jsonl, .json, .parquet or .csv file, got {source!r}")
     try:
-        return load_dataset(source, split=split)
+        return load_dataset(source, split=split, cache_dir=cache_dir)
     except Exception as error:
         raise DataError(f"data.source: {source!r} is neither a local file nor a loadable hub dataset "
                         f"(split {split!r}): {_first_line(error)}") from None
@@ -80,13 +81,13 @@ def _prompt_key(prompt) -> str:
     return prompt if isinstance(prompt, str) else repr(prompt)
 
 
-def load_pairs(spec: DataSpec) -> tuple[Dataset, Dataset]:
-    dataset = standardize(load_source(spec.source, spec.split), spec, f"data.source {spec.source!r}")
+def load_pairs(spec: DataSpec, cache_dir: str | None = None) -> tuple[Dataset, Dataset]:
+    dataset = standardize(load_source(spec.source, spec.split, cache_dir), spec, f"data.source {spec.source!r}")
     if spec.eval_source is None:
         train, held_out = split_by_prompt(dataset, spec.eval_fraction, spec.seed)
     else:
         train = dataset
-        held_out = standardize(load_source(spec.eval_source, spec.eval_split), spec,
+        held_out = standardize(load_source(spec.eval_source, spec.eval_split, cache_dir), spec,
                                f"data.eval_source {spec.eval_source!r}")
     train = train.shuffle(seed=spec.seed)
     if spec.max_rows:
@@ -96,8 +97,11 @@ def load_pairs(spec: DataSpec) -> tuple[Dataset, Dataset]:
     return train, held_out
 
 
-def load_prepared(out_dir: str | Path) -> tuple[Dataset, Dataset]:
-    return load_from_disk(str(Path(out_dir) / "train")), load_from_disk(str(Path(out_dir) / "eval"))
+def load_prepared(out_dir: str | Path, in_memory: bool = False) -> tuple[Dataset, Dataset]:
+    """The (train, eval) pairs saved by prepare; `in_memory` reads them whole instead of memory-mapping the files,
+    so that they pickle as data (for Ray's object store) rather than as paths on this machine."""
+    return (load_from_disk(str(Path(out_dir) / "train"), keep_in_memory=in_memory),
+            load_from_disk(str(Path(out_dir) / "eval"), keep_in_memory=in_memory))
 
 
 def as_conversation(dataset: Dataset) -> Dataset:

@@ -1,39 +1,50 @@
 """The experiment folder, `run.storage_path/NAME/`, and its one owner: `Experiment`.
 
+`run.storage_path` is a local (or NFS) folder, or object storage (`s3://bucket/prefix`, tuner.storage). In object
+storage, what tuner itself keeps (the `tuner/` files below, reports) is made in a working copy on this machine's disk
+(`Experiment.path`) and uploaded (`publish`); readers download what they need into it (`open`, `local_copy`), and Ray
+Tune reads and writes its own files there through the same pyarrow filesystem (`Experiment.location`).
+
     NAME/                      Tune's experiment state and one folder per trial (checkpoints, result.json)
-    NAME/tuner/spec.yaml       the spec as validated (secrets redacted)
+    NAME/tuner/spec.yaml       the spec as validated (secrets only as `<field>_env` variable names)
     NAME/tuner/data/           the split pairs, prepared once for every trial (Arrow)
     NAME/tuner/data/dpo-reference/   tokenized pairs with the base model's reference log-probs, when shared
-    NAME/tuner/optuna.db       the Optuna study (SQLite)
+    NAME/tuner/optuna.db       the Optuna study (SQLite), unless search.storage names another storage
     NAME/tuner/base_metrics.json     the base model's scores on the eval pairs
     NAME/tuner/base_outcomes.json    its per-pair outcomes ({"pairs": [...], "correct": [0/1, ...]})
     NAME/tuner/base_scores.json      its per-pair answer log-probs and token counts (tuner.quality.PairScores)
     NAME/tuner/cache/          compile caches shared by the trials of this experiment
     NAME/report/               what `python -m analysis` and `analysis.generations` write
 
-`tuner.run` creates and prepares it, `--resume`, the trainable (through the paths it is given), `analysis`,
+`tuner.run` creates and prepares it, `--resume`, the trainable (through the data it is given), `analysis`,
 `tuner.export` and `analysis.generations` open it; every one of them asks it for paths, the typed spec, the trials,
-their histories and the best trial with its checkpoint.
+their histories and the best trial with its checkpoint. `Experiment.open` reads only a folder the user owns and no
+one else can write (tuner.trust), unless told to trust it.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import os
+import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from tuner import storage
 from tuner.errors import InputError, UserError
 from tuner.spec import Spec, load_spec, to_yaml
+from tuner.storage import Location
+from tuner.trust import check_folder
 
 TUNER_DIR = "tuner"
-REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://")
+BY_MODEL = "by_model"  # base_metrics.json's key when model.name is searched: one base per model
 
 
 class NotAnExperiment(UserError):
@@ -51,17 +62,25 @@ class Best:
     score: float
     step: int
     report: dict[str, Any]  # every metric of that report
-    checkpoint: Path | None  # None when Tune kept no checkpoint of that report
+    checkpoint: Path | str | None  # a folder, or a URI in object storage (Experiment.local_copy); None: not kept
     config: dict[str, Any]  # the trial's sampled values
 
 
 class Experiment:
-    def __init__(self, path: str | Path, *, spec: Spec | None = None, trials: pd.DataFrame | None = None,
+    def __init__(self, path: str | Path | Location, *, spec: Spec | None = None, trials: pd.DataFrame | None = None,
                  history: pd.DataFrame | None = None):
-        self.path = Path(path).expanduser().resolve()
-        self.name = self.path.name
+        self.location = path if isinstance(path, Location) else Location.parse(path, what=str(path))
+        # On this machine's disk: the experiment folder itself, or the working copy of one in object storage.
+        self.path = Path(self.location.uri) if self.location.is_local else storage.working_copy(self.location)
+        self.name = self.location.name
         self._spec = spec
         self._frames = (trials, history) if trials is not None and history is not None else None
+        self._current: set[str] = set()  # parts of the working copy known to match the storage
+
+    @property
+    def uri(self) -> str:
+        """Where the experiment is stored, as the user gives it to --resume, analysis and export."""
+        return self.location.uri
 
     # ------------------------------------------------------------------------------------------------ layout
 
@@ -87,7 +106,13 @@ class Experiment:
 
     @property
     def optuna_url(self) -> str:
-        return f"sqlite:///{self.optuna_file}"  # absolute, from wherever the folder is now
+        """The study's storage: `search.storage` when given, else the SQLite file (absolute, from wherever the
+        folder, or its working copy, is now)."""
+        return self.spec.search.storage or f"sqlite:///{self.optuna_file}"
+
+    @property
+    def has_study(self) -> bool:
+        return self.spec.search.storage is not None or self.optuna_file.is_file()
 
     @property
     def base_metrics_file(self) -> Path:
@@ -112,29 +137,86 @@ class Experiment:
     @property
     def shares_reference(self) -> bool:
         """Whether the driver computed DPO's reference log-probs once for every trial (decided in prepare)."""
-        return self.reference_dir.is_dir()
+        return self.location.is_dir(self._relative(self.reference_dir))
 
     # ------------------------------------------------------------------------------------------------ life
 
     @classmethod
-    def create(cls, spec: Spec, path: Path) -> Experiment:
+    def create(cls, spec: Spec, path: Path | Location) -> Experiment:
         experiment = cls(path, spec=spec)
+        path = experiment.path
+        if not experiment.location.is_local:
+            shutil.rmtree(path, ignore_errors=True)  # a working copy left by an earlier experiment of that URI
         path.mkdir(parents=True, mode=0o700)
         os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; results may hold adapters of private data
         experiment.tuner_dir.mkdir(mode=0o700)
         experiment.spec_file.write_text(to_yaml(spec, redact=True))
+        try:
+            experiment.publish(experiment.spec_file)  # in object storage, the name is taken from now on
+        except storage.StorageError as error:  # no write permission, say: nothing of this experiment stays
+            shutil.rmtree(path, ignore_errors=True)
+            raise InputError(f"run.storage_path: cannot write there: {error}") from None
         return experiment
 
     @classmethod
-    def open(cls, path: str | Path) -> Experiment:
-        """An existing experiment folder (finished, interrupted or running); raises NotAnExperiment."""
+    def open(cls, path: str | Path | Location, trust: bool = False) -> Experiment:
+        """An existing experiment (finished, interrupted or running), with tuner's files fetched when it lives in
+        object storage; raises NotAnExperiment, and UntrustedFolder when a local folder is someone else's or others
+        can write to it (unless `trust`: see tuner.trust)."""
         experiment = cls(path)
-        if not experiment.path.is_dir():
-            raise NotAnExperiment(f"{experiment.path}: no such folder")
-        if not any(experiment.path.glob("experiment_state-*.json")):
-            raise NotAnExperiment(f"{experiment.path}: not a Ray Tune experiment folder (no experiment_state-*.json); "
+        if not experiment.location.is_dir():
+            raise NotAnExperiment(f"{experiment.uri}: no such folder")
+        if experiment.location.is_local:
+            check_folder(experiment.path, trust)
+        if not any(fnmatch.fnmatch(name, "experiment_state-*.json") for name in experiment.location.listing()):
+            raise NotAnExperiment(f"{experiment.uri}: not a Ray Tune experiment folder (no experiment_state-*.json); "
                                   f"pass run.storage_path/NAME as written by tuner.run")
+        experiment.fetch_tuner_files()
         return experiment
+
+    # ------------------------------------------------------------------------------------------------ storage
+
+    def publish(self, *items: Path) -> None:
+        """Upload files or folders of the working copy to object storage (a local folder is its own storage)."""
+        if self.location.is_local:
+            return
+        for item in items:
+            relative = self._relative(item)
+            self.location.upload(item, relative)
+            self._current.add(relative)
+
+    def fetch_tuner_files(self) -> None:
+        """Refresh the working copy's `tuner/` files (spec, base metrics, study, ...) from object storage; the
+        folders in it (the prepared data) come on demand through local_copy."""
+        if self.location.is_local:
+            return
+        self.tuner_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name, is_folder in self.location.listing(TUNER_DIR).items():
+            if not is_folder:
+                self.location.download(f"{TUNER_DIR}/{name}", self.tuner_dir / name)
+        self._spec = None
+
+    def local_copy(self, item: str | Path) -> Path:
+        """A file or folder of the experiment (a path of the layout, or a checkpoint as Best and the history give
+        it) on this machine's disk: as it is for a local folder; for object storage, downloaded once into the
+        working copy, unless this process made or fetched it there."""
+        if self.location.is_local:
+            return Path(item)
+        relative = self._relative(item)
+        local = self.path / relative
+        if not any(relative == done or relative.startswith(done + "/") for done in self._current):
+            self.location.download(relative, local)
+            self._current.add(relative)
+        return local
+
+    def _relative(self, item: str | Path) -> str:
+        """`item` (a path in the working copy, a URI or a storage path) relative to the experiment."""
+        if isinstance(item, Path):
+            return item.relative_to(self.path).as_posix()
+        relative = self.location.relative(item)
+        if relative is None:
+            raise NotAnExperiment(f"{item}: not inside the experiment {self.uri}")
+        return relative
 
     # ------------------------------------------------------------------------------------------------ contents
 
@@ -145,9 +227,36 @@ class Experiment:
         return self._spec
 
     @functools.cached_property
-    def base(self) -> dict[str, float]:
-        """The base model's eval metrics, when tuner.run stored them."""
+    def _base_metrics(self) -> dict[str, Any]:
         return json.loads(self.base_metrics_file.read_text()) if self.base_metrics_file.is_file() else {}
+
+    @property
+    def base(self) -> dict[str, float]:
+        """The base model's eval metrics, when tuner.run stored them and the search has one base model."""
+        return {} if BY_MODEL in self._base_metrics else self._base_metrics
+
+    def base_scores(self) -> dict[str, Any]:
+        """The base model's per-pair scores (tuner.quality.PairScores) by model name: one entry, or one per searched
+        model.name; {} when tuner.run stored none."""
+        if not self.base_scores_file.is_file():
+            return {}
+        from tuner.quality import PairScores
+
+        stored = json.loads(self.base_scores_file.read_text())
+        by_model = stored[BY_MODEL] if BY_MODEL in stored else {self.spec.model.name: stored}
+        return {name: PairScores(**scores) for name, scores in by_model.items()}
+
+    def base_outcomes(self, model_name: str | None = None) -> dict[str, list]:
+        """The base model's per-pair outcomes {"pairs": [...], "correct": [...]} (of `model_name` when model.name is
+        searched), as each checkpoint's pair_outcomes.json holds a trial's; {} when none was stored."""
+        if not self.base_outcomes_file.is_file():
+            return {}
+        stored = json.loads(self.base_outcomes_file.read_text())
+        return stored[BY_MODEL].get(model_name, {}) if BY_MODEL in stored else stored
+
+    def base_of(self, model_name: str) -> dict[str, float]:
+        """The eval metrics of one of the base models a search compared (model.name searched), else the base's."""
+        return self._base_metrics.get(BY_MODEL, {}).get(model_name, self.base)
 
     @property
     def trials(self) -> pd.DataFrame:
@@ -162,9 +271,9 @@ class Experiment:
             from tuner import results
 
             try:
-                self._frames = results.read(self.path, self.spec.method, self.spec.beta)
+                self._frames = results.read(self.location, self.spec.method, self.spec.beta)
             except ValueError as error:  # Ray: no experiment state to read
-                raise NotAnExperiment(f"{self.path}: Ray Tune cannot read it ({error})") from None
+                raise NotAnExperiment(f"{self.uri}: Ray Tune cannot read it ({error})") from None
         return self._frames
 
     def reload(self) -> Experiment:
@@ -177,14 +286,18 @@ class Experiment:
     def ranking(self, metric: str | None = None, mode: str | None = None, method: str | None = None,
                 scope: str = "best") -> pd.DataFrame:
         """The trials (of `method`, or all) ranked on `metric` (default: what the search ranks on)."""
-        from tuner.ranking import rank_trials
+        from tuner.ranking import PREF_ACCURACY_METRIC, rank_trials
 
         metric = metric or (self.spec.metric_for(method) if method else self.spec.metric)
         trials, history = self.trials, self.history
         if method is not None:
             trials = trials[trials["method"] == method]
             history = history[history["trial_id"].isin(trials["trial_id"])]
-        return rank_trials(trials, history, metric, mode or self.spec.search.mode, scope, base=self.base)
+        ranked = rank_trials(trials, history, metric, mode or self.spec.search.mode, scope, base=self.base)
+        if BY_MODEL in self._base_metrics and "pref_accuracy_at_best" in ranked and "config/model.name" in ranked:
+            base = ranked["config/model.name"].map(lambda name: self.base_of(name).get(PREF_ACCURACY_METRIC))
+            ranked["pref_gain"] = ranked["pref_accuracy_at_best"] - base.astype(float)
+        return ranked
 
     def best(self, metric: str | None = None, mode: str | None = None, method: str | None = None,
              trial_id: str | None = None) -> Best | None:
@@ -206,7 +319,8 @@ class Experiment:
             trial_id=row["trial_id"], method=row["method"], metric=ranked.attrs["metric"], mode=ranked.attrs["mode"],
             score=float(row["score"]), step=int(row["score_step"]),
             report={k: _plain(v) for k, v in report.items()},
-            checkpoint=Path(checkpoint) if isinstance(checkpoint, str) else None,
+            checkpoint=(Path(checkpoint) if self.location.is_local else checkpoint) if isinstance(checkpoint, str)
+            else None,
             config={c.removeprefix("config/"): _plain(row[c]) for c in ranked.columns if c.startswith("config/")},
         )
 
@@ -222,14 +336,21 @@ def default_name(spec: Spec) -> str:
     return f"{'-'.join(spec.searched_methods())}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def check_storage(storage_path: str, name: str) -> Path:
-    """The experiment path, after checking that it can be created; raises InputError."""
-    if storage_path.startswith(REMOTE_SCHEMES):
-        raise InputError(f"run.storage_path: tuner keeps its prepared data and Optuna study on a file system that "
-                         f"every node mounts; use a shared path (NFS, a mounted bucket), got {storage_path!r}")
+def check_storage(storage_path: str, name: str) -> Location:
+    """Where the experiment will be, after checking that it can be created there; raises InputError. Writes
+    nothing: a local folder is checked for permissions, object storage is asked (with short timeouts) whether its
+    bucket exists."""
     if not name or "/" in name or name in (".", ".."):
         raise InputError(f"run.name: must be a plain folder name, got {name!r}")
-    path = Path(storage_path).expanduser().resolve() / name
+    base = Location.parse(storage_path)
+    location = base.child(name)
+    if not base.is_local:
+        base.probe()
+        if location.exists():
+            raise InputError(f"run.name: {location.uri} already exists; choose another --name, or continue it with "
+                             f"--resume {location.uri}")
+        return location
+    path = Path(location.uri)
     if path.exists():
         raise InputError(f"run.name: {path} already exists; choose another --name, or continue it with "
                          f"--resume {path}")
@@ -241,7 +362,7 @@ def check_storage(storage_path: str, name: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"run.storage_path: cannot create folders under {existing} (no write permission), "
                          f"got {storage_path!r}")
-    return path
+    return location
 
 
 def check_wandb(mode: str) -> None:
@@ -285,9 +406,17 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
     held_out.save_to_disk(str(experiment.data_dir / "eval"))
     used = f" ({len(train)} used: train.max_steps x batch)" if len(train) < available else ""
     lines = [f"data: {available} train pairs{used}, {len(held_out)} eval pairs (no prompt in both)"]
-    base = backends.load_base(models.resolve(spec.model.name))
-    # One pass of the base model over the pairs gives both DPO's shared reference and the base model's scores (the
+    # One pass of each base model over the pairs gives both DPO's shared reference and the base model's scores (the
     # reference log-probs are the base model's log-probs); without a shared reference, it runs over the eval pairs.
+    if len(spec.model_names()) > 1:  # each trial is compared with its own base model
+        by_model = {}
+        for name in spec.model_names():
+            by_model[name] = reference.base_scores(spec, backends.load_base(models.resolve(name)), held_out)
+            lines.append(f"base model {name}: {_described(by_model[name].accuracy())}")
+        lines.append("reference log-probs: computed in each trial (model.name is searched)")
+        _write_base(experiment, by_model)
+        return lines
+    base = backends.load_base(models.resolve(spec.model.name))
     reason = reference.why_not_shared(spec, backends.resolve_backend(spec.model.backend))
     started = time.perf_counter()
     if reason:
@@ -297,9 +426,23 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
         base_scores = reference.precompute(spec, base, train, held_out, experiment.reference_dir)
         lines.append(f"reference log-probs: computed once for {len(train)} train and {len(held_out)} eval pairs in "
                      f"{time.perf_counter() - started:.0f} s, shared by every DPO trial")
-    base_scores.write(experiment.base_scores_file)
-    quality.write_outcomes(base_scores, experiment.base_outcomes_file)
-    base_metrics = base_scores.accuracy()
-    experiment.base_metrics_file.write_text(json.dumps(base_metrics))
-    lines.append(f"base model: {', '.join(f'{k} = {v:.3f}' for k, v in base_metrics.items())}")
+    _write_base(experiment, {spec.model.name: base_scores})
+    lines.append(f"base model: {_described(base_scores.accuracy())}")
     return lines
+
+
+def _write_base(experiment: Experiment, by_model: dict) -> None:
+    """base_metrics.json, base_outcomes.json and base_scores.json: the one base model's, or keyed by model name under
+    BY_MODEL when model.name is searched."""
+    def keyed(values: dict) -> dict:
+        return next(iter(values.values())) if len(values) == 1 else {BY_MODEL: values}
+
+    experiment.base_metrics_file.write_text(json.dumps(keyed({n: s.accuracy() for n, s in by_model.items()})))
+    experiment.base_outcomes_file.write_text(json.dumps(keyed({n: s.outcomes() for n, s in by_model.items()})))
+    experiment.base_scores_file.write_text(json.dumps(keyed({n: asdict(s) for n, s in by_model.items()})))
+    experiment.publish(experiment.data_dir, experiment.base_metrics_file, experiment.base_outcomes_file,
+                       experiment.base_scores_file)  # once; in object storage only
+
+
+def _described(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} = {v:.3f}" for k, v in metrics.items())

@@ -93,6 +93,22 @@ def test_dpo_search_prints_dashboard_ranking_and_best_checkpoint(dpo_run):
     assert f"best checkpoint (LoRA adapter + tokenizer): {path}" in done.stdout
 
 
+def test_console_is_short_and_ends_with_the_answer(dpo_run):
+    done, path = dpo_run
+    lines = (done.stdout + done.stderr).splitlines()
+    assert len(lines) < 80, "\n".join(lines)
+    tail = done.stdout.splitlines()[-5:]
+    assert tail[0].startswith("best trial ")
+    tail = tail[1:]
+    assert tail[0].startswith("best checkpoint (LoRA adapter + tokenizer): ")
+    assert tail[1:] == [f"results: {path}", f"report: python -m analysis {path}",
+                        f"export: python -m tuner.export {path} --out DIR"]
+    for noise in ("Saving the dataset", "Tokenizing", "examples/s", "INFO", "WARNING", "{'loss'", "Trial status"):
+        assert noise not in done.stdout + done.stderr, noise
+    logs = list(path.glob("run_trial_*/trial.log"))
+    assert len(logs) == 3 and all(log.stat().st_size > 0 for log in logs)
+
+
 def test_ranking_agrees_with_ray_best_result(dpo_run):
     from ray.tune import ExperimentAnalysis, ResultGrid
 
@@ -182,6 +198,17 @@ def test_generations_compare_base_and_best_adapter(dpo_run, tmp_path):
     assert "| What is the first planet in the solar system? |" in paths["markdown"].read_text()
 
 
+def test_generations_command_as_readme_writes_it(dpo_run):
+    _, path = dpo_run
+    done = subprocess.run([sys.executable, "-m", "analysis.generations", str(path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    written = path / "report" / "generations.md"
+    assert f"generations: {path / 'report' / 'generations.html'}" in done.stdout
+    table = written.read_text()
+    assert "| What is the first planet in the solar system? |" in table and "best DPO" in table
+
+
 def test_compare_search_ranks_both_methods_on_the_shared_metric(tiny_llama, tmp_path):
     points = ("search.points_to_evaluate=[{method: dpo, train.beta: 0.1, train.learning_rate: 1.0e-4},"
               " {method: orpo, train.beta: 0.1, train.learning_rate: 1.0e-4}]")
@@ -198,3 +225,36 @@ def test_compare_search_ranks_both_methods_on_the_shared_metric(tiny_llama, tmp_
     for heading in ("all: by eval_pref_accuracy (max, best)", "dpo: by eval_rewards/margins (max, best)",
                     "orpo: by eval_log_odds_ratio (max, best)"):
         assert heading in done.stdout
+
+
+def test_seed_beta_grid_runs_one_trial_per_beta(tiny_llama, tmp_path):
+    run_cli("seed_beta.yaml", tiny_llama, tmp_path, "seed-beta", "search.num_samples=1")
+    experiment = Experiment.open(tmp_path / "seed-beta")
+    assert sorted(experiment.trials["config/train.beta"]) == [0.1, 0.2]
+    assert set(experiment.trials["status"]) == {"finished"}
+    assert experiment.spec.train["learning_rate"] == 5e-6
+
+
+def test_seed_models_compares_each_model_with_its_own_base(tiny_llama, tmp_path):
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    other = tmp_path / "other-llama"
+    shutil.copytree(tiny_llama, other)
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    model.save_pretrained(other)
+    done = run_cli("seed_models.yaml", tiny_llama, tmp_path, "seed-models", "search.num_samples=1",
+                   f"search.space.model.name.values=[{tiny_llama}, {other}]")
+    assert f"base model {tiny_llama}: eval_pref_accuracy = " in done.stdout
+    assert f"base model {other}: eval_pref_accuracy = " in done.stdout
+    experiment = Experiment.open(tmp_path / "seed-models")
+    assert len(experiment.trials) == 4 and set(experiment.trials["status"]) == {"finished"}
+    ranked = experiment.ranking()
+    for _, row in ranked.iterrows():
+        base = experiment.base_of(row["config/model.name"])["eval_pref_accuracy"]
+        assert row["pref_gain"] == pytest.approx(row["pref_accuracy_at_best"] - base)

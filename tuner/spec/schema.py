@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from tuner import methods
+from tuner import methods, storage
 from tuner.errors import UserError
 
 EMBEDDED_MODEL = "embedded"
@@ -120,6 +120,17 @@ class SearchSpec(_Section):
     space: dict[str, Distribution] = {}
     # DPO: tokenize the pairs and compute the frozen reference model's log-probs once per search, not per trial.
     share_reference: bool = True
+    # The Optuna study: an RDB URL or a journal file path (tuner.study); None: SQLite in the experiment's tuner folder.
+    storage: str | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        if url is not None and (shown := storage.with_credentials_hidden(url)) is not None:
+            raise ValueError(f"{storage.PASSWORD_IN_URL}, got {shown!r}")
+        if url is not None and not url.strip():
+            raise ValueError("expected a database URL or a journal file path, or leave it out, got ''")
+        return url
 
 
 class SchedulerSpec(_Section):
@@ -150,6 +161,13 @@ class RunSpec(_Section):
     max_failures: int = Field(0, ge=-1)  # retries of a failed trial (-1: forever); others go on either way
     dashboard_host: str = "127.0.0.1"  # a local Ray's dashboard; 0.0.0.0 exposes it to the network
 
+    @field_validator("storage_path")
+    @classmethod
+    def _no_credentials(cls, path: str) -> str:
+        if (shown := storage.with_credentials_hidden(path, usernames_too=True)) is not None:
+            raise ValueError(f"{storage.CREDENTIALS_IN_URI}, got {shown!r}")
+        return path
+
     @field_validator("wandb", mode="before")
     @classmethod
     def _yaml_off(cls, value: Any) -> Any:
@@ -175,6 +193,11 @@ class Spec(_Section):
     def metric_for(self, method: str) -> str:
         """What trials of `method` are ranked on: the search metric, else that method's own default."""
         return self.search.metric or methods.DEFAULT_METRIC[method]
+
+    def model_names(self) -> list[str]:
+        """Every base model a trial may load: the searched model.name values, else model.name."""
+        searched = self.search.space.get("model.name")
+        return [str(v) for v in searched.values] if searched is not None and searched.values else [self.model.name]
 
     def searched_methods(self) -> list[str]:
         searched = self.search.space.get("method")
