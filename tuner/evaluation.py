@@ -1,11 +1,14 @@
 """One policy forward pass per evaluation: TRL's eval metrics, the held-out preference accuracy with its per-pair
 outcomes, and the drift from the reference all come from the forward pass TRL's eval runs anyway.
 
-The trial's trainer is TRL's DPOTrainer / ORPOTrainer with the eval hooks below mixed in:
+The trial's trainer is TRL's DPOTrainer / ORPOTrainer with the hooks below mixed in:
 - DPO: each eval batch's policy forward (and the reference forward, when the trial computes its own) is answered by
   tuner.logprobs (each prompt once, the LM head at answer tokens only) and recorded; TRL's loss and reward metrics
   are computed from it as usual. Entropy, token accuracy and mean logits over the eval answers are not computed
   (nobody ranks on them) unless the spec's metric is one of them; then TRL's own forward runs, still only once.
+  On a CPU, training steps use the same forward with gradients (same loss and gradients as TRL's, about half the
+  time: the prompt runs once per pair instead of twice, and TRL's CPU head projects every position); the training
+  logs then lack the same four metrics.
 - ORPO: TRL's forward (ORPO's loss needs every position's logits) is recorded where ORPO turns logits into
   log-probs; the answer's tokens are the same as DPO's (ORPO appends an EOS the chat template did not write; it is
   left out of the preference measures), so both methods and the base model are scored on the same tokens.
@@ -86,19 +89,22 @@ class _PairEval:
 
 class _DPOEval(_PairEval):
     def _compute_loss(self, model, inputs, return_outputs):
-        if self.model.training:
-            return super()._compute_loss(model, inputs, return_outputs)
-        evaluation = self.pair_evaluation
+        training = self.model.training
         unwrapped = self.accelerator.unwrap_model(model)
         base_model = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
-        fast = (evaluation.fast and not evaluation.keep_extras and not self.use_weighting
-                and not self.aux_loss_enabled and logprobs.supports(base_model))
+        fast = (self.pair_evaluation.fast and not self.use_weighting and not self.aux_loss_enabled
+                and logprobs.supports(base_model)
+                and (self._fast_training(base_model) if training else not self.pair_evaluation.keep_extras))
+        if training and not fast:
+            return super()._compute_loss(model, inputs, return_outputs)
         calls: list = []
         with logprobs.recording_forward(unwrapped, calls, fast=fast):
             result = super()._compute_loss(model, inputs, return_outputs)
         if fast:  # their values above are placeholders, not measurements
             for key in EXTRA_DPO_METRICS:
-                self._metrics["eval"].pop(key, None)
+                self._metrics["train" if training else "eval"].pop(key, None)
+        if training:
+            return result
         policy, mask = calls[0]
         chosen, rejected = policy.sum(1).chunk(2)  # rows are [chosen; rejected]
         counts = mask.sum(1).chunk(2)
@@ -112,6 +118,13 @@ class _DPOEval(_PairEval):
         self._reference.extend(reference[0].tolist(), reference[1].tolist(), counts[0].tolist(),
                                counts[1].tolist())
         return result
+
+    def _fast_training(self, base_model) -> bool:
+        """Training through tuner.logprobs: on a CPU (on a GPU, TRL's head already skips the prompt), without
+        gradient checkpointing (it turns the prompt's key/value cache off) and without dropout (sharing one prompt
+        pass would share its dropout masks)."""
+        device = next(base_model.parameters()).device
+        return device.type == "cpu" and not self.args.gradient_checkpointing and self.args.disable_dropout
 
 
 class _ORPOEval(_PairEval):

@@ -37,12 +37,14 @@ def supports(model) -> bool:
     return not any(getattr(text_config, name, None) for name in _UNSUPPORTED_CONFIG)
 
 
-@torch.no_grad()
 def answer_log_probs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                      labels: torch.Tensor) -> torch.Tensor:
     """log p(labels[r, t+1] | input_ids[r, :t+1]) as a (rows, length-1) float tensor, zero where labels[r, t+1] is
     -100: what TRL's fused LM head returns as `log_probs`. `model` is a causal LM (PreTrainedModel; LoRA layers
-    injected into it are applied). Rows are right-padded, as TRL's preference collators make them."""
+    injected into it are applied). Rows are right-padded, as TRL's preference collators make them.
+
+    Differentiable: called with gradients on (training), a prompt shared by several answers receives the sum of
+    their gradients, which is what running it once per answer gives."""
     rows, length = input_ids.shape
     device = input_ids.device
     scored = labels[:, 1:] != -100
@@ -166,9 +168,9 @@ def _full_log_probs(model, input_ids, attention_mask, labels) -> torch.Tensor:
 @contextlib.contextmanager
 def recording_forward(model, calls: list, fast: bool = True):
     """While inside, every `model(..., labels=..., fused_lm_head=True)` call (how TRL's DPOTrainer runs the policy
-    and the reference) appends `(log_probs, label_mask)` to `calls`. With `fast`, the call is answered by
-    `answer_log_probs` and the output's other per-token fields (entropy, mean logits, top-1 hits: metrics nobody
-    ranks on) are zeros; without it, by TRL's forward, whose output is recorded as it is.
+    and the reference, in training and in eval) appends `(log_probs, label_mask)` to `calls`. With `fast`, the call
+    is answered by `answer_log_probs` and the output's other per-token fields (entropy, mean logits, top-1 hits:
+    metrics nobody ranks on) are zeros; without it, by TRL's forward, whose output is recorded as it is.
 
     `model` is the trainer's model (a PEFT model or not): TRL patched its base model."""
     from trl.trainer.utils import FusedCausalLMOutput
@@ -186,7 +188,7 @@ def recording_forward(model, calls: list, fast: bool = True):
         input_ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
         mask = labels[:, 1:] != -100
         log_probs = answer_log_probs(self, input_ids, kwargs.get("attention_mask"), labels)
-        calls.append((log_probs, mask))
+        calls.append((log_probs.detach(), mask))
         zeros = torch.zeros_like(log_probs)
         return FusedCausalLMOutput(loss=-log_probs.sum() / mask.sum().clamp(min=1), log_probs=log_probs,
                                    entropy=zeros, mean_logits=zeros, is_top1=zeros.bool(), label_mask=mask)
