@@ -2,8 +2,8 @@
 outcomes, and the drift from the reference all come from the forward pass TRL's eval runs anyway.
 
 The trial's trainer is TRL's DPOTrainer / ORPOTrainer with the hooks below mixed in:
-- DPO: each eval batch's policy forward (and the reference forward, when the trial computes its own) is answered by
-  tuner.logprobs (each prompt once, the LM head at answer tokens only) and recorded; TRL's loss and reward metrics
+- DPO: each eval batch's policy forward (and the reference forward, when the trial computes its own) is answered,
+  on a CPU, by tuner.logprobs (each prompt once, the LM head at answer tokens only), and recorded; TRL's loss and reward metrics
   are computed from it as usual. Entropy, token accuracy and mean logits over the eval answers are not computed
   (nobody ranks on them) unless the spec's metric is one of them; then TRL's own forward runs, still only once.
   On a CPU, training steps use the same forward with gradients (same loss and gradients as TRL's, about half the
@@ -120,11 +120,9 @@ class _DPOEval(_PairEval):
         return result
 
     def _fast_training(self, base_model) -> bool:
-        """Training through tuner.logprobs: on a CPU (on a GPU, TRL's head already skips the prompt), without
-        gradient checkpointing (it turns the prompt's key/value cache off) and without dropout (sharing one prompt
-        pass would share its dropout masks)."""
-        device = next(base_model.parameters()).device
-        return device.type == "cpu" and not self.args.gradient_checkpointing and self.args.disable_dropout
+        """Training through tuner.logprobs (which logprobs.supports keeps to CPUs) needs no gradient checkpointing
+        (it turns the prompt's key/value cache off) and no dropout (one prompt pass would share its masks)."""
+        return not self.args.gradient_checkpointing and self.args.disable_dropout
 
 
 class _ORPOEval(_PairEval):

@@ -22,14 +22,16 @@ import torch
 _UNSUPPORTED_CONFIG = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
                        "logits_scaling", "output_router_logits")
 HEAD_CHUNK = 512  # answer positions projected through the LM head at once: bounds the (positions x vocab) logits
-# What one more forward call costs, in padded token positions: small on a CPU (compute-bound), large on a GPU
-# (launch-bound), where one wide call beats several narrow ones.
+# What one more forward call costs on a CPU, in padded token positions: a few narrow calls beat one wide padded one.
 CALL_COST_TOKENS = 32
-CALL_COST_TOKENS_ACCELERATOR = 4096
 
 
 def supports(model) -> bool:
-    """Whether `answer_log_probs` computes exactly what the model's own causal-LM head would."""
+    """Whether to use `answer_log_probs` for this model: it computes exactly what the model's own causal-LM head
+    would, and the model is on a CPU (where it was measured; on a GPU, TRL's Triton head already skips the prompt
+    positions, and this path has not been measured there)."""
+    if next(model.parameters()).device.type != "cpu":
+        return False
     config = model.config
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     if getattr(config, "is_encoder_decoder", False) or model.get_output_embeddings() is None:
@@ -83,7 +85,7 @@ def answer_log_probs(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     # 2. The answers (all but their last token, which predicts nothing) continue from their prompt's cache, in
     #    buckets of similar length so that short answers are not padded to the longest one.
     states: dict[int, torch.Tensor] = {}
-    for bucket in _buckets([a for a in answers if a.span], device):
+    for bucket in _buckets([a for a in answers if a.span]):
         width = max(a.span for a in bucket)
         selected = torch.tensor([a.prompt for a in bucket], device=device)
         cache = type(prompt_out.past_key_values)(
@@ -127,16 +129,15 @@ class _Answer:
         return self.last - self.first
 
 
-def _buckets(answers: list[_Answer], device) -> list[list[_Answer]]:
+def _buckets(answers: list[_Answer]) -> list[list[_Answer]]:
     """Answers sorted by length and cut into buckets that minimise padded positions plus a fixed cost per forward
     call (dynamic programming over the sorted lengths)."""
-    call_cost = CALL_COST_TOKENS if device.type == "cpu" else CALL_COST_TOKENS_ACCELERATOR
     ordered = sorted(answers, key=lambda a: a.span)
     best = [0.0] + [float("inf")] * len(ordered)  # best[j]: cost of the first j answers
     cut = [0] * (len(ordered) + 1)
     for j in range(1, len(ordered) + 1):
         for i in range(j):
-            cost = best[i] + call_cost + (j - i) * ordered[j - 1].span
+            cost = best[i] + CALL_COST_TOKENS + (j - i) * ordered[j - 1].span
             if cost < best[j]:
                 best[j], cut[j] = cost, i
     buckets, j = [], len(ordered)
