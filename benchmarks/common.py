@@ -44,6 +44,43 @@ def tuner_command(spec: str, storage: Path, name: str, *overrides: str) -> list[
             "--name", name, *overrides]
 
 
+def timed_search(command: list[str], log: Path) -> tuple[float, float, float]:
+    """`timed` for a tuner search, with its start and end on the wall clock (for `search_breakdown`)."""
+    started = time.time()
+    wall = timed(command, log)
+    return wall, started, started + wall
+
+
+def search_breakdown(path: Path, started: float, ended: float) -> dict[str, float]:
+    """Where a finished search's wall time went, from the experiment's own files and Tune's report timestamps:
+    the driver's fixed cost before the first trial starts (imports, checks, data, Ray and Tune start; the reference
+    pass excluded), the reference pass (with the base model's scores, which come from it), the trials' set-up,
+    train and eval time (trial-seconds, summed over trials that ran side by side), and the end of the search after
+    the last report (end-of-search scoring, the final table)."""
+    from tuner.experiment import Experiment
+
+    experiment = Experiment.open(path)
+    history = experiment.history.sort_values("training_iteration")
+    data_saved = (experiment.data_dir / "eval").stat().st_mtime
+    reference = experiment.base_metrics_file.stat().st_mtime - data_saved
+    first = history.groupby("trial_id").first()
+    first_trial_start = float((first["timestamp"] - first["time_total_s"]).min())
+    last_report = float(history["timestamp"].max())
+    setup = float(first.filter(like="setup/").sum().sum())
+    evaluating = float(history["eval_runtime"].sum())
+    in_trials = float(history.groupby("trial_id")["time_total_s"].max().sum())
+    return {
+        "driver fixed cost (before the first trial, reference pass excluded)": first_trial_start - started - reference,
+        "reference pass (and the base model's scores)": reference,
+        "trials: set-up (imports, model load, data, trainer), trial-seconds": setup,
+        "trials: train (with checkpoints and reports), trial-seconds": in_trials - setup - evaluating,
+        "trials: eval, trial-seconds": evaluating,
+        "trials, first start to last report (wall)": last_report - first_trial_start,
+        "end of search (end-of-search scoring, final table)": ended - last_report,
+        "wall": ended - started,
+    }
+
+
 def trial_seconds(path: Path) -> float:
     """Sum over trials of the time each spent in its trial process (Tune's time_total_s of its last report)."""
     from tuner.experiment import Experiment
@@ -69,8 +106,6 @@ def build_model(folder: Path, shape: dict) -> Path:
                          tie_word_embeddings=True, **shape)
     torch.manual_seed(0)
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -1,8 +1,11 @@
-"""The benchmarks' CPU dry runs: they must keep working on a machine without a GPU (timings are not asserted)."""
+"""The benchmarks' cheap dry runs (a tiny model, seconds of work each), run the way README writes the commands
+(`python benchmarks/NAME.py`): they must keep working, and print the machine and the figures they exist for.
+Timings are never asserted; what is asserted is that the figures are there and consistent."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +14,15 @@ import pytest
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
+
+
+def dry_run(name: str, out, *extra: str) -> str:
+    """Run as README writes it: a script path, not -m."""
+    done = subprocess.run([sys.executable, f"benchmarks/{name}.py", "--dry-run", "--out", str(out), *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.startswith("machine: "), done.stdout[:200]
+    return done.stdout
 
 
 def test_gpu_packing_dry_run_prints_the_table(tmp_path, embedded_model):
@@ -23,3 +35,50 @@ def test_gpu_packing_dry_run_prints_the_table(tmp_path, embedded_model):
     assert set(results) == {"1", "2"}
     for row in results.values():
         assert row["trial_steps_per_s"] > 0 and row["wall_s"] > 0
+
+
+def test_eval_round_dry_run_compares_today_with_the_one_pass(tmp_path, embedded_model):
+    stdout = dry_run("eval_round", tmp_path / "eval.json")
+    figures = json.loads((tmp_path / "eval.json").read_text())
+    assert "x today" in stdout and "bf16 autocast" in stdout
+    assert figures["largest_difference"] <= 1e-4  # the one pass computes today's metrics
+    assert figures["speedup"] == pytest.approx(figures["median_s"]["today"] / figures["median_s"]["one pass"])
+
+
+def test_default_search_dry_run_prints_where_the_time_went(tmp_path, embedded_model):
+    stdout = dry_run("default_search", tmp_path / "default.json")
+    breakdown = json.loads((tmp_path / "default.json").read_text())
+    assert "driver fixed cost" in stdout and "target" in stdout
+    phases = [k for k in breakdown if not k.startswith("trials") and k != "wall"]
+    trials_wall = breakdown["trials, first start to last report (wall)"]
+    # The driver's time, the reference pass, the trials and the end add up to the wall time.
+    assert sum(breakdown[k] for k in phases) + trials_wall == pytest.approx(breakdown["wall"], abs=2)
+    assert all(v >= -1 for v in breakdown.values()) and breakdown["trials: eval, trial-seconds"] > 0
+
+
+def test_vs_loop_dry_run_runs_the_search_and_its_loop(tmp_path, embedded_model):
+    stdout = dry_run("vs_loop", tmp_path / "loop.json")
+    figures = json.loads((tmp_path / "loop.json").read_text())
+    assert "time to signal" in stdout and "winner on eval_pref_accuracy" in stdout
+    assert figures["configurations"] == 2 and figures["tuner_winner"]
+    assert 0 < figures["tuner_signal_s"] <= figures["tuner_wall_s"]
+    assert 0 < figures["loop_signal_s"] <= figures["loop_wall_s"]
+
+
+def test_harness_and_shared_reference_dry_runs(tmp_path, embedded_model):
+    dry_run("harness_overhead", tmp_path / "harness.json")
+    harness = json.loads((tmp_path / "harness.json").read_text())
+    assert harness["ratio"] == pytest.approx(harness["tuner_s"] / harness["bare_s"])
+    dry_run("shared_reference", tmp_path / "reference.json")
+    reference = json.loads((tmp_path / "reference.json").read_text())
+    assert reference["shared_trial_s"] > 0 and reference["own_trial_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["eval_round", "default_search", "vs_loop", "harness_overhead",
+                                  "shared_reference", "gpu_packing"])
+def test_every_benchmark_answers_help_as_a_script(name):
+    # Nothing of the repo on PYTHONPATH: `benchmarks` is found only because the script puts the repo root first.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, f"benchmarks/{name}.py", "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 0 and "--dry-run" in done.stdout, done.stderr[-2000:]

@@ -11,6 +11,8 @@ Tune reads and writes its own files there through the same pyarrow filesystem (`
     NAME/tuner/data/dpo-reference/   tokenized pairs with the base model's reference log-probs, when shared
     NAME/tuner/optuna.db       the Optuna study (SQLite), unless search.storage names another storage
     NAME/tuner/base_metrics.json     the base model's scores on the eval pairs
+    NAME/tuner/base_outcomes.json    its per-pair outcomes ({"pairs": [...], "correct": [0/1, ...]})
+    NAME/tuner/base_scores.json      its per-pair answer log-probs and token counts (tuner.quality.PairScores)
     NAME/tuner/cache/          compile caches shared by the trials of this experiment
     NAME/report/               what `python -m analysis` and `analysis.generations` write
 
@@ -29,7 +31,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,14 @@ class Experiment:
     @property
     def base_metrics_file(self) -> Path:
         return self.tuner_dir / "base_metrics.json"
+
+    @property
+    def base_outcomes_file(self) -> Path:
+        return self.tuner_dir / "base_outcomes.json"
+
+    @property
+    def base_scores_file(self) -> Path:
+        return self.tuner_dir / "base_scores.json"
 
     @property
     def cache_dir(self) -> Path:
@@ -224,6 +234,25 @@ class Experiment:
     def base(self) -> dict[str, float]:
         """The base model's eval metrics, when tuner.run stored them and the search has one base model."""
         return {} if BY_MODEL in self._base_metrics else self._base_metrics
+
+    def base_scores(self) -> dict[str, Any]:
+        """The base model's per-pair scores (tuner.quality.PairScores) by model name: one entry, or one per searched
+        model.name; {} when tuner.run stored none."""
+        if not self.base_scores_file.is_file():
+            return {}
+        from tuner.quality import PairScores
+
+        stored = json.loads(self.base_scores_file.read_text())
+        by_model = stored[BY_MODEL] if BY_MODEL in stored else {self.spec.model.name: stored}
+        return {name: PairScores(**scores) for name, scores in by_model.items()}
+
+    def base_outcomes(self, model_name: str | None = None) -> dict[str, list]:
+        """The base model's per-pair outcomes {"pairs": [...], "correct": [...]} (of `model_name` when model.name is
+        searched), as each checkpoint's pair_outcomes.json holds a trial's; {} when none was stored."""
+        if not self.base_outcomes_file.is_file():
+            return {}
+        stored = json.loads(self.base_outcomes_file.read_text())
+        return stored[BY_MODEL].get(model_name, {}) if BY_MODEL in stored else stored
 
     def base_of(self, model_name: str) -> dict[str, float]:
         """The eval metrics of one of the base models a search compared (model.name searched), else the base's."""
@@ -372,31 +401,48 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
         # Pairs past this count are never seen by any trial: tokenizing them and running the reference over them
         # would be wasted. The pairs kept are the first of the seeded shuffle, so still a random sample.
         train = train.select(range(consumed))
+    held_out = quality.with_pair_ids(held_out)  # pair ids that every trial's per-pair outcomes refer to
     train.save_to_disk(str(experiment.data_dir / "train"))
     held_out.save_to_disk(str(experiment.data_dir / "eval"))
     used = f" ({len(train)} used: train.max_steps x batch)" if len(train) < available else ""
     lines = [f"data: {available} train pairs{used}, {len(held_out)} eval pairs (no prompt in both)"]
+    # One pass of each base model over the pairs gives both DPO's shared reference and the base model's scores (the
+    # reference log-probs are the base model's log-probs); without a shared reference, it runs over the eval pairs.
     if len(spec.model_names()) > 1:  # each trial is compared with its own base model
         by_model = {}
         for name in spec.model_names():
-            base = backends.load_base(models.resolve(name))
-            by_model[name] = quality.base_model_metrics(base, held_out, spec.model.max_length, spec.eval_batch_size)
-            lines.append(f"base model {name}: {', '.join(f'{k} = {v:.3f}' for k, v in by_model[name].items())}")
-        experiment.base_metrics_file.write_text(json.dumps({BY_MODEL: by_model}))
+            by_model[name] = reference.base_scores(spec, backends.load_base(models.resolve(name)), held_out)
+            lines.append(f"base model {name}: {_described(by_model[name].accuracy())}")
         lines.append("reference log-probs: computed in each trial (model.name is searched)")
+        _write_base(experiment, by_model)
         return lines
-    base = backends.load_base(models.resolve(spec.model.name))  # loaded once for both passes below
-    # Scored first: TRL's DPOTrainer patches the model it is given (a fused LM head) for the reference pass.
-    base_metrics = quality.base_model_metrics(base, held_out, spec.model.max_length, spec.eval_batch_size)
+    base = backends.load_base(models.resolve(spec.model.name))
     reason = reference.why_not_shared(spec, backends.resolve_backend(spec.model.backend))
+    started = time.perf_counter()
     if reason:
+        base_scores = reference.base_scores(spec, base, held_out)
         lines.append(f"reference log-probs: computed in each trial ({reason})")
     else:
-        started = time.perf_counter()
-        sizes = reference.precompute(spec, base, train, held_out, experiment.reference_dir)
-        lines.append(f"reference log-probs: computed once for {sizes['train']} train and {sizes['eval']} eval "
-                     f"pairs in {time.perf_counter() - started:.0f} s, shared by every DPO trial")
-    experiment.base_metrics_file.write_text(json.dumps(base_metrics))
-    experiment.publish(experiment.data_dir, experiment.base_metrics_file)  # once; in object storage only
-    lines.append(f"base model: {', '.join(f'{k} = {v:.3f}' for k, v in base_metrics.items())}")
+        base_scores = reference.precompute(spec, base, train, held_out, experiment.reference_dir)
+        lines.append(f"reference log-probs: computed once for {len(train)} train and {len(held_out)} eval pairs in "
+                     f"{time.perf_counter() - started:.0f} s, shared by every DPO trial")
+    _write_base(experiment, {spec.model.name: base_scores})
+    lines.append(f"base model: {_described(base_scores.accuracy())}")
     return lines
+
+
+def _write_base(experiment: Experiment, by_model: dict) -> None:
+    """base_metrics.json, base_outcomes.json and base_scores.json: the one base model's, or keyed by model name under
+    BY_MODEL when model.name is searched."""
+    def keyed(values: dict) -> dict:
+        return next(iter(values.values())) if len(values) == 1 else {BY_MODEL: values}
+
+    experiment.base_metrics_file.write_text(json.dumps(keyed({n: s.accuracy() for n, s in by_model.items()})))
+    experiment.base_outcomes_file.write_text(json.dumps(keyed({n: s.outcomes() for n, s in by_model.items()})))
+    experiment.base_scores_file.write_text(json.dumps(keyed({n: asdict(s) for n, s in by_model.items()})))
+    experiment.publish(experiment.data_dir, experiment.base_metrics_file, experiment.base_outcomes_file,
+                       experiment.base_scores_file)  # once; in object storage only
+
+
+def _described(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} = {v:.3f}" for k, v in metrics.items())

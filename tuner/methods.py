@@ -83,6 +83,9 @@ def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_referenc
     kwargs = {k: v for k, v in TRAIN_DEFAULTS.items() if k in fields}
     # TRL defaults bf16 to True; on a CPU that is slower and lossier than float32.
     kwargs["bf16"] = on_gpu
+    # TRL defaults gradient checkpointing to True: it saves memory by recomputing activations in the backward pass,
+    # a third more compute that a CPU run, where memory is not short, only waits for.
+    kwargs["gradient_checkpointing"] = on_gpu
     kwargs["max_length"] = spec.model.max_length
     kwargs.update(resolved(spec.train, with_secrets))
     kwargs.update(TRAIN_FIXED, output_dir=output_dir)

@@ -1,86 +1,113 @@
-"""Held-out preference accuracy: one quality measure that DPO trials, ORPO trials and the base model share.
+"""Held-out preference accuracy and drift: the quality measures that DPO trials, ORPO trials and the base model share.
 
-A pair counts as right when the model gives the chosen answer a higher mean per-token log-likelihood than the
-rejected one. Means, not sums: a sum favours the shorter answer whatever its content. Reported as
-`eval_pref_accuracy` at every evaluation; the base model's value is computed once per search.
+Both come from per-pair log-probabilities on TRL's own tokenization of the eval pairs (the chat template, the
+answer from where prompt and prompt+answer diverge, `max_length` truncation keeping the start): the sum over each
+answer's tokens and their count.
+
+- `eval_pref_accuracy`: the share of pairs where the model gives the chosen answer a higher mean per-token
+  log-likelihood than the rejected one. Means, not sums: a sum favours the shorter answer whatever its content.
+- `eval_drift`: how far the policy moved from its reference on the eval answers, as the mean per-token log-ratio
+  log pi(token) - log ref(token) over every token of the chosen and rejected answers (`eval_drift_chosen`,
+  `eval_drift_rejected`: over each side). 0 for the untrained policy; negative when training made the eval answers
+  less likely than under the reference. The reference is DPO's reference; for ORPO, which has none, the base model.
+
+The base model's scores come from the driver's reference pass (tuner.reference); a trial's from its one eval forward
+pass (tuner.evaluation). Each keeps its per-pair outcomes: `pair_outcomes.json` in every checkpoint,
+`tuner/base_outcomes.json` for the base model, both {"pairs": [pair ids in eval order], "correct": [0/1, ...]}.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 METRIC = "eval_pref_accuracy"
+DRIFT = "eval_drift"
+PAIR_ID = "pair_id"  # a column of the data when it has stable ids; else the row's index in the eval split
+OUTCOMES_FILE = "pair_outcomes.json"
+
+
+def pair_ids(dataset) -> list:
+    return list(dataset[PAIR_ID]) if PAIR_ID in dataset.column_names else list(range(len(dataset)))
+
+
+def with_pair_ids(dataset):
+    """The dataset with a `pair_id` column (its row index where it has none), which every later step (tokenization
+    that drops rows included) carries along."""
+    return dataset if PAIR_ID in dataset.column_names else dataset.add_column(PAIR_ID, list(range(len(dataset))))
 
 
 @dataclass
-class Sequence:
-    ids: list[int]
-    completion_start: int
+class PairScores:
+    """One model's log-probabilities of each pair's answers: sums over the answer's tokens, and token counts."""
 
+    pairs: list = field(default_factory=list)
+    chosen_logps: list[float] = field(default_factory=list)
+    rejected_logps: list[float] = field(default_factory=list)
+    chosen_tokens: list[int] = field(default_factory=list)
+    rejected_tokens: list[int] = field(default_factory=list)
 
-def _encode(tokenizer, prompt, completion, max_length: int) -> Sequence | None:
-    if tokenizer.chat_template:
-        user = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        answer = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
-        prompt_ids = tokenizer.apply_chat_template(user, add_generation_prompt=True, return_dict=True)["input_ids"]
-        full_ids = tokenizer.apply_chat_template(user + answer, return_dict=True)["input_ids"]
-    else:
-        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        full_ids = prompt_ids + tokenizer(completion + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-    full_ids = list(full_ids)[:max_length]
-    if len(full_ids) <= len(prompt_ids):
-        return None  # the answer was truncated away: nothing to compare
-    return Sequence(full_ids, len(prompt_ids))
+    def extend(self, chosen_logps, rejected_logps, chosen_tokens, rejected_tokens) -> None:
+        self.chosen_logps += [float(v) for v in chosen_logps]
+        self.rejected_logps += [float(v) for v in rejected_logps]
+        self.chosen_tokens += [int(v) for v in chosen_tokens]
+        self.rejected_tokens += [int(v) for v in rejected_tokens]
 
+    def scored(self) -> list[int]:
+        """Indices of the pairs with at least one token on each side (truncation can leave none)."""
+        return [i for i, (c, r) in enumerate(zip(self.chosen_tokens, self.rejected_tokens)) if c > 0 and r > 0]
 
-class PreferenceAccuracy:
-    """Tokenizes the eval pairs once; calling it with a model scores them."""
+    def correct(self) -> list[int]:
+        return [int(self.chosen_logps[i] / self.chosen_tokens[i] > self.rejected_logps[i] / self.rejected_tokens[i])
+                for i in self.scored()]
 
-    def __init__(self, tokenizer, pairs, max_length: int, batch_size: int = 8):
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.batch_size = batch_size
-        self.pairs = []
-        for row in pairs:
-            chosen = _encode(tokenizer, row["prompt"], row["chosen"], max_length)
-            rejected = _encode(tokenizer, row["prompt"], row["rejected"], max_length)
-            if chosen and rejected:
-                self.pairs.append((chosen, rejected))
+    def outcomes(self) -> dict[str, list]:
+        kept = self.scored()
+        return {"pairs": [self.pairs[i] for i in kept], "correct": self.correct()}
 
-    @torch.no_grad()
-    def mean_logps(self, model, sequences: list[Sequence]) -> torch.Tensor:
-        device = next(model.parameters()).device
-        means = []
-        for start in range(0, len(sequences), self.batch_size):
-            batch = sequences[start : start + self.batch_size]
-            width = max(len(s.ids) for s in batch)
-            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            attention = torch.zeros_like(ids)
-            completion = torch.zeros_like(ids, dtype=torch.bool)
-            for i, s in enumerate(batch):
-                ids[i, : len(s.ids)] = torch.tensor(s.ids)
-                attention[i, : len(s.ids)] = 1
-                completion[i, s.completion_start : len(s.ids)] = True
-            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()
-            logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].to(device).unsqueeze(-1))
-            mask = completion[:, 1:].to(device)
-            means.append(((logps.squeeze(-1) * mask).sum(-1) / mask.sum(-1)).cpu())
-        return torch.cat(means) if means else torch.empty(0)
+    def accuracy(self) -> dict[str, float]:
+        correct = self.correct()
+        return {METRIC: sum(correct) / len(correct)} if correct else {}
 
-    def __call__(self, model) -> dict[str, float]:
-        if not self.pairs:
+    def drift(self, reference: PairScores) -> dict[str, float]:
+        """Mean per-token log-ratio to `reference`, over the pairs both scored on the same tokens (same ids, same
+        counts: a reference tokenized with another max_length or model says nothing about them)."""
+        theirs = dict(zip(reference.pairs, zip(reference.chosen_logps, reference.rejected_logps,
+                                               reference.chosen_tokens, reference.rejected_tokens)))
+        sums = {"chosen": [0.0, 0], "rejected": [0.0, 0]}
+        for pair, mine in zip(self.pairs, zip(self.chosen_logps, self.rejected_logps, self.chosen_tokens,
+                                             self.rejected_tokens)):
+            other = theirs.get(pair)
+            if other is None or other[2:] != mine[2:]:
+                continue
+            for side, (logp, ref_logp, tokens) in {"chosen": (mine[0], other[0], mine[2]),
+                                                   "rejected": (mine[1], other[1], mine[3])}.items():
+                sums[side][0] += logp - ref_logp
+                sums[side][1] += tokens
+        total_tokens = sums["chosen"][1] + sums["rejected"][1]
+        if total_tokens == 0:
             return {}
-        was_training = model.training
-        model.eval()
-        try:
-            chosen = self.mean_logps(model, [c for c, _ in self.pairs])
-            rejected = self.mean_logps(model, [r for _, r in self.pairs])
-        finally:
-            model.train(was_training)
-        return {METRIC: float((chosen > rejected).float().mean())}
+        result = {DRIFT: (sums["chosen"][0] + sums["rejected"][0]) / total_tokens}
+        result.update({f"{DRIFT}_{side}": s / n for side, (s, n) in sums.items() if n})
+        return result
+
+    def metrics(self, reference: PairScores | None = None, prefix: str = "eval") -> dict[str, float]:
+        """eval_pref_accuracy and, with a reference, eval_drift(_chosen, _rejected); under `prefix` (e.g. test_)."""
+        result = self.accuracy()
+        if reference is not None:
+            result.update(self.drift(reference))
+        return {f"{prefix}_{k.removeprefix('eval_')}": v for k, v in result.items()}
+
+    # -------------------------------------------------------------------------------------------- files
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def read(cls, path: str | Path) -> PairScores:
+        return cls(**json.loads(Path(path).read_text()))
 
 
-def base_model_metrics(base, pairs, max_length: int, batch_size: int = 8) -> dict[str, float]:
-    """The base model's score (`base` from backends.load_base) on the eval pairs, once per search."""
-    return PreferenceAccuracy(base.tokenizer, pairs, max_length, batch_size)(base.model)
+def write_outcomes(scores: PairScores, path: Path) -> None:
+    path.write_text(json.dumps(scores.outcomes()))

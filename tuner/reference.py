@@ -1,10 +1,15 @@
-"""DPO's reference log-probs, computed once per search instead of once per trial.
+"""DPO's reference log-probs, computed once per search instead of once per trial, and the base model's scores.
 
 The reference is the frozen base model, so its log-probs of every train and eval pair depend only on the base
 model, the data and the tokenization, never on beta, learning rate or LoRA rank. The driver tokenizes the pairs and
-runs the reference once with TRL's own `precompute_ref_log_probs`, and saves the result (token ids plus
-`ref_chosen_logps` / `ref_rejected_logps` columns) beside the prepared data; every DPO trial then trains with
+runs the reference once through TRL's own `precompute_ref_log_probs` (with tuner.logprobs' forward: each prompt
+once, the LM head at answer tokens only), and saves the result (token ids plus `ref_chosen_logps` /
+`ref_rejected_logps` columns) beside the prepared data; every DPO trial then trains with
 `precompute_ref_log_probs=True` on those columns and runs no reference forward pass, in training or in eval.
+
+The same pass is the base model's score: the reference log-probs ARE the base model's log-probs, so its held-out
+preference accuracy and per-pair outcomes (tuner.quality.PairScores) come from it, never from a second pass
+(`base_scores` runs it on eval or test pairs alone when no reference is shared).
 """
 
 from __future__ import annotations
@@ -58,22 +63,83 @@ def shared_trainer_class():
     return SharedReferenceDPOTrainer
 
 
-def precompute(spec: Spec, base, train, held_out, out_dir: Path) -> dict[str, int]:
-    """Tokenize and run the reference (`base`, from backends.load_base) once in the driver, saving
-    `out_dir/{train,eval}`."""
+def reference_pass(spec: Spec, base, datasets: dict) -> dict[str, tuple]:
+    """Tokenize each dataset as TRL's DPOTrainer does and run the base model (`base`, from backends.load_base) over
+    it once. Returns, per name, the tokenized pairs with TRL's `ref_chosen_logps` / `ref_rejected_logps` columns and
+    the base model's PairScores on them (the reference log-probs ARE the base model's log-probs)."""
+    from transformers import IntervalStrategy
+
     from tuner import data
-    from tuner.compat import dpo_classes
     from tuner.methods import training_args
 
-    _, DPOTrainer = dpo_classes()
     if base.tokenizer.chat_template:
-        train, held_out = data.as_conversation(train), data.as_conversation(held_out)
+        datasets = {name: data.as_conversation(d) for name, d in datasets.items()}
+    names = sorted(datasets, key=lambda name: name != "train")  # TRL calls its first dataset "train"
     dpo_spec = spec.model_copy(update={"method": "dpo"})
     with tempfile.TemporaryDirectory(prefix="tuner-reference-") as scratch:
         args = training_args(dpo_spec, scratch, on_gpu=False, precompute_reference=True)
         args.precompute_ref_batch_size = args.precompute_ref_batch_size or args.per_device_eval_batch_size
-        trainer = DPOTrainer(model=base.model, args=args, train_dataset=train, eval_dataset=held_out,
-                             processing_class=base.tokenizer)
-        trainer.train_dataset.save_to_disk(str(out_dir / "train"))
-        trainer.eval_dataset.save_to_disk(str(out_dir / "eval"))
-        return {"train": len(trainer.train_dataset), "eval": len(trainer.eval_dataset)}
+        args.eval_strategy = IntervalStrategy.NO  # a pass over the data, not a training run
+        others = {name: datasets[name] for name in names[1:]}
+        trainer = _reference_pass_class()(model=base.model, args=args, train_dataset=datasets[names[0]],
+                                          eval_dataset=others or None, processing_class=base.tokenizer)
+        tokenized = {names[0]: trainer.train_dataset, **(trainer.eval_dataset or {})}
+        scores = {names[0]: trainer.scores["train"], **{name: trainer.scores[name] for name in names[1:]}}
+    return {name: (tokenized[name], scores[name]) for name in names}
+
+
+def precompute(spec: Spec, base, train, held_out, out_dir: Path):
+    """The shared reference: one pass over the train and eval pairs in the driver, saved as `out_dir/{train,eval}`.
+    Returns the base model's PairScores on the eval pairs."""
+    done = reference_pass(spec, base, {"train": train, "eval": held_out})
+    for name, (tokenized, _) in done.items():
+        tokenized.save_to_disk(str(out_dir / name))
+    return done["eval"][1]
+
+
+def base_scores(spec: Spec, base, dataset):
+    """The base model's PairScores on `dataset` (eval or test pairs): one reference pass over it."""
+    return reference_pass(spec, base, {"eval": dataset})["eval"][1]
+
+
+def _reference_pass_class():
+    import torch
+    from datasets import Value
+    from torch.utils.data import DataLoader
+
+    from tuner import logprobs
+    from tuner.compat import dpo_classes
+    from tuner.quality import PairScores, pair_ids
+
+    _, DPOTrainer = dpo_classes()
+
+    class ReferencePassDPOTrainer(DPOTrainer):
+        """DPOTrainer's reference precompute, run through tuner.logprobs' eval forward, keeping the per-pair sums and
+        token counts (TRL keeps only its loss's columns) in `self.scores`."""
+
+        def __init__(self, *args, **kwargs):
+            self.scores: dict[str, PairScores] = {}
+            super().__init__(*args, **kwargs)
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            scores = PairScores(pairs=pair_ids(dataset))
+            loader = DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
+            fast = logprobs.supports(self.model)
+            columns = {"ref_chosen_logps": [], "ref_rejected_logps": []}
+            for batch in loader:
+                batch = self._prepare_inputs(batch)
+                calls = []
+                with logprobs.recording_forward(self.model, calls, fast=fast):
+                    chosen, rejected = self.compute_ref_log_probs(self.model, batch)
+                log_probs, mask = calls[0]
+                sums, counts = log_probs.sum(1).chunk(2), mask.sum(1).chunk(2)  # rows are [chosen; rejected]
+                scores.extend(sums[0].tolist(), sums[1].tolist(), counts[0].tolist(), counts[1].tolist())
+                columns["ref_chosen_logps"].append(chosen.float().cpu())
+                columns["ref_rejected_logps"].append(rejected.float().cpu())
+            self.scores[name] = scores
+            for column, values in columns.items():
+                values = torch.cat(values).tolist() if values else []
+                dataset = dataset.add_column(column, values, feature=Value("float32"))
+            return dataset
+
+    return ReferencePassDPOTrainer

@@ -1,12 +1,14 @@
 """The one place that reports to Ray Tune: a TrainerCallback that, at every evaluation, sends TRL's eval metrics
-(under TRL's own names), the training metrics logged since the previous evaluation, and a checkpoint holding the
-LoRA adapter and tokenizer, plus the optimizer, scheduler and trainer state that a resumed trial continues from.
+(under TRL's own names, with eval_pref_accuracy and eval_drift), the training metrics logged since the previous
+evaluation, and a checkpoint holding the LoRA adapter and tokenizer, the eval's per-pair outcomes
+(`pair_outcomes.json`), plus the optimizer, scheduler and trainer state that a resumed trial continues from.
 
 One report is one eval round, which is the unit ASHA's grace_period and max_t count in.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections import defaultdict
@@ -16,6 +18,7 @@ import torch
 from transformers import TrainerCallback
 
 from tuner import compat, device
+from tuner.quality import OUTCOMES_FILE
 
 # Training values that are a level, not a rate: the last one stands for the interval rather than the mean.
 _LAST_VALUE_KEYS = {"learning_rate", "epoch"}
@@ -24,10 +27,10 @@ RESUME_FILES = ("optimizer.pt", "scheduler.pt", "trainer_state.json")
 
 
 class TuneReportCallback(TrainerCallback):
-    def __init__(self, tokenizer, extra_files: dict[str, str] | None = None, evaluators: list | None = None):
+    def __init__(self, tokenizer, extra_files: dict[str, str] | None = None, pair_outcomes=None):
         self.tokenizer = tokenizer
         self.extra_files = extra_files or {}
-        self.evaluators = evaluators or []  # callables model -> {metric: value}, run beside TRL's own eval
+        self.pair_outcomes = pair_outcomes  # tuner.evaluation.PairEvaluation: the eval that just ran, per pair
         self.last_reported_step = -1
         self.first_report_extras: dict[str, float] = {}  # e.g. the trial's set-up times, sent once
         self._train_logs: dict[str, list[float]] = defaultdict(list)
@@ -43,8 +46,7 @@ class TuneReportCallback(TrainerCallback):
                     **kwargs):
         result = self._train_summary()
         result.update({k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))})
-        for evaluate in self.evaluators:
-            result.update(evaluate(model))
+        outcomes = self.pair_outcomes.outcomes() if self.pair_outcomes is not None else None
         peak = device.peak_memory_gib()
         if peak is not None:
             result["peak_gpu_memory_gib"] = peak
@@ -56,7 +58,10 @@ class TuneReportCallback(TrainerCallback):
         with tempfile.TemporaryDirectory(prefix="tuner-ckpt-") as folder:
             model.save_pretrained(folder)
             self.tokenizer.save_pretrained(folder)
-            for name, text in self.extra_files.items():
+            files = dict(self.extra_files)
+            if outcomes is not None:
+                files[OUTCOMES_FILE] = json.dumps(outcomes)
+            for name, text in files.items():
                 with open(f"{folder}/{name}", "w") as handle:
                     handle.write(text)
             if optimizer is not None and lr_scheduler is not None:

@@ -186,7 +186,9 @@ def trainable(spec: Spec, experiment: Experiment, verbose: bool = False):
         # (each node then keeps its own, under its temporary folder).
         cache_dir=str(experiment.cache_dir) if experiment.location.is_local else None,
         # Each trial's output goes to trial.log in its folder: the experiment's, when on this file system.
-        log_root=str(experiment.path) if experiment.location.is_local else None, verbose=verbose)
+        log_root=str(experiment.path) if experiment.location.is_local else None, verbose=verbose,
+        # The base model's per-pair scores: the drift reference of trials without a reference of their own (ORPO).
+        base_scores=experiment.base_scores())
     return tune.with_resources(with_spec, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 

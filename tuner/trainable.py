@@ -13,13 +13,15 @@ from tuner.console import errors_to_log
 from tuner.spec import Spec, to_yaml, validate_spec, with_sampled
 
 def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callbacks: list, on_gpu: bool,
-                  shared_reference: bool = False):
-    """TRL's trainer for the spec's method; with `shared_reference`, `train`/`held_out` are the tokenized pairs
-    with the reference log-probs that tuner.reference computed once for the search."""
-    from tuner import methods, reference
+                  shared_reference: bool = False, pair_evaluation=None):
+    """TRL's trainer for the spec's method, evaluating in one forward pass (tuner.evaluation); with
+    `shared_reference`, `train`/`held_out` are the tokenized pairs with the reference log-probs that
+    tuner.reference computed once for the search."""
+    from tuner import evaluation, methods
 
-    trainer_class = reference.shared_trainer_class() if shared_reference else methods.trainer_class(spec.method)
+    trainer_class = evaluation.trainer_class(spec.method, shared_reference)
     return trainer_class(
+        pair_evaluation=pair_evaluation,
         model=loaded.model,
         args=methods.training_args(spec, output_dir, on_gpu, precompute_reference=shared_reference,
                                    with_secrets=True),
@@ -33,12 +35,15 @@ def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callback
 
 @errors_to_log
 def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple, reference: tuple | None,
-              cache_dir: str | None, log_root: str | None = None, verbose: bool = False) -> None:
+              cache_dir: str | None, log_root: str | None = None, verbose: bool = False,
+              base_scores: dict | None = None) -> None:
     """The Tune function trainable. `config` holds the sampled `dotted.key: value` pairs; the rest comes from the
     experiment through Ray's object store (tuner.search.trainable): `data`, the prepared (train, eval) pairs;
     `reference`, the same tokenized with DPO's shared reference log-probs, None when each trial computes its own;
     `cache_dir`, compile caches shared by the experiment's trials (None: this node's own, under its temp folder);
-    `log_root`, the experiment folder whose trial folders get each trial's `trial.log` (None: Ray's local one)."""
+    `log_root`, the experiment folder whose trial folders get each trial's `trial.log` (None: Ray's local one);
+    `base_scores`, the base models' per-pair scores by model name (tuner.quality.PairScores), the drift reference of
+    trials that have no reference of their own."""
     from ray import tune
 
     from tuner import backends, console, device, models
@@ -63,7 +68,7 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
     import torch
 
     from tuner import data as pairs
-    from tuner.quality import PreferenceAccuracy
+    from tuner import evaluation
     from tuner.reporting import TuneReportCallback
 
     on_gpu = backends.cuda_available()
@@ -75,13 +80,15 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
         train, held_out = pairs.as_conversation(raw_train), pairs.as_conversation(raw_eval)
     else:
         train, held_out = raw_train, raw_eval
-    pref_accuracy = PreferenceAccuracy(loaded.tokenizer, raw_eval, spec.model.max_length, spec.eval_batch_size)
+    pair_evaluation = evaluation.PairEvaluation(
+        fast=backend == "hf", keep_extras=evaluation.keeps_extra_metrics([spec.metric_for(spec.method)]),
+        base=(base_scores or {}).get(spec.model.name))
     clock.lap("data")
 
     reporter = TuneReportCallback(loaded.tokenizer, extra_files={"tuner_spec.yaml": to_yaml(spec)},
-                                  evaluators=[pref_accuracy])
+                                  pair_outcomes=pair_evaluation)
     trainer = build_trainer(spec, loaded, train, held_out, os.path.join(trial_dir, "trainer"), [reporter], on_gpu,
-                            shared_reference)
+                            shared_reference, pair_evaluation)
     clock.lap("trainer")  # LoRA wrap (hf backend), tokenization, reference precompute when not shared
     reporter.first_report_extras = clock.laps
     resume_from = _resumable_checkpoint(reporter)

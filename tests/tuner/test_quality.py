@@ -1,3 +1,5 @@
+"""Preference accuracy and drift from per-pair scores, and the base model's scores from the driver's reference pass."""
+
 from __future__ import annotations
 
 import pytest
@@ -5,8 +7,10 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tuner import reference
 from tuner.backends import load_base
-from tuner.quality import METRIC, PreferenceAccuracy, base_model_metrics
+from tuner.quality import DRIFT, METRIC, PairScores, pair_ids, with_pair_ids
+from tuner.spec import validate_spec
 
 PAIRS = [
     {"prompt": "What is the first planet?", "chosen": "Mercury.", "rejected": "Neptune is the first planet."},
@@ -18,7 +22,7 @@ PAIRS = [
 
 
 def direct_mean_logp(model, tokenizer, prompt: str, answer: str) -> float:
-    """One pair at a time, no padding: the definition written out."""
+    """One pair at a time, no padding, full logits: the definition written out (tuner's pre-one-pass evaluator)."""
     user = [{"role": "user", "content": prompt}]
     prompt_ids = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=True, return_dict=True)
     full_ids = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": answer}], tokenize=True,
@@ -30,25 +34,86 @@ def direct_mean_logp(model, tokenizer, prompt: str, answer: str) -> float:
     return float(token_logps[start - 1 :].mean())
 
 
-def test_preference_accuracy_equals_a_direct_computation(tiny_llama):
+def direct_accuracy(model, tokenizer, pairs) -> tuple[float, list[int]]:
+    correct = [int(direct_mean_logp(model, tokenizer, p["prompt"], p["chosen"]) >
+                   direct_mean_logp(model, tokenizer, p["prompt"], p["rejected"])) for p in pairs]
+    return sum(correct) / len(correct), correct
+
+
+def tiny_spec(tiny_llama, max_length=128):
+    return validate_spec({"model": {"name": str(tiny_llama), "max_length": max_length, "backend": "hf"},
+                          "train": {"per_device_eval_batch_size": 2}})
+
+
+def test_base_scores_from_the_reference_pass_equal_a_direct_base_model_pass(tiny_llama):
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
-    expected = sum(direct_mean_logp(model, tokenizer, p["prompt"], p["chosen"]) >
-                   direct_mean_logp(model, tokenizer, p["prompt"], p["rejected"]) for p in PAIRS) / len(PAIRS)
-    scored = PreferenceAccuracy(tokenizer, Dataset.from_list(PAIRS), max_length=128, batch_size=2)(model)
-    assert scored == {METRIC: pytest.approx(expected)}
-    base = load_base(str(tiny_llama))
-    assert base_model_metrics(base, Dataset.from_list(PAIRS), 128) == {METRIC: pytest.approx(expected)}
+    expected, outcomes = direct_accuracy(model, tokenizer, PAIRS)
+    scores = reference.base_scores(tiny_spec(tiny_llama), load_base(str(tiny_llama)), Dataset.from_list(PAIRS))
+    assert scores.pairs == [0, 1, 2, 3, 4]
+    for i, pair in enumerate(PAIRS):
+        assert scores.chosen_logps[i] / scores.chosen_tokens[i] == pytest.approx(
+            direct_mean_logp(model, tokenizer, pair["prompt"], pair["chosen"]), abs=1e-4)
+        assert scores.rejected_logps[i] / scores.rejected_tokens[i] == pytest.approx(
+            direct_mean_logp(model, tokenizer, pair["prompt"], pair["rejected"]), abs=1e-4)
+    assert scores.accuracy() == {METRIC: pytest.approx(expected)}
+    assert scores.outcomes() == {"pairs": [0, 1, 2, 3, 4], "correct": outcomes}
 
 
-def test_pairs_truncated_to_nothing_are_skipped(tiny_llama):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
-    scorer = PreferenceAccuracy(tokenizer, Dataset.from_list(PAIRS), max_length=8)
-    assert scorer.pairs == [] and scorer(None) == {}
+def test_base_scores_use_the_datas_pair_ids_and_skip_pairs_truncated_to_nothing(tiny_llama):
+    with_ids = Dataset.from_list([{**p, "pair_id": f"q{i}"} for i, p in enumerate(PAIRS)])
+    scores = reference.base_scores(tiny_spec(tiny_llama), load_base(str(tiny_llama)), with_ids)
+    assert scores.pairs == ["q0", "q1", "q2", "q3", "q4"]
+    # The chat template's system prompt alone is longer than 16 tokens: no answer token is left to score.
+    truncated = reference.base_scores(tiny_spec(tiny_llama, max_length=16), load_base(str(tiny_llama)), with_ids)
+    assert truncated.accuracy() == {} and truncated.outcomes() == {"pairs": [], "correct": []}
 
 
-def test_training_mode_is_restored(tiny_llama):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama).train()
-    PreferenceAccuracy(tokenizer, Dataset.from_list(PAIRS[:2]), max_length=128)(model)
-    assert model.training
+def fabricated(pairs=("a", "b", "c"), chosen=(-2.0, -9.0, -4.0), rejected=(-6.0, -3.0, -4.0),
+               chosen_tokens=(2, 3, 4), rejected_tokens=(3, 3, 2)) -> PairScores:
+    return PairScores(list(pairs), list(chosen), list(rejected), list(chosen_tokens), list(rejected_tokens))
+
+
+def test_accuracy_compares_means_per_token_not_sums():
+    scores = fabricated()  # means: a -1 vs -2 (right), b -3 vs -1 (wrong), c -1 vs -2 (right; sums tie)
+    assert scores.correct() == [1, 0, 1]
+    assert scores.accuracy() == {METRIC: pytest.approx(2 / 3)}
+    assert scores.outcomes() == {"pairs": ["a", "b", "c"], "correct": [1, 0, 1]}
+
+
+def test_pairs_without_tokens_are_left_out():
+    scores = fabricated(chosen_tokens=(2, 0, 4))
+    assert scores.outcomes() == {"pairs": ["a", "c"], "correct": [1, 1]}
+    assert scores.accuracy() == {METRIC: 1.0}
+    assert PairScores().accuracy() == {}
+
+
+def test_drift_is_the_mean_per_token_log_ratio_over_matching_pairs():
+    reference_scores = fabricated()
+    assert reference_scores.drift(reference_scores) == {DRIFT: 0.0, f"{DRIFT}_chosen": 0.0, f"{DRIFT}_rejected": 0.0}
+    policy = fabricated(chosen=(-1.0, -6.0, -4.0), rejected=(-9.0, -3.0, -8.0))
+    # chosen: (+1 +3 +0) over 2+3+4 tokens; rejected: (-3 +0 -4) over 3+3+2 tokens
+    assert policy.drift(reference_scores) == {DRIFT: pytest.approx((4 - 7) / 17),
+                                              f"{DRIFT}_chosen": pytest.approx(4 / 9),
+                                              f"{DRIFT}_rejected": pytest.approx(-7 / 8)}
+    # A pair scored on other tokens (another max_length) or missing from the reference says nothing.
+    other = fabricated(pairs=("a", "b", "z"), chosen_tokens=(2, 5, 4))
+    assert policy.drift(other) == {DRIFT: pytest.approx((1 - 3) / 5), f"{DRIFT}_chosen": pytest.approx(1 / 2),
+                                   f"{DRIFT}_rejected": pytest.approx(-3 / 3)}
+    assert policy.drift(PairScores()) == {}
+
+
+def test_metrics_take_the_prefix_of_the_split_and_scores_round_trip(tmp_path):
+    policy, base = fabricated(chosen=(-1.0, -6.0, -4.0)), fabricated()
+    assert set(policy.metrics(base)) == {METRIC, DRIFT, f"{DRIFT}_chosen", f"{DRIFT}_rejected"}
+    assert set(policy.metrics(None, prefix="test")) == {"test_pref_accuracy"}
+    policy.write(tmp_path / "scores.json")
+    assert PairScores.read(tmp_path / "scores.json") == policy
+
+
+def test_pair_ids_come_from_the_data_or_the_row_index():
+    plain = Dataset.from_list(PAIRS[:2])
+    assert pair_ids(plain) == [0, 1]
+    assert with_pair_ids(plain)["pair_id"] == [0, 1]
+    named = Dataset.from_list([{**PAIRS[0], "pair_id": "x"}])
+    assert pair_ids(named) == ["x"] and with_pair_ids(named)["pair_id"] == ["x"]

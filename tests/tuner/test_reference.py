@@ -32,24 +32,28 @@ def train_once(spec, tiny_llama, train, held_out, out, shared):
 def test_shared_reference_matches_in_trial_reference(tiny_llama, tmp_path):
     spec = tiny_spec(tiny_llama)
     train, held_out = load_pairs(spec.data)
-    sizes = reference.precompute(spec, backends.load_base(str(tiny_llama)), train, held_out, tmp_path / "shared")
-    assert sizes == {"train": 8, "eval": 4}
+    base = reference.precompute(spec, backends.load_base(str(tiny_llama)), train, held_out, tmp_path / "shared")
     shared_train, shared_eval = load_prepared(tmp_path / "shared")
+    assert (len(shared_train), len(shared_eval)) == (8, 4)
     assert {"chosen_ids", "ref_chosen_logps", "ref_rejected_logps"} <= set(shared_train.column_names)
+    # The base model's scores are the reference pass's sums: the eval columns, pair by pair.
+    assert base.pairs == [0, 1, 2, 3]
+    assert base.chosen_logps == pytest.approx(shared_eval["ref_chosen_logps"], abs=1e-4)
+    assert base.rejected_logps == pytest.approx(shared_eval["ref_rejected_logps"], abs=1e-4)
 
     _, per_trial = train_once(spec, tiny_llama, as_conversation(train), as_conversation(held_out), tmp_path / "a",
                               shared=False)
     trainer, shared = train_once(spec, tiny_llama, shared_train, shared_eval, tmp_path / "b", shared=True)
     assert trainer.ref_model is None and trainer.precompute_ref_logps
     keys = ["loss", "rewards/margins", "eval_loss", "eval_rewards/margins", "eval_rewards/accuracies",
-            "eval_logps/chosen"]
+            "eval_logps/chosen", "eval_pref_accuracy", "eval_drift"]
     compared = 0
     for a, b in zip(per_trial, shared):
         for key in keys:
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
                 compared += 1
-    assert compared >= 9
+    assert compared >= 11
 
 
 @pytest.mark.parametrize(("raw", "backend", "reason"), [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -48,7 +49,23 @@ def test_dpo_search_reports_trl_metrics_with_adapter_checkpoints(dpo_run):
         checkpoints = sorted(Path(trial_dir).glob("checkpoint_*"))
         assert checkpoints, trial_dir
         files = {p.name for p in checkpoints[-1].iterdir()}
-        assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tuner_spec.yaml"} <= files
+        assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tuner_spec.yaml",
+                "pair_outcomes.json"} <= files
+
+
+def test_every_checkpoint_holds_the_per_pair_outcomes_of_its_eval(dpo_run):
+    _, path = dpo_run
+    experiment = Experiment.open(path)
+    assert experiment.history["eval_drift"].notna().all()
+    kept = experiment.history.dropna(subset=["checkpoint_path"])
+    assert len(kept) >= 3
+    for _, report in kept.iterrows():
+        outcomes = json.loads((Path(report["checkpoint_path"]) / "pair_outcomes.json").read_text())
+        assert outcomes["pairs"] == [0, 1, 2, 3]
+        assert sum(outcomes["correct"]) / 4 == pytest.approx(report["eval_pref_accuracy"])
+    base = json.loads(experiment.base_outcomes_file.read_text())
+    assert base["pairs"] == [0, 1, 2, 3]
+    assert sum(base["correct"]) / 4 == pytest.approx(experiment.base["eval_pref_accuracy"])
 
 
 def test_dpo_search_samples_from_the_space_and_stores_the_optuna_study(dpo_run):

@@ -1,0 +1,164 @@
+"""One policy forward pass per evaluation: TRL's eval metrics, the held-out preference accuracy with its per-pair
+outcomes, and the drift from the reference all come from the forward pass TRL's eval runs anyway.
+
+The trial's trainer is TRL's DPOTrainer / ORPOTrainer with the hooks below mixed in:
+- DPO: each eval batch's policy forward (and the reference forward, when the trial computes its own) is answered,
+  on a CPU, by tuner.logprobs (each prompt once, the LM head at answer tokens only), and recorded; TRL's loss and
+  reward metrics are computed from it as usual. Entropy, token accuracy and mean logits over the eval answers are
+  not computed (nobody ranks on them) unless the spec's metric is one of them; then TRL's own forward runs, still
+  only once. On a CPU, training steps use the same forward with gradients (same loss and gradients as TRL's, about
+  half the time: the prompt runs once per pair instead of twice, and TRL's CPU head projects every position); the
+  training logs then lack the same four metrics.
+- ORPO: TRL's forward (ORPO's loss needs every position's logits) is recorded where ORPO turns logits into
+  log-probs; the answer's tokens are the same as DPO's (ORPO appends an EOS the chat template did not write; it is
+  left out of the preference measures), so both methods and the base model are scored on the same tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tuner import logprobs
+from tuner.quality import PairScores, pair_ids
+
+# TRL DPO's per-token eval metrics that take extra passes over the vocabulary at every answer position.
+EXTRA_DPO_METRICS = ("entropy", "mean_token_accuracy", "logits/chosen", "logits/rejected")
+
+
+def keeps_extra_metrics(metrics: list[str]) -> bool:
+    """Whether ranking asks for one of EXTRA_DPO_METRICS (then the eval computes them)."""
+    return any(m.removeprefix("eval_") in EXTRA_DPO_METRICS for m in metrics)
+
+
+@dataclass
+class PairEvaluation:
+    """Shared by a trial's trainer and its reporting callback: how to evaluate, and the last evaluation's scores."""
+
+    fast: bool = True  # tuner.logprobs' forward (transformers backend); False: TRL's forward, recorded
+    keep_extras: bool = False  # compute EXTRA_DPO_METRICS (the spec ranks on one)
+    base: PairScores | None = None  # the base model's scores: the drift reference where the trainer has none
+    latest: PairScores | None = None
+
+    def outcomes(self) -> dict | None:
+        return self.latest.outcomes() if self.latest is not None else None
+
+
+def trainer_class(method: str, shared_reference: bool = False):
+    """TRL's trainer for `method` with the one-pass evaluation; constructed with `pair_evaluation=`."""
+    from tuner import methods, reference
+
+    base = reference.shared_trainer_class() if shared_reference else methods.trainer_class(method)
+    hooks = _DPOEval if method == "dpo" else _ORPOEval
+
+    class EvaluatingTrainer(hooks, base):
+        def __init__(self, *args, pair_evaluation: PairEvaluation | None = None, **kwargs):
+            self.pair_evaluation = pair_evaluation or PairEvaluation()
+            super().__init__(*args, **kwargs)
+
+    EvaluatingTrainer.__name__ = EvaluatingTrainer.__qualname__ = f"Evaluating{base.__name__}"
+    return EvaluatingTrainer
+
+
+class _PairEval:
+    """Per-pair scores of every eval batch, gathered into eval_pref_accuracy and eval_drift at the end."""
+
+    pair_evaluation: PairEvaluation
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        dataset = (self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else
+                   eval_dataset if eval_dataset is not None else self.eval_dataset)
+        self._eval_pairs = pair_ids(dataset)  # before Trainer drops the columns the model does not take
+        return super().get_eval_dataloader(eval_dataset)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        self._policy, self._reference = PairScores(), PairScores()
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                         metric_key_prefix)
+        pairs = getattr(self, "_eval_pairs", None)
+        if pairs is None or len(pairs) != len(self._policy.chosen_logps):
+            pairs = list(range(len(self._policy.chosen_logps)))
+        self._policy.pairs = self._reference.pairs = pairs
+        reference = self._reference if len(self._reference.chosen_logps) == len(pairs) else self.pair_evaluation.base
+        output.metrics.update(self._policy.metrics(reference, prefix=metric_key_prefix))
+        self.pair_evaluation.latest = self._policy
+        return output
+
+
+class _DPOEval(_PairEval):
+    def _compute_loss(self, model, inputs, return_outputs):
+        training = self.model.training
+        unwrapped = self.accelerator.unwrap_model(model)
+        base_model = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        fast = (self.pair_evaluation.fast and not self.use_weighting and not self.aux_loss_enabled
+                and logprobs.supports(base_model)
+                and (self._fast_training(base_model) if training else not self.pair_evaluation.keep_extras))
+        if training and not fast:
+            return super()._compute_loss(model, inputs, return_outputs)
+        calls: list = []
+        with logprobs.recording_forward(unwrapped, calls, fast=fast):
+            result = super()._compute_loss(model, inputs, return_outputs)
+        if fast:  # their values above are placeholders, not measurements
+            for key in EXTRA_DPO_METRICS:
+                self._metrics["train" if training else "eval"].pop(key, None)
+        if training:
+            return result
+        policy, mask = calls[0]
+        chosen, rejected = policy.sum(1).chunk(2)  # rows are [chosen; rejected]
+        counts = mask.sum(1).chunk(2)
+        self._policy.extend(chosen.tolist(), rejected.tolist(), counts[0].tolist(), counts[1].tolist())
+        if len(calls) > 1:  # the trial computed the reference itself, in this same eval step
+            reference = calls[1][0].sum(1).chunk(2)
+        elif self.precompute_ref_logps and self.ld_alpha is None:  # columns hold plain sums
+            reference = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            return result
+        self._reference.extend(reference[0].tolist(), reference[1].tolist(), counts[0].tolist(),
+                               counts[1].tolist())
+        return result
+
+    def _fast_training(self, base_model) -> bool:
+        """Training through tuner.logprobs (which logprobs.supports keeps to CPUs) needs no gradient checkpointing
+        (it turns the prompt's key/value cache off) and no dropout (one prompt pass would share its masks)."""
+        return not self.args.gradient_checkpointing and self.args.disable_dropout
+
+
+class _ORPOEval(_PairEval):
+    def tokenize_row(self, feature, model=None):
+        """ORPO's tokenization, plus how many of each answer's tokens are the answer as the chat template wrote it
+        (ORPO's labels add an EOS after it): the tokens the preference measures score."""
+        row = super().tokenize_row(feature, model)
+        if not self.is_encoder_decoder:
+            for side in ("chosen", "rejected"):
+                written = self.build_tokenized_answer(feature["prompt"], feature[side])["input_ids"]
+                labelled = sum(label != -100 for label in row[f"{side}_labels"])
+                row[f"pref_{side}_tokens"] = min(len(written), labelled)
+        return row
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        self._eval_inputs = inputs
+        try:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        finally:
+            self._eval_inputs = None
+
+    def get_batch_logps(self, logits, labels, average_log_prob=False, is_encoder_decoder=False):
+        inputs = getattr(self, "_eval_inputs", None)
+        if is_encoder_decoder or inputs is None or "pref_chosen_tokens" not in inputs:
+            return super().get_batch_logps(logits, labels, average_log_prob, is_encoder_decoder)
+        from trl.trainer.utils import selective_log_softmax
+
+        # ORPO's own computation (trl ORPOTrainer.get_batch_logps), kept per token to score the pairs from it.
+        labels, logits = labels[:, 1:].clone(), logits[:, :-1, :]
+        mask = labels != -100
+        per_token = selective_log_softmax(logits, torch.where(mask, labels, 0)) * mask
+        counts = torch.tensor(list(inputs["pref_chosen_tokens"]) + list(inputs["pref_rejected_tokens"]),
+                              device=mask.device)
+        scored = mask & (mask.cumsum(-1) <= counts.unsqueeze(-1))
+        chosen, rejected = (per_token * scored).sum(-1).chunk(2)
+        chosen_tokens, rejected_tokens = scored.sum(-1).chunk(2)
+        self._policy.extend(chosen.tolist(), rejected.tolist(), chosen_tokens.tolist(), rejected_tokens.tolist())
+        sums = per_token.sum(-1)
+        return sums / mask.sum(-1) if average_log_prob else sums
