@@ -4,6 +4,8 @@
     NAME/tuner/spec.yaml       the spec as validated (secrets redacted)
     NAME/tuner/data/           the split pairs, prepared once for every trial (Arrow)
     NAME/tuner/data/dpo-reference/   tokenized pairs with the base model's reference log-probs, when shared
+    NAME/tuner/data/test/      the test split: prompts no trial, ASHA, Optuna or ranking sees (Arrow)
+    NAME/tuner/test_scores.json      per-pair test scores of the base model and the top trials (tuner.evaluation)
     NAME/tuner/optuna.db       the Optuna study (SQLite)
     NAME/tuner/base_metrics.json     the base model's scores on the eval pairs
     NAME/tuner/cache/          compile caches shared by the trials of this experiment
@@ -79,6 +81,24 @@ class Experiment:
     @property
     def reference_dir(self) -> Path:
         return self.data_dir / "dpo-reference"
+
+    @property
+    def test_dir(self) -> Path:
+        return self.data_dir / "test"
+
+    @property
+    def test_scores_file(self) -> Path:
+        return self.tuner_dir / "test_scores.json"
+
+    @functools.cached_property
+    def eval_pairs(self) -> int | None:
+        """How many eval pairs each trial was scored on (None when the prepared data is not there)."""
+        info = self.data_dir / "eval" / "state.json"
+        if not info.is_file():
+            return None
+        from datasets import load_from_disk
+
+        return len(load_from_disk(str(self.data_dir / "eval")))
 
     @property
     def optuna_file(self) -> Path:
@@ -187,7 +207,22 @@ class Experiment:
         if BY_MODEL in self._base_metrics and "pref_accuracy_at_best" in ranked and "config/model.name" in ranked:
             base = ranked["config/model.name"].map(lambda name: self.base_of(name).get(PREF_ACCURACY_METRIC))
             ranked["pref_gain"] = ranked["pref_accuracy_at_best"] - base.astype(float)
-        return ranked
+        return self.with_intervals(ranked)
+
+    def with_intervals(self, ranked: pd.DataFrame) -> pd.DataFrame:
+        """The ranking with each trial's 95% interval and whether it is tied with the leader (share metrics only):
+        from the per-pair outcomes saved in the ranked report's checkpoint when there are some, else from the
+        score and the number of eval pairs."""
+        from tuner.ranking import CHECKPOINT_COLUMN, PREF_ACCURACY_METRIC, add_intervals
+
+        outcomes = {}
+        if ranked.attrs.get("metric") == PREF_ACCURACY_METRIC and CHECKPOINT_COLUMN in self.history:
+            for _, row in ranked[ranked["rank"].notna()].iterrows():
+                checkpoint = self.history.loc[int(row["report"]), CHECKPOINT_COLUMN]
+                found = read_pair_outcomes(checkpoint) if isinstance(checkpoint, str) else None
+                if found is not None:
+                    outcomes[row["trial_id"]] = found
+        return add_intervals(ranked, self.eval_pairs, outcomes)
 
     def best(self, metric: str | None = None, mode: str | None = None, method: str | None = None,
              trial_id: str | None = None) -> Best | None:
@@ -216,6 +251,20 @@ class Experiment:
 
 def _plain(value):
     return value.item() if hasattr(value, "item") else value
+
+
+PAIR_OUTCOMES_FILE = "pair_outcomes.json"  # in a checkpoint: {"pairs": [pair ids], "correct": [0/1, ...]} on eval
+
+
+def read_pair_outcomes(checkpoint: str | Path) -> list[int] | None:
+    """The eval preference-accuracy outcome of each pair at that checkpoint, when the trial saved them."""
+    path = Path(checkpoint) / PAIR_OUTCOMES_FILE
+    if not path.is_file():
+        return None
+    try:
+        return [int(bool(v)) for v in json.loads(path.read_text())["correct"]]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- before creating
@@ -273,8 +322,9 @@ def check_address(address: str | None) -> None:
 # ---------------------------------------------------------------------------------------------- preparing
 
 
-def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
-    """Everything every trial needs and no trial should redo; returns lines for the user."""
+def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> list[str]:
+    """Everything every trial needs and no trial should redo; returns lines for the user. `test`, the test split, is
+    only saved: nothing in the search reads it."""
     from tuner import backends, models, quality, reference
 
     available = len(train)
@@ -285,8 +335,12 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
         train = train.select(range(consumed))
     train.save_to_disk(str(experiment.data_dir / "train"))
     held_out.save_to_disk(str(experiment.data_dir / "eval"))
+    if test is not None:
+        test.save_to_disk(str(experiment.test_dir))
     used = f" ({len(train)} used: train.max_steps x batch)" if len(train) < available else ""
-    lines = [f"data: {available} train pairs{used}, {len(held_out)} eval pairs (no prompt in both)"]
+    tested = (f", {len(test)} test pairs scored only when the search ends (no prompt in two splits)"
+              if test is not None else " (no prompt in both; no test split)")
+    lines = [f"data: {available} train pairs{used}, {len(held_out)} eval pairs{tested}"]
     if len(spec.model_names()) > 1:  # each trial is compared with its own base model
         by_model = {}
         for name in spec.model_names():

@@ -42,11 +42,13 @@ class PreferenceAccuracy:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.batch_size = batch_size
         self.pairs = []
-        for row in pairs:
+        self.kept: list[int] = []  # position in `pairs` of each scored pair (one truncated to nothing is not)
+        for index, row in enumerate(pairs):
             chosen = _encode(tokenizer, row["prompt"], row["chosen"], max_length)
             rejected = _encode(tokenizer, row["prompt"], row["rejected"], max_length)
             if chosen and rejected:
                 self.pairs.append((chosen, rejected))
+                self.kept.append(index)
 
     @torch.no_grad()
     def mean_logps(self, model, sequences: list[Sequence]) -> torch.Tensor:
@@ -79,6 +81,22 @@ class PreferenceAccuracy:
         finally:
             model.train(was_training)
         return {METRIC: float((chosen > rejected).float().mean())}
+
+
+    def pair_logps(self, model) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean per-token log-likelihood of each scored pair's chosen and rejected answer (in `kept` order), for
+        per-pair outcomes. Sequences run in length order, so that a batch pads little."""
+        sequences = [s for pair in self.pairs for s in pair]
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].ids))
+        was_training = model.training
+        model.eval()
+        try:
+            means = self.mean_logps(model, [sequences[i] for i in order])
+        finally:
+            model.train(was_training)
+        unsorted = torch.empty_like(means)
+        unsorted[torch.tensor(order, dtype=torch.long)] = means
+        return unsorted[0::2], unsorted[1::2]
 
 
 def base_model_metrics(base, pairs, max_length: int, batch_size: int = 8) -> dict[str, float]:

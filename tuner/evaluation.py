@@ -1,0 +1,153 @@
+"""Scoring on the test split, once per model: the base model and the adapters of the top trials (by the search
+metric), when a search ends and whenever `python -m analysis` or `tuner.export` needs a model not scored yet.
+
+Each model's per-pair log-likelihoods are kept in `tuner/test_scores.json` (one entry per checkpoint and per base
+model), so a model is scored once however often the results are read; tuner.verdict turns them into the headline,
+the per-group table and the regressions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tuner.experiment import Best, Experiment
+from tuner.verdict import Scored, ScoredSplit
+
+BASE_LABEL = "base model"
+
+
+def score_pairs(model, tokenizer, pairs, max_length: int, batch_size: int) -> tuple[list[float], list[float]]:
+    """Mean per-token log-likelihood of each pair's chosen and rejected answer, NaN for a pair not scored (its
+    answer truncated away), with tuner's one preference-accuracy evaluator."""
+    from tuner.quality import PreferenceAccuracy
+
+    scorer = PreferenceAccuracy(tokenizer, pairs, max_length, batch_size)
+    chosen, rejected = [math.nan] * len(pairs), [math.nan] * len(pairs)
+    if scorer.pairs:
+        scored_chosen, scored_rejected = scorer.pair_logps(model)
+        for position, index in enumerate(scorer.kept):
+            chosen[index], rejected[index] = float(scored_chosen[position]), float(scored_rejected[position])
+    return chosen, rejected
+
+
+def candidates(experiment: Experiment, top_k: int) -> list[Best]:
+    """The top `top_k` trials by the search's own ranking, each with the checkpoint of its ranked report."""
+    ranked = experiment.ranking()
+    ranked = ranked[ranked["rank"] <= top_k]
+    found = [experiment.best(trial_id=trial_id) for trial_id in ranked["trial_id"]]
+    return [best for best in found if best is not None and best.checkpoint is not None]
+
+
+def score_test_split(experiment: Experiment, top_k: int | None = None, say: Callable[[str], None] = print,
+                 include: list[Best] | None = None) -> ScoredSplit | None:
+    """The base model and the top trials scored on the test split (scoring those not scored yet), or None when the
+    experiment has no test split or `top_k` (default search.test_top_k) is 0. `include` adds trials (e.g. the one
+    being exported) after the top ones."""
+    from datasets import load_from_disk
+
+    top_k = experiment.spec.search.test_top_k if top_k is None else top_k
+    if not experiment.test_dir.is_dir() or top_k <= 0:
+        return None
+    test = load_from_disk(str(experiment.test_dir))
+    trials = candidates(experiment, top_k)
+    for best in include or []:
+        if all(best.checkpoint != t.checkpoint for t in trials):
+            trials.append(best)
+    ids = [str(i) for i in test["pair_id"]] if "pair_id" in test.column_names else [str(i) for i in range(len(test))]
+    cache = _read_cache(experiment.test_scores_file, ids)
+    keys = {_trial_key(experiment, best): best for best in trials}
+    model_name = _model_name(experiment, trials[0]) if trials else experiment.spec.model.name
+    wanted = [f"base:{model_name}", *keys]
+    missing = [key for key in wanted if key not in cache["models"]]
+    if missing:
+        say(f"scoring {len(missing) - (f'base:{model_name}' in missing)} trial(s)"
+            f"{' and the base model' if f'base:{model_name}' in missing else ''} on {len(test)} test pairs ...")
+        for key in missing:
+            best = keys.get(key)
+            cache["models"][key] = _score(experiment, test, best, model_name)
+            _write_cache(experiment.test_scores_file, cache)
+
+    def scored(key: str, label: str, best: Best | None = None) -> Scored:
+        entry = cache["models"][key]
+        return Scored(label, _array(entry["chosen"]), _array(entry["rejected"]),
+                      trial_id=best.trial_id if best else None, method=best.method if best else None,
+                      step=best.step if best else None, checkpoint=str(best.checkpoint) if best else None)
+
+    columns = [c for c in ("pair_id", "prompt", "chosen", "rejected", "group") if c in test.column_names]
+    pairs = test.select_columns(columns).to_pandas()
+    for column in ("prompt", "chosen", "rejected"):
+        pairs[column] = [_text(v) for v in pairs[column]]
+    return ScoredSplit(pairs, scored(f"base:{model_name}", BASE_LABEL),
+                       [scored(key, best.trial_id, best) for key, best in keys.items()],
+                       experiment.spec.data.groups)
+
+
+def _score(experiment: Experiment, test, best: Best | None, base_model_name: str) -> dict:
+    from tuner import backends, models
+
+    spec = experiment.spec
+    if best is not None:
+        from tuner.spec import with_sampled
+
+        spec = with_sampled(spec, {k: v for k, v in best.config.items() if "." in k or k == "method"})
+    name = spec.model.name if best is not None else base_model_name
+    loaded = backends.load_base(models.resolve(name))
+    model = loaded.model
+    if best is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(best.checkpoint)).eval()
+    chosen, rejected = score_pairs(model, loaded.tokenizer, test, spec.model.max_length, spec.eval_batch_size)
+    entry = {"model": name, "chosen": chosen, "rejected": rejected}
+    if best is not None:
+        entry.update(trial_id=best.trial_id, step=best.step, checkpoint=str(best.checkpoint))
+    return entry
+
+
+def _model_name(experiment: Experiment, best: Best) -> str:
+    return str(best.config.get("model.name", experiment.spec.model.name))
+
+
+def _trial_key(experiment: Experiment, best: Best) -> str:
+    checkpoint = Path(best.checkpoint)
+    try:
+        return str(checkpoint.relative_to(experiment.path))  # the folder may move; keys stay valid
+    except ValueError:
+        return str(checkpoint)
+
+
+def _read_cache(path: Path, ids: list[str]) -> dict:
+    if path.is_file():
+        cache = json.loads(path.read_text())
+        if cache.get("pairs") == ids:
+            return cache
+    return {"pairs": ids, "models": {}}
+
+
+def _write_cache(path: Path, cache: dict) -> None:
+    def plain(values):
+        return [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+
+    out = {"pairs": cache["pairs"], "models": {
+        key: {**entry, "chosen": plain(entry["chosen"]), "rejected": plain(entry["rejected"])}
+        for key, entry in cache["models"].items()}}
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(out))
+    temporary.replace(path)
+
+
+def _array(values) -> np.ndarray:
+    return np.array([math.nan if v is None else v for v in values], dtype=float)
+
+
+def _text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, np.ndarray)) and len(value) and isinstance(value[-1], dict):
+        return str(value[-1].get("content", value))  # a conversation: its last turn
+    return str(value)
