@@ -18,11 +18,12 @@ from tuner.experiment import Experiment
 from tuner.ranking import (DRIFT_METRIC, DRIFT_PENALISED, MARGIN_METRIC, PREF_ACCURACY_METRIC, rank_trials,
                            rankings_for, with_drift_penalty)
 from tuner.tables import describe_best, describe_uncertainty, ranking_table
+from tuner.trust import TRUST_HINT, owner_only_files
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", type=Path, help="an experiment folder: run.storage_path/NAME")
+    parser.add_argument("results_dir", help="an experiment: run.storage_path/NAME, a folder or an s3:// (gs://) URI")
     parser.add_argument("--metric", help="rank on this reported metric (default: the spec's, or per method)")
     parser.add_argument("--mode", choices=["max", "min"], help="default: the spec's search.mode, else max")
     parser.add_argument("--scope", choices=["best", "last"], default="best",
@@ -34,6 +35,8 @@ def parse_args(argv):
                              f"not buy itself with distance from the reference")
     parser.add_argument("--test-top-k", type=int, metavar="K",
                         help="score the top K trials on the test split (default: the spec's search.test_top_k)")
+    parser.add_argument(TRUST_HINT, action="store_true",
+                        help="read a results folder that another user owns or can write to")
     return parser.parse_args(argv)
 
 
@@ -81,11 +84,12 @@ def notes_for(experiment: Experiment, rankings) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return guarded("analysis", analyze, args)
+    with owner_only_files():
+        return guarded("analysis", analyze, args)
 
 
 def analyze(args) -> int:
-    experiment = Experiment.open(args.results_dir)
+    experiment = Experiment.open(args.results_dir, trust=args.trust)
     rankings = build_rankings(experiment, args.metric, args.mode, args.scope, args.drift_penalty)
     if args.test_top_k is not None and args.test_top_k < 0:
         raise UserError(f"--test-top-k: must be 0 or more, got {args.test_top_k}")
@@ -95,9 +99,11 @@ def analyze(args) -> int:
     best = first.iloc[0]["trial_id"] if len(first) and first.iloc[0]["rank"] == 1 else None
     figures = plots.plot_curves(experiment.history, best, out / "figures")
     figures += plots.plot_parameters(first, out / "figures")
-    if experiment.spec.search.algorithm == "optuna" and experiment.optuna_file.is_file():
-        importance = plots.plot_importances(plots.optuna_importances(experiment.optuna_url, experiment.name),
-                                            out / "figures")
+    if experiment.spec.search.algorithm == "optuna" and experiment.has_study:
+        from tuner import study
+
+        storage = study.storage_for(experiment.spec.search.storage, experiment.uri)
+        importance = plots.plot_importances(plots.optuna_importances(storage, experiment.name), out / "figures")
         figures += [importance] if importance else []
     for points, name, title in ((drift_points_eval(experiment, first), "eval", "eval pairs, each trial's scored report"),
                                 (drift_points_test(test) if test else None, "test", "test split, top trials")):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tuner.errors import UserError, guarded
 from tuner.experiment import Experiment
+from tuner.trust import TRUST_HINT, owner_only_files
 
 
 @dataclass(frozen=True)
@@ -137,14 +138,14 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
     return answers
 
 
-def best_adapters(results_dir: Path) -> dict[str, Path]:
-    """Best checkpoint per method (Experiment.best, as tuner.export picks it)."""
-    experiment = Experiment.open(results_dir)
+def best_adapters(results_dir: str | Path, trust: bool = False) -> dict[str, Path]:
+    """Best checkpoint per method (Experiment.best, as tuner.export picks it), on this machine's disk."""
+    experiment = Experiment.open(results_dir, trust=trust)
     adapters = {}
     for method in sorted(experiment.trials["method"].unique()):
         best = experiment.best(method=method)
         if best is not None and best.checkpoint is not None:
-            adapters[f"best {method.upper()} ({best.trial_id})"] = best.checkpoint
+            adapters[f"best {method.upper()} ({best.trial_id})"] = experiment.local_copy(best.checkpoint)
     return adapters
 
 
@@ -243,19 +244,23 @@ def load_prompts(path: Path | None) -> list[Prompt]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.generations", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dirs", type=Path, nargs="+", help="experiment folders (e.g. a DPO and an ORPO run)")
+    parser.add_argument("results_dirs", nargs="+",
+                        help="experiments: folders or s3:// (gs://) URIs (e.g. a DPO and an ORPO run)")
     parser.add_argument("--prompts", type=Path, help="JSON lines: {prompt, accepted: [...], wrong: [...]}")
     parser.add_argument("--max-new-tokens", type=int, default=80)
     parser.add_argument("--out", type=Path, help="default: the first RESULTS_DIR/report")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(TRUST_HINT, action="store_true",
+                        help="read results folders that another user owns or can write to")
     args = parser.parse_args(argv)
-    return guarded("analysis.generations", _generate, args)
+    with owner_only_files():
+        return guarded("analysis.generations", _generate, args)
 
 
 def _generate(args) -> int:
     adapters = {}
     for results_dir in args.results_dirs:
-        adapters.update(best_adapters(results_dir))
+        adapters.update(best_adapters(results_dir, args.trust))
     if not adapters:
         print(f"analysis.generations: no trial with a checkpoint in {[str(d) for d in args.results_dirs]}",
               file=sys.stderr)

@@ -93,12 +93,12 @@ def plot_importances(importances: dict[str, float], out_dir: Path) -> Path | Non
     return path
 
 
-def optuna_importances(storage_url: str, study_name: str) -> dict[str, float]:
+def optuna_importances(storage, study_name: str) -> dict[str, float]:
     """Importances from the study tuner.run stored, or {} when it holds too few finished trials to say."""
     import optuna
 
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage_url)
+        study = optuna.load_study(study_name=study_name, storage=storage)  # a URL or an Optuna storage
     except KeyError:
         return {}
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

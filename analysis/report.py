@@ -114,7 +114,7 @@ def write(report: Report, out_dir: Path, top: int | None = None) -> dict[str, Pa
 
 
 def _markdown(report: Report, out_dir: Path, top: int | None) -> str:
-    parts = [f"# {report.title}", "", f"Experiment: `{report.experiment.path}`", "",
+    parts = [f"# {report.title}", "", f"Experiment: `{report.experiment.uri}`", "",
              "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in counts(report.experiment).items()], ""]
     parts += [f"> {note}" for note in report.notes] + [""] if report.notes else []
     if report.test is not None:
@@ -142,7 +142,7 @@ def _markdown(report: Report, out_dir: Path, top: int | None) -> str:
 
 def _html(report: Report, top: int | None) -> str:
     esc = html.escape
-    body = [f"<h1>{esc(report.title)}</h1>", f"<p>Experiment: <code>{esc(str(report.experiment.path))}</code></p>",
+    body = [f"<h1>{esc(report.title)}</h1>", f"<p>Experiment: <code>{esc(report.experiment.uri)}</code></p>",
             "<table>" + "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
                                 for k, v in counts(report.experiment).items()) + "</table>"]
     body += [f"<blockquote>{esc(note)}</blockquote>" for note in report.notes]

@@ -3,8 +3,13 @@ benchmarks/harness_overhead.py compares a 1-trial tuner search against."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 import argparse
 import time
+
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: put the repo root on the path, as -m does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from peft import LoraConfig
@@ -27,7 +32,8 @@ def main() -> None:
     path = embedded_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    train, held_out = load_pairs(DataSpec(max_eval_rows=24))
+    splits = load_pairs(DataSpec(max_eval_rows=24))
+    train, held_out = splits.train, splits.eval
     config = DPOConfig(output_dir="/tmp/bare-dpo", per_device_train_batch_size=2, per_device_eval_batch_size=8,
                        max_steps=args.steps, eval_strategy="steps", eval_steps=args.eval_steps, logging_steps=1,
                        learning_rate=5e-5, beta=0.1, max_length=128, bf16=False, report_to="none",

@@ -50,3 +50,31 @@ def trial_seconds(path: Path) -> float:
 
     history = Experiment.open(path).history
     return float(history.groupby("trial_id")["time_total_s"].max().sum())
+
+
+TINY_MODEL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512)
+
+
+def build_model(folder: Path, shape: dict) -> Path:
+    """A random-init Llama of this shape with the embedded model's tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tuner.embedded import embedded_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
+    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=True, **shape)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# What a benchmark's --dry-run uses on top of the tiny model: seconds, not minutes; proves the benchmark runs.
+DRY_RUN = ["search.num_samples=2", "train.max_steps=4", "train.eval_steps=2", "train.per_device_train_batch_size=2",
+           "data.max_rows=16", "data.max_eval_rows=4", "model.max_length=64"]

@@ -9,39 +9,22 @@ steady round), peak GPU memory per trial, and the throughput ratio to 1 trial pe
 
 from __future__ import annotations
 
+import sys
 import argparse
 import json
 import tempfile
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: put the repo root on the path, as -m does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import pandas as pd
 
-from benchmarks.common import machine, timed, tuner_command
+from benchmarks.common import TINY_MODEL, build_model, machine, timed, tuner_command
 
 # 1B-class Llama (as measured in shared/device: 1.07B parameters), random weights: nothing is downloaded.
 GPU_MODEL = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
                  num_key_value_heads=4, max_position_embeddings=2048)
-TINY_MODEL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=512)
-
-
-def build_model(folder: Path, shape: dict) -> Path:
-    """A random-init Llama of this shape with the embedded model's tokenizer and chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from tuner.embedded import embedded_model_path
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         tie_word_embeddings=True, **shape)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def summarize(path: Path, wall: float) -> dict:
     from tuner.experiment import Experiment
 

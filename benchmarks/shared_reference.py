@@ -6,9 +6,13 @@ trial; prints total trial time, wall time and the saving (target: >= 20% less to
 
 from __future__ import annotations
 
+import sys
 import argparse
 import tempfile
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: put the repo root on the path, as -m does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, timed, trial_seconds, tuner_command
 

@@ -6,15 +6,21 @@ a trial's own output goes to `trial.log` in its folder. `--verbose` leaves every
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
 TRIAL_LOG = "trial.log"
-REFRESH_S = 30.0  # how often the trial table is printed while trials report
+# The trial table: first after REFRESH_S of reports, then at gaps that double up to LONGEST_GAP_S, so that the
+# whole console stays short (a 7-minute search prints 3 tables, an hour-long one about 14) and the long wait of a
+# long search still shows progress every few minutes.
+REFRESH_S = 30.0
+LONGEST_GAP_S = 300.0
 
 
 def quiet_driver() -> None:
@@ -26,6 +32,9 @@ def quiet_driver() -> None:
     warnings.filterwarnings("ignore")
     for name in ("ray", "ray.tune", "ray.train", "optuna", "datasets", "transformers", "trl", "peft", "filelock"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # A failed trial is one line here (and a row in the final table) pointing at its log, which holds the
+    # traceback (errors_to_log); Tune's ERROR lines would print that traceback again, 70 lines of it.
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     import datasets
     import optuna
     import transformers
@@ -50,15 +59,36 @@ def trial_output_to_log(trial_dir: str) -> Path:
     return path
 
 
-def trial_table_callback(metric: str, searched: list[str], every_s: float = REFRESH_S):
-    """A Tune callback printing one compact table of the trials (status, step, last metric, searched values) at
-    most every `every_s` seconds while they report, and one line when a trial ends in an error."""
+def errors_to_log(trial_function):
+    """Wrap a Tune function trainable so that an exception's traceback also goes to the trial's own output (its
+    trial.log, once trial_output_to_log ran): Ray keeps it only in error.txt, and a quiet driver does not print it.
+    A verbose run (`verbose=True` among the trainable's keyword arguments) already shows Tune's copy."""
+
+    @functools.wraps(trial_function)
+    def run(config, **kwargs):
+        try:
+            return trial_function(config, **kwargs)
+        except Exception:
+            if not kwargs.get("verbose"):
+                traceback.print_exc()
+                sys.stderr.flush()
+            raise
+
+    return run
+
+
+def trial_table_callback(metric: str, searched: list[str], every_s: float = REFRESH_S,
+                         longest_s: float = LONGEST_GAP_S):
+    """A Tune callback printing one compact table of the trials (status, step, last metric, searched values) when a
+    trial reports `every_s` seconds after the last table, the gap doubling each time up to `longest_s`; and one
+    line when a trial ends in an error."""
     from ray.tune import Callback
 
     class TrialTable(Callback):
         def __init__(self):
             self.rows: dict[str, dict] = {}
             self.last_print = time.monotonic()
+            self.gap = every_s
 
         def _row(self, trial) -> dict:
             return self.rows.setdefault(trial.trial_id, {"status": "RUNNING", "step": "-", metric: "-",
@@ -72,8 +102,9 @@ def trial_table_callback(metric: str, searched: list[str], every_s: float = REFR
             row["step"] = result.get("step", row["step"])
             if metric in result:
                 row[metric] = result[metric]
-            if time.monotonic() - self.last_print >= every_s:
+            if time.monotonic() - self.last_print >= self.gap:
                 self.print_table(trials)
+                self.gap = min(2 * self.gap, longest_s)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._row(trial)["status"] = "DONE"

@@ -30,7 +30,8 @@ class DataError(UserError):
     pass
 
 
-def load_source(source: str, split: str) -> Dataset:
+def load_source(source: str, split: str, cache_dir: str | None = None) -> Dataset:
+    """`cache_dir`: where `datasets` writes its Arrow copy of the source (default: the HF datasets cache)."""
     if source == BUNDLED_DATA:
         source = str(BUNDLED_PATH)
     path = Path(source).expanduser()
@@ -38,13 +39,13 @@ def load_source(source: str, split: str) -> Dataset:
         if not path.is_file():
             raise DataError(f"data.source: no such file, got {source!r}")
         try:
-            return load_dataset(FILE_FORMATS[path.suffix], data_files=str(path), split="train")
+            return load_dataset(FILE_FORMATS[path.suffix], data_files=str(path), split="train", cache_dir=cache_dir)
         except Exception as error:  # datasets raises many types for a malformed file
             raise DataError(f"data.source: cannot read {path} as {path.suffix[1:]}: {_first_line(error)}") from None
     if path.exists():
         raise DataError(f"data.source: expected a .jsonl, .json, .parquet or .csv file, got {source!r}")
     try:
-        return load_dataset(source, split=split)
+        return load_dataset(source, split=split, cache_dir=cache_dir)
     except Exception as error:
         raise DataError(f"data.source: {source!r} is neither a local file nor a loadable hub dataset "
                         f"(split {split!r}): {_first_line(error)}") from None
@@ -127,18 +128,19 @@ class Splits:
     notes: list[str] = field(default_factory=list)  # what the user should know about the split
 
 
-def load_pairs(spec: DataSpec) -> Splits:
-    dataset = standardize(load_source(spec.source, spec.split), spec, f"data.source {spec.source!r}")
+def load_pairs(spec: DataSpec, cache_dir: str | None = None) -> Splits:
+    """`cache_dir`: where `datasets` writes its Arrow copies of the sources (default: the HF datasets cache)."""
+    dataset = standardize(load_source(spec.source, spec.split, cache_dir), spec, f"data.source {spec.source!r}")
     carve = {"eval": spec.eval_fraction if spec.eval_source is None else 0.0,
              "test": spec.test_fraction if spec.test_source is None else 0.0}
     parts = split_by_prompt(dataset, spec.seed, **carve)
     train, held_out, test = parts["train"], parts["eval"], parts["test"] if carve["test"] else None
     if spec.eval_source is not None:
-        held_out = standardize(load_source(spec.eval_source, spec.eval_split), spec,
+        held_out = standardize(load_source(spec.eval_source, spec.eval_split, cache_dir), spec,
                                f"data.eval_source {spec.eval_source!r}")
     notes = []
     if spec.test_source is not None:
-        test = standardize(load_source(spec.test_source, spec.test_split), spec,
+        test = standardize(load_source(spec.test_source, spec.test_split, cache_dir), spec,
                            f"data.test_source {spec.test_source!r}")
         # A test prompt must be one no trial trained on and no ranking looked at.
         test_prompts = {_prompt_key(p) for p in test["prompt"]}
@@ -195,8 +197,11 @@ def first_rows(split: Dataset, count: int | None) -> Dataset:
     return split.select(sorted(chosen))
 
 
-def load_prepared(out_dir: str | Path) -> tuple[Dataset, Dataset]:
-    return load_from_disk(str(Path(out_dir) / "train")), load_from_disk(str(Path(out_dir) / "eval"))
+def load_prepared(out_dir: str | Path, in_memory: bool = False) -> tuple[Dataset, Dataset]:
+    """The (train, eval) pairs saved by prepare; `in_memory` reads them whole instead of memory-mapping the files,
+    so that they pickle as data (for Ray's object store) rather than as paths on this machine."""
+    return (load_from_disk(str(Path(out_dir) / "train"), keep_in_memory=in_memory),
+            load_from_disk(str(Path(out_dir) / "eval"), keep_in_memory=in_memory))
 
 
 def as_conversation(dataset: Dataset) -> Dataset:

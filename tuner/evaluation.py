@@ -51,9 +51,9 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
     from datasets import load_from_disk
 
     top_k = experiment.spec.search.test_top_k if top_k is None else top_k
-    if not experiment.test_dir.is_dir() or top_k <= 0:
+    if top_k <= 0 or not experiment.has_test_split:
         return None
-    test = load_from_disk(str(experiment.test_dir))
+    test = load_from_disk(str(experiment.local_copy(experiment.test_dir)))
     trials = candidates(experiment, top_k)
     for best in include or []:
         if all(best.checkpoint != t.checkpoint for t in trials):
@@ -71,6 +71,7 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
             best = keys.get(key)
             cache["models"][key] = _score(experiment, test, best, model_name)
             _write_cache(experiment.test_scores_file, cache)
+        experiment.publish(experiment.test_scores_file)  # in object storage: scored once for every reader
 
     def scored(key: str, label: str, best: Best | None = None) -> Scored:
         entry = cache["models"][key]
@@ -101,7 +102,7 @@ def _score(experiment: Experiment, test, best: Best | None, base_model_name: str
     if best is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(best.checkpoint)).eval()
+        model = PeftModel.from_pretrained(model, str(experiment.local_copy(best.checkpoint))).eval()
     chosen, rejected = score_pairs(model, loaded.tokenizer, test, spec.model.max_length, spec.eval_batch_size)
     entry = {"model": name, "chosen": chosen, "rejected": rejected}
     if best is not None:
@@ -114,11 +115,13 @@ def _model_name(experiment: Experiment, best: Best) -> str:
 
 
 def _trial_key(experiment: Experiment, best: Best) -> str:
-    checkpoint = Path(best.checkpoint)
-    try:
-        return str(checkpoint.relative_to(experiment.path))  # the folder may move; keys stay valid
-    except ValueError:
-        return str(checkpoint)
+    """The checkpoint relative to the experiment: the folder may move (or be read from a working copy)."""
+    if isinstance(best.checkpoint, Path):
+        try:
+            return best.checkpoint.relative_to(experiment.path).as_posix()
+        except ValueError:
+            return str(best.checkpoint)
+    return experiment.location.relative(best.checkpoint) or str(best.checkpoint)
 
 
 def _read_cache(path: Path, ids: list[str]) -> dict:

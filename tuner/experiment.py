@@ -1,26 +1,34 @@
 """The experiment folder, `run.storage_path/NAME/`, and its one owner: `Experiment`.
 
+`run.storage_path` is a local (or NFS) folder, or object storage (`s3://bucket/prefix`, tuner.storage). In object
+storage, what tuner itself keeps (the `tuner/` files below, reports) is made in a working copy on this machine's disk
+(`Experiment.path`) and uploaded (`publish`); readers download what they need into it (`open`, `local_copy`), and Ray
+Tune reads and writes its own files there through the same pyarrow filesystem (`Experiment.location`).
+
     NAME/                      Tune's experiment state and one folder per trial (checkpoints, result.json)
-    NAME/tuner/spec.yaml       the spec as validated (secrets redacted)
+    NAME/tuner/spec.yaml       the spec as validated (secrets only as `<field>_env` variable names)
     NAME/tuner/data/           the split pairs, prepared once for every trial (Arrow)
     NAME/tuner/data/dpo-reference/   tokenized pairs with the base model's reference log-probs, when shared
     NAME/tuner/data/test/      the test split: prompts no trial, ASHA, Optuna or ranking sees (Arrow)
     NAME/tuner/test_scores.json      per-pair test scores of the base model and the top trials (tuner.evaluation)
-    NAME/tuner/optuna.db       the Optuna study (SQLite)
+    NAME/tuner/optuna.db       the Optuna study (SQLite), unless search.storage names another storage
     NAME/tuner/base_metrics.json     the base model's scores on the eval pairs
     NAME/tuner/cache/          compile caches shared by the trials of this experiment
     NAME/report/               what `python -m analysis` and `analysis.generations` write
 
-`tuner.run` creates and prepares it, `--resume`, the trainable (through the paths it is given), `analysis`,
+`tuner.run` creates and prepares it, `--resume`, the trainable (through the data it is given), `analysis`,
 `tuner.export` and `analysis.generations` open it; every one of them asks it for paths, the typed spec, the trials,
-their histories and the best trial with its checkpoint.
+their histories and the best trial with its checkpoint. `Experiment.open` reads only a folder the user owns and no
+one else can write (tuner.trust), unless told to trust it.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -29,12 +37,14 @@ from typing import Any
 
 import pandas as pd
 
+from tuner import storage
 from tuner.errors import InputError, UserError
 from tuner.spec import Spec, load_spec, to_yaml
+from tuner.storage import Location
+from tuner.trust import check_folder
 
 TUNER_DIR = "tuner"
 BY_MODEL = "by_model"  # base_metrics.json's key when model.name is searched: one base per model
-REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://")
 
 
 class NotAnExperiment(UserError):
@@ -52,17 +62,25 @@ class Best:
     score: float
     step: int
     report: dict[str, Any]  # every metric of that report
-    checkpoint: Path | None  # None when Tune kept no checkpoint of that report
+    checkpoint: Path | str | None  # a folder, or a URI in object storage (Experiment.local_copy); None: not kept
     config: dict[str, Any]  # the trial's sampled values
 
 
 class Experiment:
-    def __init__(self, path: str | Path, *, spec: Spec | None = None, trials: pd.DataFrame | None = None,
+    def __init__(self, path: str | Path | Location, *, spec: Spec | None = None, trials: pd.DataFrame | None = None,
                  history: pd.DataFrame | None = None):
-        self.path = Path(path).expanduser().resolve()
-        self.name = self.path.name
+        self.location = path if isinstance(path, Location) else Location.parse(path, what=str(path))
+        # On this machine's disk: the experiment folder itself, or the working copy of one in object storage.
+        self.path = Path(self.location.uri) if self.location.is_local else storage.working_copy(self.location)
+        self.name = self.location.name
         self._spec = spec
         self._frames = (trials, history) if trials is not None and history is not None else None
+        self._current: set[str] = set()  # parts of the working copy known to match the storage
+
+    @property
+    def uri(self) -> str:
+        """Where the experiment is stored, as the user gives it to --resume, analysis and export."""
+        return self.location.uri
 
     # ------------------------------------------------------------------------------------------------ layout
 
@@ -93,12 +111,16 @@ class Experiment:
     @functools.cached_property
     def eval_pairs(self) -> int | None:
         """How many eval pairs each trial was scored on (None when the prepared data is not there)."""
-        info = self.data_dir / "eval" / "state.json"
-        if not info.is_file():
+        eval_dir = self.data_dir / "eval"
+        if not self.location.is_dir(self._relative(eval_dir)):
             return None
         from datasets import load_from_disk
 
-        return len(load_from_disk(str(self.data_dir / "eval")))
+        return len(load_from_disk(str(self.local_copy(eval_dir))))
+
+    @property
+    def has_test_split(self) -> bool:
+        return self.location.is_dir(self._relative(self.test_dir))
 
     @property
     def optuna_file(self) -> Path:
@@ -106,7 +128,13 @@ class Experiment:
 
     @property
     def optuna_url(self) -> str:
-        return f"sqlite:///{self.optuna_file}"  # absolute, from wherever the folder is now
+        """The study's storage: `search.storage` when given, else the SQLite file (absolute, from wherever the
+        folder, or its working copy, is now)."""
+        return self.spec.search.storage or f"sqlite:///{self.optuna_file}"
+
+    @property
+    def has_study(self) -> bool:
+        return self.spec.search.storage is not None or self.optuna_file.is_file()
 
     @property
     def base_metrics_file(self) -> Path:
@@ -123,29 +151,86 @@ class Experiment:
     @property
     def shares_reference(self) -> bool:
         """Whether the driver computed DPO's reference log-probs once for every trial (decided in prepare)."""
-        return self.reference_dir.is_dir()
+        return self.location.is_dir(self._relative(self.reference_dir))
 
     # ------------------------------------------------------------------------------------------------ life
 
     @classmethod
-    def create(cls, spec: Spec, path: Path) -> Experiment:
+    def create(cls, spec: Spec, path: Path | Location) -> Experiment:
         experiment = cls(path, spec=spec)
+        path = experiment.path
+        if not experiment.location.is_local:
+            shutil.rmtree(path, ignore_errors=True)  # a working copy left by an earlier experiment of that URI
         path.mkdir(parents=True, mode=0o700)
         os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; results may hold adapters of private data
         experiment.tuner_dir.mkdir(mode=0o700)
         experiment.spec_file.write_text(to_yaml(spec, redact=True))
+        try:
+            experiment.publish(experiment.spec_file)  # in object storage, the name is taken from now on
+        except storage.StorageError as error:  # no write permission, say: nothing of this experiment stays
+            shutil.rmtree(path, ignore_errors=True)
+            raise InputError(f"run.storage_path: cannot write there: {error}") from None
         return experiment
 
     @classmethod
-    def open(cls, path: str | Path) -> Experiment:
-        """An existing experiment folder (finished, interrupted or running); raises NotAnExperiment."""
+    def open(cls, path: str | Path | Location, trust: bool = False) -> Experiment:
+        """An existing experiment (finished, interrupted or running), with tuner's files fetched when it lives in
+        object storage; raises NotAnExperiment, and UntrustedFolder when a local folder is someone else's or others
+        can write to it (unless `trust`: see tuner.trust)."""
         experiment = cls(path)
-        if not experiment.path.is_dir():
-            raise NotAnExperiment(f"{experiment.path}: no such folder")
-        if not any(experiment.path.glob("experiment_state-*.json")):
-            raise NotAnExperiment(f"{experiment.path}: not a Ray Tune experiment folder (no experiment_state-*.json); "
+        if not experiment.location.is_dir():
+            raise NotAnExperiment(f"{experiment.uri}: no such folder")
+        if experiment.location.is_local:
+            check_folder(experiment.path, trust)
+        if not any(fnmatch.fnmatch(name, "experiment_state-*.json") for name in experiment.location.listing()):
+            raise NotAnExperiment(f"{experiment.uri}: not a Ray Tune experiment folder (no experiment_state-*.json); "
                                   f"pass run.storage_path/NAME as written by tuner.run")
+        experiment.fetch_tuner_files()
         return experiment
+
+    # ------------------------------------------------------------------------------------------------ storage
+
+    def publish(self, *items: Path) -> None:
+        """Upload files or folders of the working copy to object storage (a local folder is its own storage)."""
+        if self.location.is_local:
+            return
+        for item in items:
+            relative = self._relative(item)
+            self.location.upload(item, relative)
+            self._current.add(relative)
+
+    def fetch_tuner_files(self) -> None:
+        """Refresh the working copy's `tuner/` files (spec, base metrics, study, ...) from object storage; the
+        folders in it (the prepared data) come on demand through local_copy."""
+        if self.location.is_local:
+            return
+        self.tuner_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name, is_folder in self.location.listing(TUNER_DIR).items():
+            if not is_folder:
+                self.location.download(f"{TUNER_DIR}/{name}", self.tuner_dir / name)
+        self._spec = None
+
+    def local_copy(self, item: str | Path) -> Path:
+        """A file or folder of the experiment (a path of the layout, or a checkpoint as Best and the history give
+        it) on this machine's disk: as it is for a local folder; for object storage, downloaded once into the
+        working copy, unless this process made or fetched it there."""
+        if self.location.is_local:
+            return Path(item)
+        relative = self._relative(item)
+        local = self.path / relative
+        if not any(relative == done or relative.startswith(done + "/") for done in self._current):
+            self.location.download(relative, local)
+            self._current.add(relative)
+        return local
+
+    def _relative(self, item: str | Path) -> str:
+        """`item` (a path in the working copy, a URI or a storage path) relative to the experiment."""
+        if isinstance(item, Path):
+            return item.relative_to(self.path).as_posix()
+        relative = self.location.relative(item)
+        if relative is None:
+            raise NotAnExperiment(f"{item}: not inside the experiment {self.uri}")
+        return relative
 
     # ------------------------------------------------------------------------------------------------ contents
 
@@ -181,9 +266,9 @@ class Experiment:
             from tuner import results
 
             try:
-                self._frames = results.read(self.path, self.spec.method, self.spec.beta)
+                self._frames = results.read(self.location, self.spec.method, self.spec.beta)
             except ValueError as error:  # Ray: no experiment state to read
-                raise NotAnExperiment(f"{self.path}: Ray Tune cannot read it ({error})") from None
+                raise NotAnExperiment(f"{self.uri}: Ray Tune cannot read it ({error})") from None
         return self._frames
 
     def reload(self) -> Experiment:
@@ -215,8 +300,9 @@ class Experiment:
         score and the number of eval pairs."""
         from tuner.ranking import CHECKPOINT_COLUMN, PREF_ACCURACY_METRIC, add_intervals
 
-        outcomes = {}
-        if ranked.attrs.get("metric") == PREF_ACCURACY_METRIC and CHECKPOINT_COLUMN in self.history:
+        outcomes = {}  # read where they are on this disk; in object storage, the intervals come from the scores
+        if (ranked.attrs.get("metric") == PREF_ACCURACY_METRIC and CHECKPOINT_COLUMN in self.history
+                and self.location.is_local):
             for _, row in ranked[ranked["rank"].notna()].iterrows():
                 checkpoint = self.history.loc[int(row["report"]), CHECKPOINT_COLUMN]
                 found = read_pair_outcomes(checkpoint) if isinstance(checkpoint, str) else None
@@ -244,7 +330,8 @@ class Experiment:
             trial_id=row["trial_id"], method=row["method"], metric=ranked.attrs["metric"], mode=ranked.attrs["mode"],
             score=float(row["score"]), step=int(row["score_step"]),
             report={k: _plain(v) for k, v in report.items()},
-            checkpoint=Path(checkpoint) if isinstance(checkpoint, str) else None,
+            checkpoint=(Path(checkpoint) if self.location.is_local else checkpoint) if isinstance(checkpoint, str)
+            else None,
             config={c.removeprefix("config/"): _plain(row[c]) for c in ranked.columns if c.startswith("config/")},
         )
 
@@ -274,14 +361,21 @@ def default_name(spec: Spec) -> str:
     return f"{'-'.join(spec.searched_methods())}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def check_storage(storage_path: str, name: str) -> Path:
-    """The experiment path, after checking that it can be created; raises InputError."""
-    if storage_path.startswith(REMOTE_SCHEMES):
-        raise InputError(f"run.storage_path: tuner keeps its prepared data and Optuna study on a file system that "
-                         f"every node mounts; use a shared path (NFS, a mounted bucket), got {storage_path!r}")
+def check_storage(storage_path: str, name: str) -> Location:
+    """Where the experiment will be, after checking that it can be created there; raises InputError. Writes
+    nothing: a local folder is checked for permissions, object storage is asked (with short timeouts) whether its
+    bucket exists."""
     if not name or "/" in name or name in (".", ".."):
         raise InputError(f"run.name: must be a plain folder name, got {name!r}")
-    path = Path(storage_path).expanduser().resolve() / name
+    base = Location.parse(storage_path)
+    location = base.child(name)
+    if not base.is_local:
+        base.probe()
+        if location.exists():
+            raise InputError(f"run.name: {location.uri} already exists; choose another --name, or continue it with "
+                             f"--resume {location.uri}")
+        return location
+    path = Path(location.uri)
     if path.exists():
         raise InputError(f"run.name: {path} already exists; choose another --name, or continue it with "
                          f"--resume {path}")
@@ -293,7 +387,7 @@ def check_storage(storage_path: str, name: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"run.storage_path: cannot create folders under {existing} (no write permission), "
                          f"got {storage_path!r}")
-    return path
+    return location
 
 
 def check_wandb(mode: str) -> None:
@@ -362,5 +456,6 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
         lines.append(f"reference log-probs: computed once for {sizes['train']} train and {sizes['eval']} eval "
                      f"pairs in {time.perf_counter() - started:.0f} s, shared by every DPO trial")
     experiment.base_metrics_file.write_text(json.dumps(base_metrics))
+    experiment.publish(experiment.data_dir, experiment.base_metrics_file)  # once; in object storage only
     lines.append(f"base model: {', '.join(f'{k} = {v:.3f}' for k, v in base_metrics.items())}")
     return lines

@@ -4,6 +4,9 @@
 Writes the LoRA adapter in PEFT format (adapter_config.json + adapter_model.safetensors) with the tokenizer and chat
 template, a model card (README.md), and trial.json (id, config, metrics of the exported checkpoint). `--merge` also
 writes the base model with the adapter merged in, as safetensors, under DIR/merged.
+
+DIR must be new or empty; `--force` replaces a non-empty DIR whole (nothing of an earlier export stays). The export
+is written beside DIR and moved into place at the end, so a failed export leaves DIR as it was.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -19,6 +23,7 @@ import yaml
 from tuner.errors import UserError, guarded
 from tuner.experiment import Best, Experiment
 from tuner.reporting import RESUME_FILES
+from tuner.trust import TRUST_HINT, owner_only_files
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -32,14 +37,14 @@ def choose(experiment: Experiment, trial_id: str | None, metric: str | None, mod
     ExportError saying why there is none."""
     trials = experiment.trials
     if trials.empty:
-        raise ExportError(f"{experiment.path}: the experiment has no trials")
+        raise ExportError(f"{experiment.uri}: the experiment has no trials")
     if trial_id is not None and trial_id not in set(trials["trial_id"]):
         raise ExportError(f"--trial {trial_id}: no such trial; trials are {sorted(trials['trial_id'])}")
     best = experiment.best(metric, mode, trial_id=trial_id)
     metric = metric or experiment.spec.metric
     if best is None:
         which = f"trial {trial_id}" if trial_id else "no trial"
-        raise ExportError(f"{experiment.path}: {which} reported a finite {metric}, so none can be exported"
+        raise ExportError(f"{experiment.uri}: {which} reported a finite {metric}, so none can be exported"
                           if not trial_id else f"--trial {trial_id}: it reported no finite {metric}")
     if best.checkpoint is None:
         raise ExportError(f"trial {best.trial_id} has no checkpoint kept for its {metric} at step {best.step}")
@@ -109,21 +114,55 @@ def summarize_test_split(experiment: Experiment, best: Best) -> dict | None:
             "headline": verdict.headline(results)}
 
 
-def export(results_dir: Path, out: Path, trial_id: str | None = None, metric: str | None = None,
-           mode: str | None = None, merge: bool = False) -> Path:
-    experiment = Experiment.open(results_dir)
+def check_out(out: Path, experiment_path: Path, force: bool) -> None:
+    """Refuse to overwrite: a non-empty `out` needs `force`, and even then never the folder you are in, your home,
+    or the results themselves."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out: {out} is a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not force:
+        shown = sorted(p.name for p in out.iterdir())
+        raise ExportError(f"--out: {out} is not empty ({', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}); "
+                          f"choose a new or empty folder, or pass --force to replace it whole")
+    kept = {"the current folder": Path.cwd().resolve(), "your home folder": Path.home().resolve(),
+            "the results folder": experiment_path}
+    for what, folder in kept.items():
+        if out == folder or out in folder.parents or (what == "the results folder" and folder in out.parents):
+            raise ExportError(f"--out: --force replaces {out} whole, which would delete {what} ({folder}); "
+                              f"choose another folder")
+
+
+def export(results_dir: str | Path, out: Path, trial_id: str | None = None, metric: str | None = None,
+           mode: str | None = None, merge: bool = False, force: bool = False, trust: bool = False) -> Path:
+    experiment = Experiment.open(results_dir, trust=trust)
     best = choose(experiment, trial_id, metric, mode)
-    checkpoint = best.checkpoint
+    checkpoint = experiment.local_copy(best.checkpoint)  # downloaded first when it is in object storage
     missing = [f for f in ADAPTER_FILES if not (checkpoint / f).is_file()]
     if missing:
         raise ExportError(f"{checkpoint}: not a LoRA checkpoint, missing {missing}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = out.expanduser().resolve()
+    check_out(out, experiment.path, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        _write(experiment, best, staging, merge)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _write(experiment: Experiment, best: Best, out: Path, merge: bool) -> None:
+    checkpoint = best.checkpoint
     for path in checkpoint.iterdir():
         if path.is_file() and path.name not in RESUME_FILES:  # optimizer state is for resuming, not for use
             shutil.copy2(path, out / path.name)
     trial_spec = yaml.safe_load((checkpoint / "tuner_spec.yaml").read_text()) if (
         checkpoint / "tuner_spec.yaml").is_file() else experiment.spec.model_dump(mode="json")
-    trial = {"trial_id": best.trial_id, "checkpoint": str(checkpoint), "metric": best.metric, "mode": best.mode,
+    trial = {"trial_id": best.trial_id, "checkpoint": str(best.checkpoint), "metric": best.metric, "mode": best.mode,
              "step": best.step, "config": best.config, "metrics": best.report,
              "test": summarize_test_split(experiment, best)}
     (out / "trial.json").write_text(json.dumps(trial, indent=2, default=str))
@@ -131,7 +170,6 @@ def export(results_dir: Path, out: Path, trial_id: str | None = None, metric: st
     (out / "README.md").write_text(model_card(base_model, trial_spec, trial))
     if merge:
         merge_adapter(base_model, out, out / "merged")
-    return out
 
 
 def merge_adapter(base_model: str, adapter_dir: Path, out: Path) -> None:
@@ -147,18 +185,23 @@ def merge_adapter(base_model: str, adapter_dir: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tuner.export", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("results_dir", help="an experiment: run.storage_path/NAME, a folder or an s3:// (gs://) URI")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--trial", help="a trial id (default: the best trial)")
     parser.add_argument("--metric", help="default: the spec's search metric")
     parser.add_argument("--mode", choices=["max", "min"])
     parser.add_argument("--merge", action="store_true", help="also write the merged full model to OUT/merged")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty OUT whole")
+    parser.add_argument(TRUST_HINT, action="store_true",
+                        help="read a results folder that another user owns or can write to")
     args = parser.parse_args(argv)
-    return guarded("tuner.export", _export_and_say, args)
+    with owner_only_files():
+        return guarded("tuner.export", _export_and_say, args)
 
 
 def _export_and_say(args: argparse.Namespace) -> int:
-    out = export(args.results_dir, args.out, args.trial, args.metric, args.mode, args.merge)
+    out = export(args.results_dir, args.out, args.trial, args.metric, args.mode, args.merge, args.force,
+                 args.trust)
     trial = json.loads((out / "trial.json").read_text())
     print(f"exported trial {trial['trial_id']} ({trial['metric']} = {trial['metrics'].get(trial['metric'])} at step "
           f"{trial['step']}) from {trial['checkpoint']}\nto {out}"

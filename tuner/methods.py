@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import typing
 from typing import TYPE_CHECKING, Any
 
 from tuner import compat
@@ -16,6 +17,21 @@ if TYPE_CHECKING:
 # and rejected answers, ORPO's log odds ratio; both are logged by TRL under these names on the eval split.
 DEFAULT_METRIC = {"dpo": "eval_rewards/margins", "orpo": "eval_log_odds_ratio"}
 CONFIG_CLASSES = {"dpo": "DPOConfig", "orpo": "ORPOConfig"}
+
+# What a trial of each method reports to Tune at every evaluation: the only names a search can rank on (Ray stops
+# the whole search at the first report that lacks the search metric). TRL's eval metrics as TRL 1.15/1.16 log them,
+# plus tuner's own, reported for every method: held-out preference accuracy (tuner.quality.METRIC) and the drift
+# from the base model.
+TUNER_EVAL_METRICS = ("eval_pref_accuracy", "eval_drift")
+_TRL_EVAL_METRICS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second",
+                     "eval_rewards/chosen", "eval_rewards/rejected", "eval_rewards/accuracies", "eval_rewards/margins",
+                     "eval_logps/chosen", "eval_logps/rejected", "eval_logits/chosen", "eval_logits/rejected")
+EVAL_METRICS: dict[str, frozenset[str]] = {
+    "dpo": frozenset(_TRL_EVAL_METRICS + ("eval_entropy", "eval_mean_token_accuracy", "eval_num_tokens")
+                     + TUNER_EVAL_METRICS),
+    "orpo": frozenset(_TRL_EVAL_METRICS + ("eval_nll_loss", "eval_log_odds_ratio", "eval_log_odds_chosen")
+                      + TUNER_EVAL_METRICS),
+}
 _CLASSES = {"dpo": compat.dpo_classes, "orpo": compat.orpo_classes}
 
 
@@ -30,6 +46,13 @@ def trainer_class(method: str):
 @functools.cache
 def config_fields(method: str) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(config_class(method)) if f.init)
+
+
+@functools.cache
+def field_types(method: str) -> dict[str, Any]:
+    """Each init field of the method's TRL config with its declared type (e.g. `int`, `float | None`)."""
+    hints = typing.get_type_hints(config_class(method))
+    return {name: hints[name] for name in config_fields(method)}
 
 
 def closest_fields(method: str, name: str) -> list[str]:
@@ -48,14 +71,19 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 TRAIN_FIXED: dict[str, Any] = {"eval_strategy": "steps", "save_strategy": "no", "report_to": "none"}
 
 
-def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_reference: bool = False):
-    """The spec's TRL config object (DPOConfig or ORPOConfig): TRL's defaults, then tuner's, then the spec's."""
+def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_reference: bool = False,
+                  with_secrets: bool = False):
+    """The spec's TRL config object (DPOConfig or ORPOConfig): TRL's defaults, then tuner's, then the spec's.
+    `with_secrets` (only the trial that trains): `<field>_env` references become the secrets they name; elsewhere
+    they are left out, so that derived values never need a secret."""
+    from tuner.spec.secrets import resolved
+
     fields = config_fields(spec.method)
     kwargs = {k: v for k, v in TRAIN_DEFAULTS.items() if k in fields}
     # TRL defaults bf16 to True; on a CPU that is slower and lossier than float32.
     kwargs["bf16"] = on_gpu
     kwargs["max_length"] = spec.model.max_length
-    kwargs.update(spec.train)
+    kwargs.update(resolved(spec.train, with_secrets))
     kwargs.update(TRAIN_FIXED, output_dir=output_dir)
     if precompute_reference:
         kwargs["precompute_ref_log_probs"] = True

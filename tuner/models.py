@@ -35,6 +35,24 @@ def check_loadable(name: str) -> None:
     try:
         AutoConfig.from_pretrained(target)
     except Exception as error:  # hub and file errors come in many types
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"model.name: cannot load the config of {name!r} (offline hub ids fail here; use a "
-                         f"local folder or the embedded model): {first}") from None
+        first = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
+        raise ModelError(f"model.name: cannot load the config of {name!r}: {first}. {_fix_for(name, target)}") from None
+
+
+def _fix_for(name: str, target: str) -> str:
+    """The one command that fixes an unreadable model. A hub id is downloaded once, where there is a network, into
+    a folder that model.name then names; `hf` is huggingface_hub's CLI (`huggingface-cli` no longer works in 1.x)."""
+    if target != name:  # a local folder whose config.json does not load
+        return "Point model.name at a Hugging Face model folder (config.json and weights), or use model.name=embedded"
+    folder = f"models/{name.split('/')[-1]}"
+    return (f"A hub id loads only with a network; download it once where there is one: "
+            f"`hf download {name} --local-dir {folder}`, then set model.name={folder} (or use model.name=embedded)")
+
+
+def check_backend(backend: str) -> None:
+    """The unsloth backend, asked for by name, needs the gpu extra in this environment."""
+    import importlib.util
+
+    if backend == "unsloth" and importlib.util.find_spec("unsloth") is None:
+        raise ModelError("model.backend: 'unsloth' needs the gpu extra: pip install -e '.[gpu]' (on a CUDA "
+                         "machine), or model.backend=auto, got 'unsloth'")

@@ -10,30 +10,50 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
-from pathlib import Path
+import tempfile
 
-from tuner import console
+from tuner import cluster, console
 from tuner.console import TRIAL_LOG
 from tuner.errors import InputError, guarded
 from tuner.experiment import Experiment
 from tuner.spec import Spec, load_spec, to_yaml
+from tuner.spec.secrets import missing_variables
+from tuner.trust import check_folder, owner_only_files
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 
 
+EXAMPLES = """examples:
+  python -m tuner.run search_spaces/dpo.yaml                                   # the default DPO search
+  python -m tuner.run search_spaces/dpo.yaml search.num_samples=2 train.max_steps=4   # a quick look
+  python -m tuner.run search_spaces/orpo.yaml --name orpo-first --dry-run      # validate and print only
+  python -m tuner.run --resume results/NAME                                    # continue a stopped search
+
+most used overrides (any spec key, dotted):
+  search.num_samples=N   train.max_steps=N   train.eval_steps=N   model.name=FOLDER|embedded
+  data.source=FILE.jsonl   resources.cpu=N   resources.gpu=0.25   run.storage_path=DIR   run.wandb=offline
+  search.space.train.beta='{type: loguniform, low: 0.05, high: 0.5}'
+"""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tuner.run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tuner.run", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     parser.add_argument("spec", nargs="?", help="search spec YAML, e.g. search_spaces/dpo.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. search.num_samples=2")
     parser.add_argument("--name", help="experiment folder name under run.storage_path (default: method-timestamp)")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                         help="attach to this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--resume", type=Path, metavar="RESULTS/NAME", help="continue an interrupted search")
+    parser.add_argument("--resume", metavar="RESULTS/NAME",
+                        help="continue an interrupted search (a folder, or its s3:// or gs:// URI)")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the resolved spec; start nothing")
     parser.add_argument("--top", type=int, default=5, help="how many trials the final table shows")
     parser.add_argument("--verbose", action="store_true",
                         help="show every library's output (progress bars, Ray and Tune lines, each trial's output)")
+    parser.add_argument("--trust", action="store_true",
+                        help="--resume a folder that another user owns or can write to (it runs code stored in it)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     args = parser.parse_intermixed_args(argv)
     if (args.spec is None) == (args.resume is None):
@@ -60,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         from tuner import console
 
         console.quiet_driver()
-    return guarded("tuner", resume if args.resume else start, args, debug=args.debug)
+    with owner_only_files():  # the results, the prepared data, Ray's files: readable by their owner only
+        return guarded("tuner", resume if args.resume else start, args, debug=args.debug)
 
 
 def start(args: argparse.Namespace) -> int:
@@ -71,25 +92,41 @@ def start(args: argparse.Namespace) -> int:
         return 0
     from tuner import compat, data, experiment as experiments, models
 
+    cluster.check_exposure(args.address, spec.run.dashboard_host)
+    _check_secrets(spec, args.address)
     if "dpo" in spec.searched_methods() and (reason := compat.dpo_unavailable_reason()):
         raise InputError(reason)
     for name in spec.model_names():
         models.check_loadable(name)
-    splits = data.load_pairs(spec.data)
-    path = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
-                                     experiments.default_name(spec))
-    experiments.check_address(args.address)
-    experiments.check_wandb(spec.run.wandb)
-    _warn_about_exposure(spec, args.address)
-    experiment = Experiment.create(spec, path)
-    for line in [*experiments.prepare(spec, experiment, splits.train, splits.eval, splits.test), *splits.notes]:
-        print(line)
+    if not args.address:
+        models.check_backend(spec.model.backend)
+    # The source's Arrow copy goes to a private folder removed once the pairs are saved in the experiment, not to
+    # the shared HF datasets cache.
+    with tempfile.TemporaryDirectory(prefix="tuner-datasets-") as staging:
+        splits = data.load_pairs(spec.data, cache_dir=staging)
+        location = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
+                                             experiments.default_name(spec))
+        if spec.search.algorithm == "optuna" and spec.search.storage is not None:
+            from tuner import study
+
+            study.check(spec.search.storage, location.name)
+        experiments.check_address(args.address)
+        experiments.check_wandb(spec.run.wandb)
+        _warn_about_exposure(spec, args.address, location.is_local)
+        experiment = Experiment.create(spec, location)
+        for line in [*experiments.prepare(spec, experiment, splits.train, splits.eval, splits.test), *splits.notes]:
+            print(line)
+        train_rows = len(splits.train)
     print(describe_space(spec))
     from tuner import search
 
-    _announce(search.start_ray(args.address, spec.run.dashboard_host, args.verbose), spec, experiment)
-    return _fit_and_report(search.build_tuner(spec, experiment, len(splits.train), args.verbose), spec, experiment,
-                           args.top)
+    session = cluster.start(args.address, spec.run.dashboard_host, args.verbose)
+    try:
+        _announce(session.context, spec, experiment)
+        return _fit_and_report(search.build_tuner(spec, experiment, train_rows, args.verbose), spec, experiment,
+                               args.top)
+    finally:
+        cluster.stop(session)
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -98,15 +135,33 @@ def resume(args: argparse.Namespace) -> int:
     from tuner import experiment as experiments, search
 
     experiment = Experiment(args.resume)
-    path = experiment.path
-    if not experiment.spec_file.is_file() or not tune.Tuner.can_restore(str(path)):
+    experiment.fetch_tuner_files()  # object storage: the spec, base metrics and study, before Tune restores
+    path = experiment.uri
+    if not experiment.spec_file.is_file() or not tune.Tuner.can_restore(
+            experiment.location.fs_path, storage_filesystem=experiment.location.filesystem):
         raise InputError(f"--resume: {path} is not a tuner experiment folder that can be resumed "
                          f"(it needs tuner/spec.yaml and Tune's experiment state)")
+    if experiment.location.is_local:  # Tune.restore unpickles the folder's state: only a folder you own
+        check_folder(experiment.path, args.trust)
     spec = experiment.spec
     experiments.check_address(args.address)
-    _announce(search.start_ray(args.address, spec.run.dashboard_host, args.verbose), spec, experiment)
-    print(f"resuming {path}: finished trials are kept, unfinished ones continue from their last checkpoint")
-    return _fit_and_report(search.restore_tuner(spec, experiment, args.verbose), spec, experiment, args.top)
+    _check_secrets(spec, args.address)
+    cluster.check_exposure(args.address, spec.run.dashboard_host)
+    session = cluster.start(args.address, spec.run.dashboard_host, args.verbose)
+    try:
+        _announce(session.context, spec, experiment)
+        print(f"resuming {path}: finished trials are kept, unfinished ones continue from their last checkpoint")
+        return _fit_and_report(search.restore_tuner(spec, experiment, args.verbose), spec, experiment, args.top)
+    finally:
+        cluster.stop(session)
+
+
+def _check_secrets(spec: Spec, address: str | None) -> None:
+    """A local run's trials inherit this environment: every `<field>_env` variable must be set in it. On a cluster
+    they read the environment `ray start` had on their node, which only the trial can check."""
+    missing = [] if address else missing_variables(spec.train)
+    if missing:
+        raise InputError("; ".join(missing))
 
 
 def _announce(context, spec: Spec, experiment) -> None:
@@ -114,8 +169,9 @@ def _announce(context, spec: Spec, experiment) -> None:
         print(f"Ray dashboard: http://{context.dashboard_url}  (token auth: see README, 'Monitoring')")
     if spec.search.algorithm == "optuna":
         print(f"Optuna study: optuna-dashboard {experiment.optuna_url}")
-    print(f"TensorBoard: tensorboard --logdir {experiment.path}")
-    print(f"trials: a table every {console.REFRESH_S:.0f} s; each trial's output goes to {TRIAL_LOG} in its folder "
+    print(f"TensorBoard: tensorboard --logdir {shlex.quote(experiment.uri)}")
+    print(f"trials: a table after {console.REFRESH_S:.0f} s, then at doubling gaps up to "
+          f"{console.LONGEST_GAP_S / 60:.0f} min; each trial's output goes to {TRIAL_LOG} in its folder "
           f"(--verbose prints everything)")
     if spec.run.wandb != "off":
         print(f"W&B ({spec.run.wandb}): runs under {experiment.path / 'wandb'}"
@@ -123,11 +179,11 @@ def _announce(context, spec: Spec, experiment) -> None:
                  if spec.run.wandb == "offline" else ""))
 
 
-def _warn_about_exposure(spec: Spec, address: str | None) -> None:
-    if address:
-        print(f"tuner: warning: on a cluster, run.storage_path ({Path(spec.run.storage_path).resolve()}) must be a "
-              f"folder that every node mounts at the same path (NFS or similar): trials read the prepared data "
-              f"and write results there", file=sys.stderr)
+def _warn_about_exposure(spec: Spec, address: str | None, local_storage: bool) -> None:
+    if address and local_storage:
+        print(f"tuner: warning: on a cluster, a local run.storage_path ({spec.run.storage_path}) must be a folder "
+              f"that every node mounts at the same path (NFS or similar): trials write checkpoints and results "
+              f"there; or use object storage (s3://, gs://)", file=sys.stderr)
     if not address and spec.run.dashboard_host not in ("127.0.0.1", "localhost"):
         print(f"tuner: warning: run.dashboard_host={spec.run.dashboard_host!r} exposes the Ray dashboard, which can "
               f"run code on this machine, beyond localhost", file=sys.stderr)
@@ -142,7 +198,7 @@ def _fit_and_report(tuner, spec: Spec, experiment: Experiment, top: int) -> int:
     trials = experiment.trials
     if len(trials) < spec.search.num_samples or trials["status"].isin(["running", "pending", "paused"]).any():
         print(f"the search stopped before all {spec.search.num_samples} trials finished (the test split is scored "
-              f"when it completes); continue it with:\n  python -m tuner.run --resume {experiment.path}")
+              f"when it completes); continue it with:\n  python -m tuner.run --resume {shlex.quote(experiment.uri)}")
         return INTERRUPTED
     report_test_split(experiment)
     return 0
@@ -155,7 +211,7 @@ def report_test_split(experiment: Experiment) -> None:
 
     results = evaluation.score_test_split(experiment)
     if results is None:
-        why = ("search.test_top_k is 0" if experiment.test_dir.is_dir() else
+        why = ("search.test_top_k is 0" if experiment.has_test_split else
                "the experiment has no test split (data.test_fraction is 0)")
         print(f"\ntest split: not scored ({why}); the numbers above are the eval pairs the search selected on")
         return
@@ -169,7 +225,7 @@ def report(experiment: Experiment, top: int) -> None:
     ranking, so that the table's numbers, the named trial and the checkpoint are one report's."""
     from tuner.tables import describe_best, describe_uncertainty, ranking_table
 
-    spec, path = experiment.spec, experiment.path
+    spec, path = experiment.spec, shlex.quote(experiment.uri)
     ranked = experiment.ranking()
     print(f"\nTop trials by {spec.metric} ({spec.search.mode}):")
     print(ranking_table(ranked, top))
@@ -178,7 +234,7 @@ def report(experiment: Experiment, top: int) -> None:
         print(uncertainty)
     errored = experiment.trials[experiment.trials["status"] == "errored"]
     for _, trial in errored.iterrows():
-        print(f"errored trial {trial['trial_id']}: {trial['error']} (log: {Path(trial['path']) / TRIAL_LOG})")
+        print(f"errored trial {trial['trial_id']}: {trial['error']} (log: {trial['path']}/{TRIAL_LOG})")
     best = experiment.best()
     if best is not None:
         print(f"best checkpoint (LoRA adapter + tokenizer): {best.checkpoint or 'none kept'}")

@@ -1,10 +1,15 @@
-"""The search: a Ray Tune Tuner with OptunaSearch (study in SQLite inside the experiment folder), ASHA on the search
-metric, fractional GPUs through tune.with_resources, checkpoints kept by score, and Tune.restore to resume.
+"""The search: a Ray Tune Tuner with OptunaSearch (study in SQLite inside the experiment folder, or `search.storage`),
+ASHA on the search metric, fractional GPUs through tune.with_resources, checkpoints kept by score, results in the
+experiment's storage (a folder or object storage, through its pyarrow filesystem), and Tune.restore to resume.
+
+Trials get the prepared data through Ray's object store (tune.with_parameters), never through a path: wherever a
+trial runs, it needs no shared folder and no storage credentials to read its data.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 from typing import Any
 
 from tuner.experiment import Experiment
@@ -64,9 +69,11 @@ def build_searcher(spec: Spec, experiment: Experiment):
     if spec.search.algorithm == "optuna":
         import optuna
 
+        from tuner import study
+
         return _resumable_optuna_search()(
             sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
-            storage=optuna.storages.RDBStorage(experiment.optuna_url),
+            storage=study.storage_for(spec.search.storage, experiment.uri),
             study_name=experiment.name,
             points_to_evaluate=points,
         )
@@ -89,32 +96,97 @@ def build_scheduler(spec: Spec, train_rows: int):
     )
 
 
+def study_upload(spec: Spec, experiment: Experiment) -> list:
+    """With object storage and the default SQLite study (on the driver's disk), a Tune callback that uploads the
+    study beside the results at every trial's end and whenever Tune saves its experiment state (which holds the
+    searcher's): `--resume`, on any machine, finds a study at least as new as Tune's snapshot of the searcher."""
+    if experiment.location.is_local or spec.search.algorithm != "optuna" or spec.search.storage is not None:
+        return []
+    from ray import tune
+
+    class StudyUpload(tune.Callback):
+        def __init__(self, location: str):
+            self.location = location
+            self.experiment = Experiment(location)
+
+        def __reduce__(self):  # Tune pickles its callbacks (tuner.pkl): rebuilt where the search resumes
+            return StudyUpload, (self.location,)
+
+        def upload(self) -> None:
+            # The driver is the study's only writer and calls back between its writes: the file is consistent.
+            if self.experiment.optuna_file.is_file():
+                self.experiment.publish(self.experiment.optuna_file)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.upload()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.upload()
+
+        def get_state(self):  # called as Tune saves its experiment state, right after the searcher's
+            self.upload()
+            return None
+
+        def on_experiment_end(self, trials, **info):
+            self.upload()
+
+    return [StudyUpload(experiment.uri)]
+
+
 def logger_callbacks(spec: Spec, experiment: Experiment) -> list:
     if spec.run.wandb == "off":
         return []
-    from ray.air.integrations.wandb import WandbLoggerCallback
-
     wandb_dir = experiment.path / "wandb"
     wandb_dir.mkdir(parents=True, exist_ok=True)
     # The driver's WANDB_MODE lets Ray skip its API-key check offline; `mode` reaches wandb.init in Ray's logging
     # actor, a process started before this environment variable was set.
     os.environ["WANDB_MODE"] = spec.run.wandb
-    return [WandbLoggerCallback(project=spec.run.wandb_project, group=experiment.name, dir=str(wandb_dir),
-                                mode=spec.run.wandb)]
+    return [_wandb_callback_class()(project=spec.run.wandb_project, group=experiment.name, dir=str(wandb_dir),
+                                    mode=spec.run.wandb)]
+
+
+def _wandb_callback_class():
+    import ray
+    from ray.air.integrations.wandb import WandbLoggerCallback
+    from ray.air.util.node import _force_on_current_node
+
+    class KeyFromEnvironmentWandbLoggerCallback(WandbLoggerCallback):
+        """Ray's WandbLoggerCallback, except that WANDB_API_KEY is not copied into the logging actor's runtime
+        env, where Ray's state API and dashboard show it to every holder of the cluster's token. The actor runs on
+        the driver's node (as in Ray's) and reads the key where wandb looks for it: the environment that node's Ray
+        was started with (a local Ray: the driver's own) or `wandb login`'s ~/.netrc."""
+
+        def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
+            if not self._remote_logger_class:  # Ray's own options, less runtime_env={"env_vars": {key}}
+                self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(), max_restarts=-1,
+                                                       max_task_retries=-1)(self._logger_actor_cls)
+            super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
+
+    return KeyFromEnvironmentWandbLoggerCallback
 
 
 # ---------------------------------------------------------------------------------------------- running
 
 
 def trainable(spec: Spec, experiment: Experiment, verbose: bool = False):
+    """run_trial with the spec and the prepared data, which tune.with_parameters puts into Ray's object store once.
+    The data is loaded into memory first: a memory-mapped dataset pickles as the path of its files, which other
+    nodes do not have."""
     from ray import tune
 
+    from tuner import data
     from tuner.trainable import run_trial
 
+    prepared = data.load_prepared(experiment.local_copy(experiment.data_dir), in_memory=True)
+    reference = (data.load_prepared(experiment.local_copy(experiment.reference_dir), in_memory=True)
+                 if experiment.shares_reference else None)
     with_spec = tune.with_parameters(
-        run_trial, spec_dict=spec.model_dump(mode="json"), data_dir=str(experiment.data_dir),
-        reference_dir=str(experiment.reference_dir) if experiment.shares_reference else None,
-        cache_dir=str(experiment.cache_dir), experiment_dir=str(experiment.path), verbose=verbose)
+        run_trial, spec_dict=spec.model_dump(mode="json"), data=prepared, reference=reference,
+        # A folder every trial of this experiment reaches: the experiment's own, unless it is in object storage
+        # (each node then keeps its own, under its temporary folder).
+        cache_dir=str(experiment.cache_dir) if experiment.location.is_local else None,
+        # Each trial's output goes to trial.log in its folder: the experiment's, when on this file system.
+        log_root=str(experiment.path) if experiment.location.is_local else None, verbose=verbose)
     return tune.with_resources(with_spec, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
@@ -143,14 +215,16 @@ def build_tuner(spec: Spec, experiment: Experiment, train_rows: int, verbose: bo
         ),
         run_config=tune.RunConfig(
             name=experiment.name,
-            storage_path=str(experiment.path.parent),
+            storage_path=posixpath.dirname(experiment.location.fs_path),
+            storage_filesystem=experiment.location.filesystem,
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=spec.run.keep_checkpoints,
                 checkpoint_score_attribute=spec.metric,
                 checkpoint_score_order=spec.search.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=spec.run.max_failures),
-            callbacks=logger_callbacks(spec, experiment) + progress_callbacks(spec, verbose),
+            callbacks=study_upload(spec, experiment) + logger_callbacks(spec, experiment)
+            + progress_callbacks(spec, verbose),
             verbose=1 if verbose else 0,
         ),
     )
@@ -161,19 +235,7 @@ def restore_tuner(spec: Spec, experiment: Experiment, verbose: bool = False):
     as they were; the searcher (and so the Optuna study) continues where it stopped, up to num_samples in all."""
     from ray import tune
 
-    return tune.Tuner.restore(str(experiment.path), trainable=trainable(spec, experiment, verbose), resume_unfinished=True,
-                              resume_errored=False, restart_errored=False)
+    return tune.Tuner.restore(experiment.location.fs_path, trainable=trainable(spec, experiment, verbose),
+                              resume_unfinished=True, resume_errored=False, restart_errored=False,
+                              storage_filesystem=experiment.location.filesystem)
 
-
-def start_ray(address: str | None, dashboard_host: str = "127.0.0.1", verbose: bool = False):
-    """Attach to a cluster when an address is given; otherwise a local Ray with its dashboard on dashboard_host.
-    Quiet runs keep the workers' output out of the driver (each trial writes its own log)."""
-    import logging
-
-    import ray
-
-    level = logging.INFO if verbose else logging.ERROR
-    if address:
-        return ray.init(address=address, log_to_driver=verbose, logging_level=level)
-    return ray.init(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=verbose,
-                    logging_level=level)

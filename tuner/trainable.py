@@ -5,9 +5,11 @@ ORPO trainer with LoRA, and evaluation every `train.eval_steps` steps reported t
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from typing import Any
 
+from tuner.console import errors_to_log
 from tuner.spec import Spec, to_yaml, validate_spec, with_sampled
 
 def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callbacks: list, on_gpu: bool,
@@ -19,7 +21,8 @@ def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callback
     trainer_class = reference.shared_trainer_class() if shared_reference else methods.trainer_class(spec.method)
     return trainer_class(
         model=loaded.model,
-        args=methods.training_args(spec, output_dir, on_gpu, precompute_reference=shared_reference),
+        args=methods.training_args(spec, output_dir, on_gpu, precompute_reference=shared_reference,
+                                   with_secrets=True),
         train_dataset=train,
         eval_dataset=held_out,
         processing_class=loaded.tokenizer,
@@ -28,22 +31,29 @@ def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callback
     )
 
 
-def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: str, reference_dir: str | None,
-              cache_dir: str, experiment_dir: str, verbose: bool = False) -> None:
-    """The Tune function trainable. `config` holds the sampled `dotted.key: value` pairs; the paths come from the
-    experiment (`data_dir`: the prepared pairs; `reference_dir`: DPO's shared reference log-probs, None when each
-    trial computes its own; `cache_dir`: compile caches shared by the experiment's trials; `experiment_dir`: where
-    Tune keeps each trial's folder)."""
+@errors_to_log
+def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple, reference: tuple | None,
+              cache_dir: str | None, log_root: str | None = None, verbose: bool = False) -> None:
+    """The Tune function trainable. `config` holds the sampled `dotted.key: value` pairs; the rest comes from the
+    experiment through Ray's object store (tuner.search.trainable): `data`, the prepared (train, eval) pairs;
+    `reference`, the same tokenized with DPO's shared reference log-probs, None when each trial computes its own;
+    `cache_dir`, compile caches shared by the experiment's trials (None: this node's own, under its temp folder);
+    `log_root`, the experiment folder whose trial folders get each trial's `trial.log` (None: Ray's local one)."""
     from ray import tune
 
     from tuner import backends, console, device, models
+    from tuner.trust import OWNER_ONLY_UMASK
 
+    # Checkpoints and trainer files are written by this process; on a cluster it inherits `ray start`'s umask.
+    os.umask(OWNER_ONLY_UMASK)
     clock = _PhaseClock()
     spec = with_sampled(validate_spec(spec_dict), config)
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
-    if not verbose:  # into the trial's folder under the experiment (trial_dir is Ray's local staging copy)
-        console.trial_output_to_log(os.path.join(experiment_dir, os.path.basename(trial_dir.rstrip("/"))))
-    device.set_up(spec.resources.cpu, spec.resources.gpu, trial_dir, cache_dir)
+    if not verbose:  # trial_dir is Ray's local staging copy; the log belongs in the trial's folder of the experiment
+        log_dir = os.path.join(log_root, os.path.basename(trial_dir.rstrip("/"))) if log_root else trial_dir
+        console.trial_output_to_log(log_dir)
+    device.set_up(spec.resources.cpu, spec.resources.gpu, trial_dir,
+                  cache_dir or os.path.join(tempfile.gettempdir(), "tuner-compile-cache"))
     backend = backends.resolve_backend(spec.model.backend)
     backends.import_libraries(backend)  # first: unsloth must be imported before trl, transformers and peft
     clock.lap("imports")
@@ -52,17 +62,17 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data_dir: st
 
     import torch
 
-    from tuner import data
+    from tuner import data as pairs
     from tuner.quality import PreferenceAccuracy
     from tuner.reporting import TuneReportCallback
 
     on_gpu = backends.cuda_available()
-    shared_reference = spec.method == "dpo" and reference_dir is not None
-    raw_train, raw_eval = data.load_prepared(data_dir)
+    shared_reference = spec.method == "dpo" and reference is not None
+    raw_train, raw_eval = data
     if shared_reference:
-        train, held_out = data.load_prepared(reference_dir)
+        train, held_out = reference
     elif loaded.tokenizer.chat_template:
-        train, held_out = data.as_conversation(raw_train), data.as_conversation(raw_eval)
+        train, held_out = pairs.as_conversation(raw_train), pairs.as_conversation(raw_eval)
     else:
         train, held_out = raw_train, raw_eval
     pref_accuracy = PreferenceAccuracy(loaded.tokenizer, raw_eval, spec.model.max_length, spec.eval_batch_size)

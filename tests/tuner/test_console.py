@@ -7,6 +7,8 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import pytest
+
 from tuner import console
 
 
@@ -48,3 +50,42 @@ def test_trial_output_goes_to_its_log_file(tmp_path):
     assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
     log = (tmp_path / console.TRIAL_LOG).read_text()
     assert "from python" in log and "from a subprocess" in log and "to stderr" in log
+
+
+def test_a_failing_trial_writes_its_traceback_to_its_own_output(capsys):
+    def trial(config, **kwargs):
+        raise ValueError(f"bad optimizer {config['optim']}")
+
+    wrapped = console.errors_to_log(trial)
+    assert wrapped.__name__ == "trial"  # Tune names the trainable after it
+    with pytest.raises(ValueError, match="bad optimizer x"):  # Tune still sees the error and marks the trial
+        wrapped({"optim": "x"}, verbose=False)
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and "ValueError: bad optimizer x" in err
+    with pytest.raises(ValueError):
+        wrapped({"optim": "x"}, verbose=True)  # verbose: Tune prints its own copy
+    assert capsys.readouterr().err == ""
+
+
+def test_quiet_driver_drops_tunes_trial_tracebacks():
+    code = ("import logging; from tuner import console; console.quiet_driver(); "
+            "logging.getLogger('ray.tune.execution.tune_controller').error('Trial task failed for trial x'); "
+            "logging.getLogger('ray.tune.tune').error('Trials did not complete: [x]'); print('done')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert done.returncode == 0 and done.stdout == "done\n", done.stderr
+    assert "Trial" not in done.stderr, done.stderr
+
+
+def test_table_gaps_double_up_to_the_longest(capsys, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(console.time, "monotonic", lambda: now[0])
+    table = console.trial_table_callback("m", [], every_s=30, longest_s=100)
+    trials = [fake_trial("a")]
+    printed_at = []
+    for t in range(0, 400, 5):  # a report every 5 s
+        now[0] = float(t)
+        table.on_trial_result(0, trials, trials[0], {"step": t, "m": 0.5})
+        if capsys.readouterr().out:
+            printed_at.append(t)
+    assert printed_at == [30, 90, 190, 290, 390]  # gaps 30, 60, 100 (120 capped), 100, 100

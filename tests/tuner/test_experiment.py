@@ -5,17 +5,33 @@ import stat
 import pytest
 
 from tuner import experiment
+from tuner.methods import training_args
 from tuner.spec import validate_spec
 
 
-def test_created_folder_is_private_and_its_spec_redacted(tmp_path):
-    spec = validate_spec({"train": {"hub_token": "hf_SECRET123", "beta": 0.2}})
-    path = experiment.check_storage(str(tmp_path / "results"), "exp")
-    created = experiment.Experiment.create(spec, path)
+def test_created_folder_is_private_and_its_spec_holds_the_secret_reference_not_the_secret(tmp_path, monkeypatch):
+    # A spec cannot hold a secret (tests/tuner/test_secrets.py): it names the variable that does, and the saved spec
+    # keeps that name, so that --resume, which reads the saved spec, gets the real secret back in the trial.
+    monkeypatch.setenv("TUNER_TEST_HUB_TOKEN", "hf_SECRET123")
+    spec = validate_spec({"train": {"hub_token_env": "TUNER_TEST_HUB_TOKEN", "beta": 0.2,
+                                    "average_tokens_across_devices": False},
+                          "search": {"space": {"train.include_num_input_tokens_seen":
+                                               {"type": "choice", "values": [True, False]}}}})
+    created = experiment.Experiment.create(spec, experiment.check_storage(str(tmp_path / "results"), "exp"))
+    path = created.path
+    assert path == tmp_path / "results" / "exp" and created.uri == str(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
     assert stat.S_IMODE(created.tuner_dir.stat().st_mode) == 0o700
     saved = created.spec_file.read_text()
-    assert "hf_SECRET123" not in saved and "hub_token: '***'" in saved and "beta: 0.2" in saved
+    assert "hf_SECRET123" not in saved and "***" not in saved
+    assert "hub_token_env: TUNER_TEST_HUB_TOKEN" in saved and "beta: 0.2" in saved
+    assert "average_tokens_across_devices: false" in saved
+
+    resumed = experiment.Experiment(path).spec  # what --resume reads
+    assert resumed.model_dump() == spec.model_dump()
+    trial_args = training_args(resumed, str(tmp_path / "out"), on_gpu=False, with_secrets=True)
+    assert trial_args.hub_token == "hf_SECRET123" and trial_args.average_tokens_across_devices is False
+    assert resumed.trl_args().hub_token is None  # values derived in the driver never hold the secret
 
 
 @pytest.mark.parametrize(("name", "message"), [("", "plain folder name"), ("a/b", "plain folder name"),

@@ -37,7 +37,8 @@ CASES = {
     "missing column": (["data.columns.prompt=question"], "data.columns: data.source 'bundled' has no column prompt='question'"),
     "unsupported data file": (["data.source={tmp}/afile"], "data.source: expected a .jsonl, .json, .parquet or .csv"),
     "hub dataset offline": (["data.source=nobody/no-such-dataset"], "data.source: 'nobody/no-such-dataset' is neither"),
-    "remote storage": (["run.storage_path=s3://bucket/results"], "run.storage_path: tuner keeps its prepared data"),
+    "unreachable object storage": (["run.storage_path=s3://bucket/results?endpoint_override=127.0.0.1:{port}&scheme=http"],
+                                   "run.storage_path: cannot reach s3://bucket/results?endpoint_override=127.0.0.1:"),
     "storage under a file": (["run.storage_path={tmp}/afile/results"], "is a file, not a folder"),
     "bad ray address": (["--address", "not-an-address"], "--address: expected HOST:PORT"),
     "no ray at address": (["--address", "127.0.0.1:{port}"], "--address: no Ray head node answers at 127.0.0.1:"),
@@ -49,6 +50,15 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_malformed_input(case, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub and datasets read HF_HUB_OFFLINE once, at their first import, perhaps by an earlier test
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(key, value)
     write(tmp_path / "afile", "")
     args, message = CASES[case]
     args = [a.replace("{tmp}", str(tmp_path)).replace("{port}", str(free_port())) for a in args]
@@ -93,10 +103,24 @@ def test_debug_shows_the_traceback(tmp_path):
         main([str(spec_path("dpo.yaml")), "data.source=/nonexistent.jsonl", "--debug"])
 
 
-def test_secrets_never_reach_printed_or_saved_specs(capsys):
-    assert main([str(spec_path("dpo.yaml")), "train.hub_token=hf_SECRET123", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "hf_SECRET123" not in out and "hub_token: '***'" in out
+def test_a_literal_secret_is_refused_and_never_printed(tmp_path, capsys):
+    # Before: accepted and printed as '***'; now a spec never holds a secret (it would be saved with the results).
+    assert main([str(spec_path("dpo.yaml")), "train.hub_token=hf_SECRET123", "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert "hf_SECRET123" not in captured.out + captured.err
+    assert "train.hub_token: a secret is never written in a spec" in captured.err
+    assert "set HF_TOKEN in the environment, or put the name of an environment variable holding it in " \
+           "train.hub_token_env" in captured.err
+
+
+def test_a_secret_reference_to_an_unset_variable_is_refused_before_anything_is_written(tmp_path, capsys,
+                                                                                      monkeypatch):
+    monkeypatch.delenv("TUNER_UNSET_VARIABLE", raising=False)
+    assert main([str(spec_path("dpo.yaml")), "train.hub_token_env=TUNER_UNSET_VARIABLE",
+                 f"run.storage_path={tmp_path / 'r'}"]) == 2
+    assert ("train.hub_token_env: the environment variable TUNER_UNSET_VARIABLE is not set"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
 
 
 def test_wandb_without_the_package(tmp_path, capsys, monkeypatch):

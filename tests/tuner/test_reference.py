@@ -31,7 +31,8 @@ def train_once(spec, tiny_llama, train, held_out, out, shared):
 
 def test_shared_reference_matches_in_trial_reference(tiny_llama, tmp_path):
     spec = tiny_spec(tiny_llama)
-    train, held_out = load_pairs(spec.data)
+    splits = load_pairs(spec.data)
+    train, held_out = splits.train, splits.eval
     sizes = reference.precompute(spec, backends.load_base(str(tiny_llama)), train, held_out, tmp_path / "shared")
     assert sizes == {"train": 8, "eval": 4}
     shared_train, shared_eval = load_prepared(tmp_path / "shared")

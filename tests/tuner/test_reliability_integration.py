@@ -32,6 +32,11 @@ def test_a_failing_trial_ends_errored_and_the_search_goes_on(tiny_llama, tmp_pat
     errored = experiment.trials[experiment.trials["status"] == "errored"].iloc[0]
     assert "no_such_optimizer" in errored["error"]
     assert f"errored trial {errored['trial_id']}: " in done.stdout
+    # the console names the errored trial's log, and that log (not the console) holds the traceback
+    log = Path(errored["path"]) / "trial.log"
+    assert f"trial {errored['trial_id']} failed; its log: {log}" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr and "ERROR" not in done.stderr
+    assert "Traceback" in log.read_text() and "no_such_optimizer is not a valid" in log.read_text()
     ranked = rank_trials(experiment.trials, experiment.history, "eval_rewards/margins")
     assert ranked.iloc[0]["trial_id"] != errored["trial_id"] and ranked.iloc[0]["rank"] == 1
     assert ranked.set_index("trial_id").loc[errored["trial_id"], "rank"] != 1

@@ -215,6 +215,17 @@ def test_generations_compare_base_and_best_adapter(dpo_run, tmp_path):
     assert "| What is the first planet in the solar system? |" in paths["markdown"].read_text()
 
 
+def test_generations_command_as_readme_writes_it(dpo_run):
+    _, path = dpo_run
+    done = subprocess.run([sys.executable, "-m", "analysis.generations", str(path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    written = path / "report" / "generations.md"
+    assert f"generations: {path / 'report' / 'generations.html'}" in done.stdout
+    table = written.read_text()
+    assert "| What is the first planet in the solar system? |" in table and "best DPO" in table
+
+
 def test_compare_search_ranks_both_methods_on_the_shared_metric(tiny_llama, tmp_path):
     points = ("search.points_to_evaluate=[{method: dpo, train.beta: 0.1, train.learning_rate: 1.0e-4},"
               " {method: orpo, train.beta: 0.1, train.learning_rate: 1.0e-4}]")

@@ -49,9 +49,132 @@ def test_space_keys_must_name_searchable_fields():
              ("train.nope", "lora.rank", "run.name", "resources.cpu", "train.output_dir", "bogus")}
     problems = problems_of({"search": {"space": space}})
     assert len(problems) == 6
-    valid = {key: {"type": "choice", "values": [1]} for key in
-             ("train.beta", "lora.r", "lora.alpha", "model.max_length", "data.max_rows")}
+    valid = {key: {"type": "choice", "values": [64]} for key in
+             ("train.beta", "lora.r", "lora.alpha", "model.max_length", "model.backend")}
+    valid["model.backend"] = {"type": "choice", "values": ["hf"]}
     validate_spec({"search": {"space": valid}})
+
+
+@pytest.mark.parametrize(("key", "reason"), [
+    ("data.max_rows", "the data is loaded, split and prepared once per search"),
+    ("data.seed", "the data is loaded, split and prepared once per search"),
+])
+def test_keys_the_driver_uses_once_cannot_be_searched(key, reason):
+    values = [1, 2]
+    problems = problems_of({"search": {"space": {key: {"type": "choice", "values": values}}}})
+    assert problems == [f"search.space.{key}: cannot be searched: {reason}" + problems[0].split(reason)[1]]
+    assert problems[0].endswith(f"got {key!r}")
+
+
+def test_yaml_text_numbers_are_coerced_to_the_trl_field_type():
+    # YAML 1.1 reads 1e-2 and 1e3 (no dot) as text; TRL would get a str and fail in every trial
+    spec = load_spec(None, ["train.weight_decay=1e-2", "train.max_steps=1e3", "train.warmup_steps=2",
+                            "search.space.train.learning_rate={type: choice, values: [1e-5, 1e-4]}",
+                            "search.space.train.beta={type: uniform, low: 1e-2, high: 1e-1}",
+                            "search.points_to_evaluate=[{train.learning_rate: 1e-5, train.beta: 5e-2}]"])
+    assert spec.train == {"weight_decay": 0.01, "max_steps": 1000, "warmup_steps": 2}
+    assert type(spec.train["max_steps"]) is int and type(spec.train["weight_decay"]) is float
+    assert spec.search.space["train.learning_rate"].values == [1e-5, 1e-4]
+    assert spec.search.points_to_evaluate == [{"train.learning_rate": 1e-5, "train.beta": 0.05}]
+    assert spec.trl_args().max_steps == 1000
+    # TRL wraps a single loss_type itself: a scalar where a list is declared stays as it is
+    assert validate_spec({"train": {"loss_type": "sigmoid"}}).train == {"loss_type": "sigmoid"}
+
+
+@pytest.mark.parametrize(("train", "problem"), [
+    ({"max_steps": "abc"}, "train.max_steps: TRL's DPOConfig.max_steps takes int, got 'abc'"),
+    ({"max_steps": 2.5}, "train.max_steps: TRL's DPOConfig.max_steps takes int, got 2.5"),
+    ({"learning_rate": "fast"}, "train.learning_rate: TRL's DPOConfig.learning_rate takes float, got 'fast'"),
+    ({"use_cpu": "maybe"}, "train.use_cpu: TRL's DPOConfig.use_cpu takes bool, got 'maybe'"),
+    ({"lr_scheduler_type": 5}, "train.lr_scheduler_type: TRL's DPOConfig.lr_scheduler_type takes SchedulerType | str, "
+                               "got 5"),
+    ({"eval_steps": 0}, "train.eval_steps: must be greater than 0, got 0"),
+    ({"per_device_train_batch_size": 0}, "train.per_device_train_batch_size: must be greater than 0, got 0"),
+    ({"gradient_accumulation_steps": -1}, "train.gradient_accumulation_steps: must be greater than 0, got -1"),
+])
+def test_train_values_must_fit_the_trl_field_type(train, problem):
+    assert problems_of({"train": train}) == [problem]
+
+
+def test_what_trl_config_refuses_is_a_spec_problem_naming_the_key():
+    problems = problems_of({"train": {"lr_scheduler_type": "nope", "beta": 0.2}})
+    assert len(problems) == 1
+    assert problems[0].startswith("train.lr_scheduler_type: TRL's DPOConfig refuses it: nope is not a valid "
+                                  "SchedulerType")
+    assert problems[0].endswith("got 'nope'")
+    both = problems_of({"train": {"logging_steps": 0, "eval_steps": "x"}})
+    assert "train.eval_steps: TRL's DPOConfig.eval_steps takes float | None, got 'x'" in both
+
+
+@pytest.mark.parametrize(("key", "distribution", "problem"), [
+    ("lora.r", {"type": "uniform", "low": 4, "high": 16},
+     "search.space.lora.r: type 'uniform' samples fractional numbers, but lora.r takes int (use type int or choice)"),
+    ("train.max_steps", {"type": "loguniform", "low": 4, "high": 64},
+     "search.space.train.max_steps: type 'loguniform' samples fractional numbers, but TRL's DPOConfig.max_steps "
+     "takes int"),
+    ("method", {"type": "int", "low": 0, "high": 1},
+     "search.space.method: type 'int' samples whole numbers, but method takes Literal['dpo', 'orpo']"),
+    ("lora.r", {"type": "int", "low": 0, "high": 8},
+     "search.space.lora.r: low 0 does not fit: input should be greater than 0 (lora.r)"),
+    ("lora.r", {"type": "choice", "values": [4, "big"]},
+     "search.space.lora.r: value 'big' does not fit: lora.r takes int"),
+    ("train.per_device_train_batch_size", {"type": "choice", "values": [0, 2]},
+     "search.space.train.per_device_train_batch_size: must be greater than 0, got 0"),
+])
+def test_searched_values_must_fit_the_field_they_set(key, distribution, problem):
+    problems = problems_of({"search": {"space": {key: distribution}}})
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    ({"search": {"metric": "eval_pref_acc"}}, "search.metric: DPO trials never report it (did you mean "
+                                              "eval_pref_accuracy"),
+    ({"search": {"metric": "eval_log_odds_ratio"}}, "search.metric: DPO trials never report it; they report"),
+    ({"method": "orpo", "search": {"metric": "eval_entropy"}}, "search.metric: ORPO trials never report it"),
+    ({"search": {"metric": "eval_log_odds_ratio", "space": {"method": {"type": "choice", "values": ["dpo", "orpo"]}}}},
+     "search.metric: DPO trials never report it"),
+])
+def test_the_search_metric_must_be_one_every_searched_method_reports(raw, problem):
+    problems = problems_of(raw)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+    assert "eval_pref_accuracy" in problems[0] and problems[0].endswith(f"got {raw['search']['metric']!r}")
+    for metric in ("eval_pref_accuracy", "eval_drift", "eval_loss", "eval_rewards/margins"):
+        validate_spec({"search": {"metric": metric, "space": {"method": {"type": "choice",
+                                                                           "values": ["dpo", "orpo"]}}}})
+
+
+def test_every_default_metric_is_reported_by_its_method():
+    from tuner import methods
+    from tuner.quality import METRIC
+
+    for method, metric in methods.DEFAULT_METRIC.items():
+        assert metric in methods.EVAL_METRICS[method]
+        assert METRIC in methods.EVAL_METRICS[method]
+
+
+def test_null_sections_take_overrides(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("train:\nsearch:\n")
+    spec = load_spec(path, ["train.beta=0.2", "search.space.lora.r={type: choice, values: [4]}"])
+    assert spec.train == {"beta": 0.2} and spec.search.space["lora.r"].values == [4]
+
+
+def test_alias_bombs_and_unreadable_files_are_spec_errors(tmp_path):
+    bomb = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 8):
+        bomb.append(f"{chr(97 + i)}: &{chr(97 + i)} [{', '.join([f'*{chr(96 + i)}'] * 10)}]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(bomb) + "\ntrain: {beta: *h}\n")
+    with pytest.raises(SpecError, match=r"the spec expands to more than 100000 values \(YAML aliases"):
+        load_spec(path)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("train: &t {beta: *t}\n")
+    with pytest.raises(SpecError, match="expands to more than"):
+        load_spec(loop)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("run: {name: caf\u00e9}\n".encode("latin-1"))
+    with pytest.raises(SpecError, match=r"not UTF-8 text \(byte 0xe9 at offset 15\)"):
+        load_spec(latin1)
 
 
 def test_grid_needs_a_grid_capable_algorithm():

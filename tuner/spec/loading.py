@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from tuner.spec.checks import cross_check
+from tuner.spec.checks import cross_check, size_problem, trl_problems, typed_values
 from tuner.spec.schema import Spec, SpecError
 
 def load_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
@@ -21,7 +21,12 @@ def load_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = 
         if not path.is_file():
             raise SpecError([f"{path}: no such spec file"])
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as error:
+            raise SpecError([f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+                             f"{error.start}); save the spec as UTF-8"]) from None
+        except OSError as error:
+            raise SpecError([f"{path}: cannot read it: {error.strerror or error}"]) from None
         except yaml.YAMLError as error:
             raise SpecError([f"{path}: not valid YAML: {error}"]) from None
         if not isinstance(raw, dict):
@@ -44,13 +49,20 @@ def load_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = 
 
 
 def validate_spec(raw: dict[str, Any], problems: list[str] | None = None) -> Spec:
+    """The typed Spec of a raw dict (left unchanged), or SpecError listing every problem at once."""
     problems = list(problems or [])
+    if too_big := size_problem(raw):
+        raise SpecError([*problems, too_big])
+    raw = copy.deepcopy(raw)
+    problems += typed_values(raw)  # coerces YAML's text numbers (1e-2) to the field's type first
     spec = None
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as error:
         problems += [_describe(e) for e in error.errors()]
     problems += cross_check(raw)
+    if not problems and spec is not None:
+        problems += trl_problems(spec)
     if problems:
         raise SpecError(sorted(set(problems), key=problems.index))
     assert spec is not None
@@ -73,7 +85,7 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     """Set `a.b.c` in nested dicts; under search.space the rest is a searched key that may itself hold dots."""
     parts = key.split(".")
     if parts[:2] == ["search", "space"] and len(parts) > 2:
-        space = raw.setdefault("search", {}).setdefault("space", {})
+        space = _section(_section(raw, "search", key), "space", key)
         rest = ".".join(parts[2:])
         for searched in sorted(space, key=len, reverse=True):
             if rest.startswith(searched + "."):
@@ -82,17 +94,24 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
         space[rest] = value
         return
     if parts[0] == "train" and len(parts) > 1:
-        raw.setdefault("train", {})[".".join(parts[1:])] = value
+        _section(raw, "train", key)[".".join(parts[1:])] = value
         return
     _set_path(raw, parts, value, key)
 
 
 def _set_path(node: dict[str, Any], parts: list[str], value: Any, key: str) -> None:
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"{key}: {part} is not a section")
+        node = _section(node, part, key)
     node[parts[-1]] = value
+
+
+def _section(node: dict[str, Any], part: str, key: str) -> dict[str, Any]:
+    """node[part] as a dict to set values in; an absent or empty (`train:` alone, i.e. null) section starts empty."""
+    if node.get(part) is None:
+        node[part] = {}
+    if not isinstance(node[part], dict):
+        raise ValueError(f"{key}: {part} is not a section, got {node[part]!r}")
+    return node[part]
 
 
 def with_sampled(spec: Spec, sampled: dict[str, Any]) -> Spec:

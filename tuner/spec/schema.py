@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from tuner import methods
+from tuner import methods, storage
 from tuner.errors import UserError
 
 EMBEDDED_MODEL = "embedded"
@@ -155,6 +155,17 @@ class SearchSpec(_Section):
     # When the search ends: how many of the top trials (by the search metric) are scored once on the test split,
     # beside the base model; 0 scores none.
     test_top_k: int = Field(3, ge=0)
+    # The Optuna study: an RDB URL or a journal file path (tuner.study); None: SQLite in the experiment's tuner folder.
+    storage: str | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        if url is not None and (shown := storage.with_credentials_hidden(url)) is not None:
+            raise ValueError(f"{storage.PASSWORD_IN_URL}, got {shown!r}")
+        if url is not None and not url.strip():
+            raise ValueError("expected a database URL or a journal file path, or leave it out, got ''")
+        return url
 
 
 class SchedulerSpec(_Section):
@@ -184,6 +195,13 @@ class RunSpec(_Section):
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(0, ge=-1)  # retries of a failed trial (-1: forever); others go on either way
     dashboard_host: str = "127.0.0.1"  # a local Ray's dashboard; 0.0.0.0 exposes it to the network
+
+    @field_validator("storage_path")
+    @classmethod
+    def _no_credentials(cls, path: str) -> str:
+        if (shown := storage.with_credentials_hidden(path, usernames_too=True)) is not None:
+            raise ValueError(f"{storage.CREDENTIALS_IN_URI}, got {shown!r}")
+        return path
 
     @field_validator("wandb", mode="before")
     @classmethod

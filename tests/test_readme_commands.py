@@ -1,0 +1,126 @@
+"""Every command README.md shows in a ```bash block is either run here as written (the cheap ones: --dry-run,
+--help, analysis and export of a fabricated experiment) or covered by a named test that runs it with the same
+arguments on a tiny model. A new or changed README command that fits neither fails this test."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PLACEHOLDER = "results/<experiment>"
+# Long commands -> the test that runs them with the same arguments (file::function, checked to exist).
+COVERED = {
+    r"^pip install torch==2\.13\.0 && pip install -e '\.\[dev\]' .* && python -m pytest -q$": ".ci/run",
+    r"^pip install torch==2\.13\.0 && pip install -e \. .* && python -m tuner\.run search_spaces/dpo\.yaml$":
+        "tests/tuner/test_search_integration.py::dpo_run",
+    r"^python -m tuner\.run search_spaces/dpo\.yaml$": "tests/tuner/test_search_integration.py::dpo_run",
+    r"^python -m tuner\.run search_spaces/dpo\.yaml search\.num_samples=2 train\.max_steps=4$":
+        "tests/tuner/test_search_integration.py::dpo_run",
+    r"^python -m tuner\.run search_spaces/orpo\.yaml --name \S+$":
+        "tests/tuner/test_search_integration.py::test_orpo_search_reports_log_odds",
+    r"^python -m tuner\.run search_spaces/dpo\.yaml --address HOST:6379$":
+        "tests/tuner/test_cluster_integration.py::test_trials_run_on_both_nodes_of_a_cluster",
+    r"^ray start --(head --port=6379|address=HEAD:6379)$":
+        "tests/tuner/test_cluster_integration.py::two_node_cluster",
+    r"^python -m tuner\.run search_spaces/dpo\.yaml run\.storage_path=/mnt/nfs/results --address HEAD:6379$":
+        "tests/tuner/test_cluster_integration.py::test_trials_run_on_both_nodes_of_a_cluster",
+    r"^python -m tuner\.run search_spaces/dpo\.yaml run\.storage_path=s3://BUCKET/tuner --name dpo-1 "
+    r"--address HEAD:6379 search\.storage=postgresql://\S+$|^python -m tuner\.run --resume s3://BUCKET/tuner/dpo-1 "
+    r"--address HEAD:6379$|^python -m (analysis|tuner\.export) s3://BUCKET/tuner/dpo-1( --out \S+)?$":
+        "tests/tuner/test_object_storage_integration.py::"
+        "test_search_in_object_storage_with_a_worker_that_cannot_see_the_driver",
+    r"^python -m tuner\.run --resume results/<experiment>$":
+        "tests/tuner/test_reliability_integration.py::test_sigkill_driver_then_resume_keeps_finished_trials",
+    r"^python -m analysis\.generations results/<experiment>$":
+        "tests/tuner/test_search_integration.py::test_generations_command_as_readme_writes_it",
+    r"^python -m tuner\.run search_spaces/dpo_gpu\.yaml$": "tests/test_search_spaces.py::test_shipped_spec_validates",
+    r"^pip install -e '\.\[gpu\]'$": "pyproject.toml::gpu",
+    r"^python benchmarks/\w+\.py$": "tests/test_benchmarks.py",
+}
+# Cheap commands run as written (placeholders filled in), with what they must print.
+RUN_AS_WRITTEN = {
+    r"--dry-run": "search:",
+    r"^python -m analysis results/<experiment>$": "report:",
+    r"^python -m tuner\.export results/<experiment> --out \S+( \[--merge\])?$": "exported trial",
+}
+
+
+def readme_commands(text: str) -> list[str]:
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        lines = [re.split(r"\s{2,}#", line)[0].rstrip() for line in block.splitlines()]
+        joined = re.sub(r"\\\n\s*", "", "\n".join(lines))  # a trailing backslash continues the command
+        for line in joined.splitlines():
+            command = re.sub(r"\s+", " ", line).strip()
+            if command and not command.startswith("#"):
+                commands.append(command)
+    return commands
+
+
+def classify(command: str) -> str:
+    if any(re.search(pattern, command) for pattern in RUN_AS_WRITTEN):
+        return "run"
+    if any(re.search(pattern, command) for pattern in COVERED):
+        return "covered"
+    return "unknown"
+
+
+def covered_by(command: str) -> str:
+    return next(test for pattern, test in COVERED.items() if re.search(pattern, command))
+
+
+COMMANDS = readme_commands((REPO / "README.md").read_text())
+
+
+def test_readme_shows_the_two_fresh_machine_commands():
+    assert any(c.endswith("python -m tuner.run search_spaces/dpo.yaml") and c.startswith("pip install") for c in COMMANDS)
+    assert any(c.endswith("python -m pytest -q") and c.startswith("pip install") for c in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_readme_command_is_run_or_covered(command):
+    assert classify(command) != "unknown", f"README command neither run by this test nor covered: {command}"
+
+
+def test_an_unknown_command_is_caught():
+    assert classify("python -m tuner.frobnicate results/<experiment>") == "unknown"
+    assert classify("python -m tuner.run search_spaces/dpo.yaml --no-such-flag") == "unknown"
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if classify(c) == "covered"])
+def test_covering_test_exists(command):
+    target = covered_by(command)
+    path, _, name = target.partition("::")
+    text = (REPO / path).read_text()
+    if path == ".ci/run":
+        assert command in text, f".ci/run must run README's test command exactly: {command}"
+    elif path == "pyproject.toml":
+        assert re.search(rf"^{name} = \[", text, flags=re.M)
+    elif name:
+        assert re.search(rf"def {name}\(", text), target
+    if command.startswith("python benchmarks/"):  # runs as written (the path form, not -m), cheaply
+        script = command.split()[1]
+        done = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-2000:]
+    if command.startswith("python -m tuner.run search_spaces/"):  # the same arguments validate as written
+        done = subprocess.run(shlex.split(command) + ["--dry-run"], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if classify(c) == "run"])
+def test_cheap_commands_run_as_written(command, scripted_experiment, tmp_path):
+    filled = re.sub(r" \[(--\w+)\]", "", command).replace(PLACEHOLDER, str(scripted_experiment.path))
+    filled = re.sub(r"--out (\S+)", lambda m: f"--out {tmp_path / m.group(1)}", filled)
+    done = subprocess.run(shlex.split(filled), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    expected = next(out for pattern, out in RUN_AS_WRITTEN.items() if re.search(pattern, command))
+    assert expected in done.stdout

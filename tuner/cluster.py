@@ -1,0 +1,115 @@
+"""Which Ray a search runs on: the cluster at `--address` (or `$RAY_ADDRESS`), else a Ray of its own that only
+this machine can reach, in a folder only this user can enter.
+
+A local Ray is started with `address="local"`: a bare `ray.init()` attaches to whatever cluster
+`/tmp/ray/ray_current_cluster` names, a file in a folder Ray makes writable by everyone. Its node address is the
+loopback one (Ray's single-machine mode, its default on macOS and Windows), so the GCS, the raylet, the workers, the
+dashboard agent and the runtime-env agent listen on 127.0.0.1 only; the dashboard listens on `run.dashboard_host`
+(127.0.0.1 unless widened). Its temp folder (sessions, logs, sockets, Tune's staged results) lives under a fresh
+0700 folder in /tmp, removed when the search ends: Ray makes its own folders there writable by everyone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import InputError
+
+# Ray reads this once, when ray._private.ray_constants is imported: "0" makes the node address 127.0.0.1.
+SINGLE_MACHINE_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
+# Short: Ray's Unix socket paths (TEMP/session_<date>_<pid>/sockets/plasma_store) must fit in 107 bytes.
+TEMP_ROOT = "/tmp"
+
+
+@dataclass
+class RaySession:
+    context: Any  # what ray.init returned (dashboard_url, address_info)
+    private_dir: Path | None = None  # a local Ray's 0700 folder, removed by stop()
+    _restore: dict[str, Any] = field(default_factory=dict)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(address: str | None, dashboard_host: str, environ=os.environ) -> None:
+    """Refuse a local Ray whose dashboard is reachable beyond this machine while Ray's token authentication is
+    off: the dashboard's job API runs any code it is sent, as you (ShadowRay, CVE-2023-48022)."""
+    if address or is_loopback(dashboard_host):
+        return
+    if environ.get(AUTH_MODE_VARIABLE, "").strip().lower() == "disabled":
+        raise InputError(
+            f"run.dashboard_host: with {AUTH_MODE_VARIABLE}=disabled, a dashboard on {dashboard_host} lets anyone "
+            f"who can reach this machine run code on it as you (Ray's job API needs no token then); keep it on "
+            f"127.0.0.1 and tunnel to it (ssh -L 8265:127.0.0.1:8265 HOST), or leave Ray's token authentication "
+            f"on (unset {AUTH_MODE_VARIABLE}), got {dashboard_host!r}")
+
+
+def start(address: str | None, dashboard_host: str = "127.0.0.1", verbose: bool = False) -> RaySession:
+    """Attach to the cluster at `address`; without one, start a private local Ray (see the module's docstring).
+    Quiet runs keep Ray's lines and the workers' output out of the driver (each trial writes its own log)."""
+    import logging
+
+    quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
+    if address:
+        import ray
+
+        return RaySession(ray.init(address=address, **quiet))
+    session = RaySession(None, _restore=_single_machine_mode())
+    session.private_dir = Path(tempfile.mkdtemp(prefix=f"tuner-{os.getuid()}-{os.getpid()}-", dir=TEMP_ROOT))
+    import ray
+
+    try:
+        # include_dashboard None, not True: Ray starts the dashboard whenever its packages (ray[default]) are
+        # installed, and a minimal Ray (the GPU device's carried site has no aiohttp) runs without one.
+        session.context = ray.init(address="local", include_dashboard=None, dashboard_host=dashboard_host,
+                                   _temp_dir=str(session.private_dir / "ray"), **quiet)
+    except BaseException:
+        stop(session)
+        raise
+    return session
+
+
+def stop(session: RaySession) -> None:
+    """Disconnect (a local Ray: stop it and remove its private folder)."""
+    import ray
+
+    ray.shutdown()
+    if session.private_dir is not None:
+        shutil.rmtree(session.private_dir, ignore_errors=True)
+    previous = session._restore
+    if SINGLE_MACHINE_VARIABLE in previous:
+        if previous[SINGLE_MACHINE_VARIABLE] is None:
+            os.environ.pop(SINGLE_MACHINE_VARIABLE, None)
+        else:
+            os.environ[SINGLE_MACHINE_VARIABLE] = previous[SINGLE_MACHINE_VARIABLE]
+    if "constant" in previous:
+        _set_constant(previous["constant"])
+
+
+def _single_machine_mode() -> dict[str, Any]:
+    """Set Ray's single-machine mode for the Ray this process starts; returns what to restore afterwards."""
+    restore: dict[str, Any] = {SINGLE_MACHINE_VARIABLE: os.environ.get(SINGLE_MACHINE_VARIABLE)}
+    os.environ[SINGLE_MACHINE_VARIABLE] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # Ray was imported before and has read the variable already
+        restore["constant"] = constants.ENABLE_RAY_CLUSTER
+        _set_constant(False)
+    return restore
+
+
+def _set_constant(value: bool) -> None:
+    sys.modules["ray._private.ray_constants"].ENABLE_RAY_CLUSTER = value
