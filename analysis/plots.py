@@ -117,6 +117,8 @@ def plot_accuracy_vs_drift(points: pd.DataFrame, out_dir: Path, name: str, title
     """Each model's preference accuracy against how far it moved from the reference (|drift|, the mean per-token
     log-ratio to the base model), the Pareto front joined by a line: DPO's reward/KL frontier, per trial. `points`
     has label, accuracy, drift (the base model is the point at drift 0)."""
+    points = points.assign(accuracy=pd.to_numeric(points["accuracy"], errors="coerce"),
+                           drift=pd.to_numeric(points["drift"], errors="coerce"))
     points = points[np.isfinite(points["accuracy"]) & np.isfinite(points["drift"])]
     if len(points) < 2:
         return None

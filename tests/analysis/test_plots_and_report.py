@@ -71,6 +71,8 @@ def test_accuracy_vs_drift_figure(tmp_path):
     path = plots.plot_accuracy_vs_drift(points, tmp_path, "test", "t")
     assert path.name == "accuracy_vs_drift_test.png" and Image.open(path).size[0] > 500
     assert plots.plot_accuracy_vs_drift(points.head(1), tmp_path, "x", "t") is None
+    empty = pd.DataFrame(columns=["label", "accuracy", "drift"])  # no trial reported eval_drift
+    assert plots.plot_accuracy_vs_drift(empty, tmp_path, "eval", "t") is None
 
 
 def test_report_holds_the_test_verdict_per_group_table_and_regressions(tmp_path):
