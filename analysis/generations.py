@@ -2,8 +2,11 @@
 [--max-new-tokens N]`.
 
 Greedy answers from the base model and the best adapter of each method in the results (best DPO and best ORPO when
-they hold both, in one folder or several), side by side in generations.md and generations.html, with per-answer metrics: length in words,
-distinct-2, repeated 3-gram rate, and whether the expected fact appears (for prompts that have one).
+they hold both, in one folder or several), side by side in generations.md and generations.html, with per-answer
+metrics: length in words, distinct-2, repeated 3-gram rate, and a fact check (for prompts that have a right
+answer): an accepted answer must appear and no known wrong one, matched as whole words with units read as units
+(`100°F` is not `100 °C`). An adapter's answer whose fact check fails where the base model's passed is marked
+REGRESSED.
 """
 
 from __future__ import annotations
@@ -16,22 +19,36 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.errors import guarded
+from tuner.errors import UserError, guarded
 from tuner.experiment import Experiment
 from tuner.trust import TRUST_HINT, owner_only_files
 
-# (prompt, regular expression for the expected fact, or None where there is no single right answer)
-DEFAULT_PROMPTS: list[tuple[str, str | None]] = [
-    ("What is the first planet in the solar system?", r"\bmercury\b"),
-    ("What are the colours of the rainbow?", r"\bviolet\b"),
-    ("What is the visible spectrum?", r"wavelength|nanomet|\bnm\b"),
-    ("Explain photosynthesis.", r"carbon dioxide|\bco2\b"),
-    ("Why should college students get a library card?", None),
-    ("What are the benefits of electric vehicles?", None),
-    ("Which planet is known as the Red Planet?", r"\bmars\b"),
-    ("What is the capital of Australia?", r"\bcanberra\b"),
-    ("Who wrote Romeo and Juliet?", r"\bshakespeare\b"),
-    ("At what temperature does water boil at sea level?", r"\b100\b"),
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    accepted: tuple[str, ...] = ()  # answers that count as right (whole words; units normalised)
+    wrong: tuple[str, ...] = ()  # known wrong answers: any of them fails the check
+    pattern: str | None = None  # or a regular expression for the right answer (older prompt files)
+
+    @property
+    def has_fact(self) -> bool:
+        return bool(self.accepted or self.pattern)
+
+
+DEFAULT_PROMPTS: list[Prompt] = [
+    Prompt("What is the first planet in the solar system?", ("mercury",),
+           ("venus", "earth", "mars", "jupiter", "saturn", "uranus", "neptune", "pluto")),
+    Prompt("What are the colours of the rainbow?", ("violet",), ("black", "brown", "pink", "grey", "gray")),
+    Prompt("What is the visible spectrum?", ("wavelength", "wavelengths", "nanometres", "nanometers", "nm")),
+    Prompt("Explain photosynthesis.", ("carbon dioxide", "co2"), ("helium",)),
+    Prompt("Why should college students get a library card?"),
+    Prompt("What are the benefits of electric vehicles?"),
+    Prompt("Which planet is known as the Red Planet?", ("mars",), ("venus", "jupiter", "mercury", "saturn")),
+    Prompt("What is the capital of Australia?", ("canberra",), ("sydney", "melbourne", "perth", "brisbane")),
+    Prompt("Who wrote Romeo and Juliet?", ("shakespeare",), ("dickens", "marlowe", "austen")),
+    Prompt("At what temperature does water boil at sea level?",
+           ("100 °C", "100 degrees", "212 °F", "373 K", "373.15 K"), ("100 °F", "212 °C", "50 °C", "90 °C")),
 ]
 
 
@@ -41,6 +58,42 @@ class AnswerMetrics:
     distinct_2: float
     repeated_3gram_rate: float
     fact: bool | None
+    found: str | None = None  # the accepted answer the check found
+    wrong: str | None = None  # the wrong answer it found
+
+
+_UNIT = re.compile(r"(\d)\s*(?:°|º|˚|degrees?\s+|deg\.?\s*)?\s*(celsius|centigrade|fahrenheit|c|f)\b")
+_KELVIN = re.compile(r"(\d)\s*(?:kelvins?|k)\b")
+
+
+def normalise(text: str) -> str:
+    """Lower case, one space between words, thousands separators dropped, and temperatures written one way
+    (`100°F`, `100 degrees Fahrenheit` and `100 F` all become `100 °f`)."""
+    text = " ".join(text.lower().split())
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
+    text = _UNIT.sub(lambda m: f"{m.group(1)} °{m.group(2)[0]}", text)
+    return _KELVIN.sub(lambda m: f"{m.group(1)} k", text)
+
+
+def _mentions(text: str, answer: str) -> bool:
+    """`answer` in `text` (both normalised) as whole words: `mars` is not in `marsupial`, `100` is not in `1000`
+    or `100.5`, and a bare number is not a temperature (`100` is not in `100 °f`)."""
+    answer = normalise(answer)
+    after = r"(?![\w°]|[.,]\d|\s*°|\s+k\b|\s+degrees?\b)" if answer[-1].isdigit() else r"(?![\w°])"
+    return re.search(r"(?<![\w.°])" + re.escape(answer) + after, text) is not None
+
+
+def check_fact(text: str, prompt: Prompt) -> tuple[bool | None, str | None, str | None]:
+    """(passed, accepted answer found, wrong answer found); passed is None for a prompt with no right answer."""
+    if not prompt.has_fact:
+        return None, None, None
+    if prompt.pattern:
+        found = re.search(prompt.pattern, text, flags=re.IGNORECASE)
+        return found is not None, found.group(0) if found else None, None
+    normal = normalise(text)
+    found = next((a for a in prompt.accepted if _mentions(normal, a)), None)
+    wrong = next((w for w in prompt.wrong if _mentions(normal, w)), None)
+    return found is not None and wrong is None, found, wrong
 
 
 def _words(text: str) -> list[str]:
@@ -65,9 +118,9 @@ def repeated_ngram_rate(text: str, n: int = 3) -> float:
     return repeats / len(grams) if grams else 0.0
 
 
-def answer_metrics(text: str, expected: str | None) -> AnswerMetrics:
-    fact = None if expected is None else bool(re.search(expected, text, flags=re.IGNORECASE))
-    return AnswerMetrics(len(_words(text)), distinct_n(text, 2), repeated_ngram_rate(text, 3), fact)
+def answer_metrics(text: str, prompt: Prompt | None = None) -> AnswerMetrics:
+    fact, found, wrong = check_fact(text, prompt) if prompt is not None else (None, None, None)
+    return AnswerMetrics(len(_words(text)), distinct_n(text, 2), repeated_ngram_rate(text, 3), fact, found, wrong)
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
@@ -96,7 +149,7 @@ def best_adapters(results_dir: str | Path, trust: bool = False) -> dict[str, Pat
     return adapters
 
 
-def compare(adapters: dict[str, Path], prompts: list[tuple[str, str | None]], max_new_tokens: int,
+def compare(adapters: dict[str, Path], prompts: list[Prompt], max_new_tokens: int,
             seed: int = 0) -> dict[str, list[str]]:
     import torch
     from peft import PeftModel
@@ -106,7 +159,7 @@ def compare(adapters: dict[str, Path], prompts: list[tuple[str, str | None]], ma
     first = next(iter(adapters.values()))
     base_path = json.loads((first / "adapter_config.json").read_text())["base_model_name_or_path"]
     tokenizer = AutoTokenizer.from_pretrained(first)
-    texts = [p for p, _ in prompts]
+    texts = [p.text for p in prompts]
     columns = {"base": generate(AutoModelForCausalLM.from_pretrained(base_path), tokenizer, texts, max_new_tokens)}
     for label, adapter in adapters.items():
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), str(adapter))
@@ -114,33 +167,49 @@ def compare(adapters: dict[str, Path], prompts: list[tuple[str, str | None]], ma
     return columns
 
 
-def _cell_metrics(metrics: AnswerMetrics) -> str:
-    fact = "" if metrics.fact is None else (", fact ✓" if metrics.fact else ", fact ✗")
-    return f"{metrics.words} words, distinct-2 {metrics.distinct_2:.2f}, rep-3 {metrics.repeated_3gram_rate:.2f}{fact}"
+def _cell_metrics(metrics: AnswerMetrics, regressed: bool = False) -> str:
+    fact = ""
+    if metrics.fact is not None:
+        fact = f", fact ✓ ({metrics.found})" if metrics.fact else (
+            f", fact ✗ (wrong: {metrics.wrong})" if metrics.wrong else ", fact ✗ (no accepted answer)")
+    flag = ", REGRESSED (the base model's answer passed)" if regressed else ""
+    return (f"{metrics.words} words, distinct-2 {metrics.distinct_2:.2f}, rep-3 {metrics.repeated_3gram_rate:.2f}"
+            f"{fact}{flag}")
 
 
-def write_tables(columns: dict[str, list[str]], prompts: list[tuple[str, str | None]], out: Path) -> dict[str, Path]:
+def regressions(columns: dict[str, list[str]], prompts: list[Prompt]) -> dict[str, list[int]]:
+    """Per adapter column: the prompts whose fact check the base model's answer passed and this answer fails."""
+    base = [answer_metrics(text, prompt).fact for text, prompt in zip(columns["base"], prompts)]
+    return {label: [i for i, (text, prompt) in enumerate(zip(answers, prompts))
+                    if base[i] is True and answer_metrics(text, prompt).fact is False]
+            for label, answers in columns.items() if label != "base"}
+
+
+def write_tables(columns: dict[str, list[str]], prompts: list[Prompt], out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     labels = list(columns)
+    regressed = regressions(columns, prompts) if "base" in columns else {}
     md = ["# Generations: base vs best adapters (greedy)", "", "| prompt | " + " | ".join(labels) + " |",
           "|---|" + "---|" * len(labels)]
     rows_html = []
     totals = {label: {"fact": 0, "rep": 0.0} for label in labels}
-    for i, (prompt, expected) in enumerate(prompts):
+    for i, prompt in enumerate(prompts):
         cells_md, cells_html = [], []
         for label in labels:
             text = columns[label][i]
-            metrics = answer_metrics(text, expected)
+            metrics = answer_metrics(text, prompt)
             totals[label]["fact"] += bool(metrics.fact)
             totals[label]["rep"] += metrics.repeated_3gram_rate / len(prompts)
             flat = text.replace("|", "\\|").replace("\n", " ")
-            cells_md.append(f"{flat}<br>*{_cell_metrics(metrics)}*")
-            cells_html.append(f"<td><p>{html.escape(text)}</p><small>{html.escape(_cell_metrics(metrics))}</small></td>")
-        md.append(f"| {prompt} | " + " | ".join(cells_md) + " |")
-        rows_html.append(f"<tr><th>{html.escape(prompt)}</th>{''.join(cells_html)}</tr>")
-    with_fact = sum(expected is not None for _, expected in prompts)
-    summary = [f"{label}: expected fact in {t['fact']}/{with_fact}, mean repeated 3-gram rate {t['rep']:.2f}"
-               for label, t in totals.items()]
+            described = _cell_metrics(metrics, i in regressed.get(label, []))
+            cells_md.append(f"{flat}<br>*{described}*")
+            cells_html.append(f"<td><p>{html.escape(text)}</p><small>{html.escape(described)}</small></td>")
+        md.append(f"| {prompt.text} | " + " | ".join(cells_md) + " |")
+        rows_html.append(f"<tr><th>{html.escape(prompt.text)}</th>{''.join(cells_html)}</tr>")
+    with_fact = sum(p.has_fact for p in prompts)
+    summary = [f"{label}: fact check passed on {t['fact']}/{with_fact}"
+               + (f", regressed on {len(regressed[label])}" if label in regressed else "")
+               + f", mean repeated 3-gram rate {t['rep']:.2f}" for label, t in totals.items()]
     md += ["", *[f"- {line}" for line in summary], ""]
     paths = {"markdown": out / "generations.md", "html": out / "generations.html"}
     paths["markdown"].write_text("\n".join(md))
@@ -154,19 +223,30 @@ def write_tables(columns: dict[str, list[str]], prompts: list[tuple[str, str | N
     return paths
 
 
-def load_prompts(path: Path | None) -> list[tuple[str, str | None]]:
-    """A prompts file is JSON lines with `prompt` and optional `expected` (a regular expression)."""
+def load_prompts(path: Path | None) -> list[Prompt]:
+    """A prompts file is JSON lines: `prompt`, and optionally `accepted` and `wrong` (lists of answers) or
+    `expected` (a regular expression for the right answer)."""
     if path is None:
         return DEFAULT_PROMPTS
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [(row["prompt"], row.get("expected")) for row in rows]
+    prompts = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            prompts.append(Prompt(row["prompt"], tuple(row.get("accepted", ())), tuple(row.get("wrong", ())),
+                                  row.get("expected")))
+        except (ValueError, KeyError, TypeError) as error:
+            raise UserError(f"--prompts: {path} line {number}: expected JSON with a `prompt` (and optional "
+                            f"`accepted`/`wrong` lists or `expected`), got {line[:80]!r}") from None
+    return prompts
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.generations", description=__doc__.splitlines()[0])
     parser.add_argument("results_dirs", nargs="+",
                         help="experiments: folders or s3:// (gs://) URIs (e.g. a DPO and an ORPO run)")
-    parser.add_argument("--prompts", type=Path, help="JSON lines: {prompt, expected (regex, optional)}")
+    parser.add_argument("--prompts", type=Path, help="JSON lines: {prompt, accepted: [...], wrong: [...]}")
     parser.add_argument("--max-new-tokens", type=int, default=80)
     parser.add_argument("--out", type=Path, help="default: the first RESULTS_DIR/report")
     parser.add_argument("--seed", type=int, default=0)

@@ -105,3 +105,38 @@ def optuna_importances(storage, study_name: str) -> dict[str, float]:
     if len(finished) < MIN_TRIALS_FOR_IMPORTANCE or len(study.best_trial.params) < 2:
         return {}
     return optuna.importance.get_param_importances(study)
+
+
+def pareto_front(accuracy: list[float], distance: list[float]) -> list[bool]:
+    """Which points no other point beats on both axes (higher accuracy, lower distance from the reference)."""
+    points = list(zip(accuracy, distance))
+    return [not any(a2 >= a and d2 <= d and (a2, d2) != (a, d) for a2, d2 in points) for a, d in points]
+
+
+def plot_accuracy_vs_drift(points: pd.DataFrame, out_dir: Path, name: str, title: str) -> Path | None:
+    """Each model's preference accuracy against how far it moved from the reference (|drift|, the mean per-token
+    log-ratio to the base model), the Pareto front joined by a line: DPO's reward/KL frontier, per trial. `points`
+    has label, accuracy, drift (the base model is the point at drift 0)."""
+    points = points.assign(accuracy=pd.to_numeric(points["accuracy"], errors="coerce"),
+                           drift=pd.to_numeric(points["drift"], errors="coerce"))
+    points = points[np.isfinite(points["accuracy"]) & np.isfinite(points["drift"])]
+    if len(points) < 2:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    distance = points["drift"].abs().to_numpy()
+    front = np.array(pareto_front(points["accuracy"].tolist(), distance.tolist()))
+    figure, axis = plt.subplots(figsize=(6, 4.2))
+    axis.scatter(distance[~front], points["accuracy"][~front], color="tab:blue", label="trial")
+    axis.scatter(distance[front], points["accuracy"][front], color="tab:red", zorder=3, label="Pareto front")
+    order = np.argsort(distance[front])
+    axis.plot(distance[front][order], points["accuracy"].to_numpy()[front][order], color="tab:red", linewidth=1)
+    for (_, row), x in zip(points.iterrows(), distance):
+        axis.annotate(str(row["label"]), (x, row["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axis.set(title=title, xlabel="|drift|: |mean per-token log-ratio to the reference|", ylabel="preference accuracy")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    path = out_dir / f"accuracy_vs_drift_{name}.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -12,9 +12,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from tuner import verdict
 from tuner.experiment import Experiment
 from tuner.spec import to_yaml
-from tuner.tables import display_frame
+from tuner.tables import describe_uncertainty, display_frame
+
+TEXT_WIDTH = 90  # characters of a pair's text shown in the regression lists
 
 
 @dataclass
@@ -24,6 +27,33 @@ class Report:
     rankings: dict[str, pd.DataFrame]  # heading -> ranked trials
     figures: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    test: verdict.ScoredSplit | None = None  # the base model and the top trials scored on the test split
+
+
+def test_tables(test: verdict.ScoredSplit) -> dict[str, pd.DataFrame]:
+    """The report's test-split tables: accuracy per group, then the pairs that regressed and those that improved
+    (base model vs the winner), texts shortened."""
+    tables = {"per group": verdict.group_table(test)}
+    if test.winner is not None:
+        regressed, improved = verdict.changed_pairs(test)
+        for name, frame in (("regressed", regressed), ("improved", improved)):
+            frame = frame.copy()
+            for column in ("prompt", "chosen", "rejected"):
+                frame[column] = [_shorten(v) for v in frame[column]]
+            tables[name] = frame
+    return tables
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= TEXT_WIDTH else text[: TEXT_WIDTH - 3] + "..."
+
+
+TEST_HEADINGS = {
+    "per group": "Test preference accuracy per group (base model and the top trials)",
+    "regressed": "Regressions: test pairs the base model gets right and the winner gets wrong",
+    "improved": "Improvements: test pairs the base model gets wrong and the winner gets right",
+}
 
 
 def best_config_yaml(ranked: pd.DataFrame) -> str:
@@ -56,7 +86,7 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return "-" if math.isnan(value) else f"{value:.4g}"
-        return str(value)
+        return str(value).replace("|", "\\|")
 
     head = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "---|" * len(frame.columns)
@@ -87,10 +117,21 @@ def _markdown(report: Report, out_dir: Path, top: int | None) -> str:
     parts = [f"# {report.title}", "", f"Experiment: `{report.experiment.uri}`", "",
              "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in counts(report.experiment).items()], ""]
     parts += [f"> {note}" for note in report.notes] + [""] if report.notes else []
+    if report.test is not None:
+        parts += ["## Test split: how much to trust the winner", "", "```",
+                  *verdict.headline(report.test), "```", ""]
+        if report.test.trials:
+            parts += ["Drift from the base model on the test answers (mean per-token log-ratio): " +
+                      ", ".join(f"{t.label} {report.test.drift(t):+.3f}" for t in report.test.trials), ""]
+        for name, table in test_tables(report.test).items():
+            parts += [f"### {TEST_HEADINGS[name]}", "",
+                      _markdown_table(table) if len(table) else "(none)", ""]
     for heading, ranked in report.rankings.items():
         parts += [f"## Ranking: {heading} by {ranked.attrs['metric']} ({ranked.attrs['mode']}, "
-                  f"{ranked.attrs['scope']} report)", "", _markdown_table(display_frame(ranked, top)), "",
-                  "Best configuration:", "", "```yaml", best_config_yaml(ranked).rstrip(), "```", ""]
+                  f"{ranked.attrs['scope']} report)", "", _markdown_table(display_frame(ranked, top)), ""]
+        if uncertainty := describe_uncertainty(ranked):
+            parts += [f"Uncertainty: {uncertainty}.", ""]
+        parts += ["Best configuration:", "", "```yaml", best_config_yaml(ranked).rstrip(), "```", ""]
     errored = _errored(report.experiment)
     if len(errored):
         parts += ["## Errored trials", "", _markdown_table(errored), ""]
@@ -105,11 +146,23 @@ def _html(report: Report, top: int | None) -> str:
             "<table>" + "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
                                 for k, v in counts(report.experiment).items()) + "</table>"]
     body += [f"<blockquote>{esc(note)}</blockquote>" for note in report.notes]
+    if report.test is not None:
+        body += ["<h2>Test split: how much to trust the winner</h2>",
+                 f"<pre>{esc(chr(10).join(verdict.headline(report.test)))}</pre>"]
+        if report.test.trials:
+            body.append("<p>Drift from the base model on the test answers (mean per-token log-ratio): " +
+                        esc(", ".join(f"{t.label} {report.test.drift(t):+.3f}" for t in report.test.trials)) + "</p>")
+        for name, table in test_tables(report.test).items():
+            body += [f"<h3>{esc(TEST_HEADINGS[name])}</h3>",
+                     table.to_html(index=False, na_rep="-", float_format="{:.3f}".format, border=0)
+                     if len(table) else "<p>(none)</p>"]
     for heading, ranked in report.rankings.items():
         body += [f"<h2>Ranking: {esc(heading)} by {esc(ranked.attrs['metric'])} ({ranked.attrs['mode']}, "
                  f"{ranked.attrs['scope']} report)</h2>",
-                 display_frame(ranked, top).to_html(index=False, na_rep="-", float_format="{:.4g}".format, border=0),
-                 "<p>Best configuration:</p>", f"<pre>{esc(best_config_yaml(ranked))}</pre>"]
+                 display_frame(ranked, top).to_html(index=False, na_rep="-", float_format="{:.4g}".format, border=0)]
+        if uncertainty := describe_uncertainty(ranked):
+            body.append(f"<p>Uncertainty: {esc(uncertainty)}.</p>")
+        body += ["<p>Best configuration:</p>", f"<pre>{esc(best_config_yaml(ranked))}</pre>"]
     errored = _errored(report.experiment)
     if len(errored):
         body += ["<h2>Errored trials</h2>", errored.to_html(index=False, border=0)]

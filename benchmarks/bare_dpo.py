@@ -116,7 +116,8 @@ def main(argv=None) -> None:
     path = args.model or embedded_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    train, held_out = load_pairs(DataSpec(max_eval_rows=args.eval_rows))
+    splits = load_pairs(DataSpec(max_eval_rows=args.eval_rows))
+    train, held_out = splits.train, splits.eval
     # The pairs the steps consume, as tuner's driver keeps them: same pairs, same sampler order, same training.
     train = train.select(range(min(len(train), args.steps * args.train_batch)))
     pref_accuracy = LegacyPreferenceAccuracy(tokenizer, held_out, args.max_length, args.eval_batch)

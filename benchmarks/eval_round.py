@@ -66,10 +66,11 @@ def main() -> None:
         args.repeats = min(args.repeats, 2)
     spec = load_spec(REPO / "search_spaces" / "dpo.yaml", overrides)
     model_path, batch = models.resolve(spec.model.name), spec.eval_batch_size
-    train, held_out = data.load_pairs(spec.data)
+    splits = data.load_pairs(spec.data)
+    train, held_out = splits.train, splits.eval
     train, held_out = train.select(range(spec.rows_consumed())), with_pair_ids(held_out)
     base = backends.load_base(model_path)
-    base_scores = reference.precompute(spec, base, train, held_out, work)
+    base_scores = reference.precompute(spec, base, train, held_out, work)["eval"]
     shared_train, shared_eval = data.load_prepared(work)
 
     torch.set_num_threads(args.threads)

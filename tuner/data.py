@@ -1,11 +1,17 @@
 """Preference pairs: loaded once by the driver from the bundled set, a local file or a hub dataset, mapped to the
-`prompt` / `chosen` / `rejected` columns TRL expects, and split into train and eval so that no prompt is in both.
+`prompt` / `chosen` / `rejected` columns TRL expects, and split three ways by prompt: train (what trials learn
+from), eval (what ASHA, Optuna and the ranking see) and test (what nobody selects on; scored once when a search
+ends). No prompt is in two splits. Each pair keeps a stable `pair_id` and, with a group column, its `group`.
 The driver saves them as Arrow (tuner.experiment.prepare) for every trial to load.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, load_dataset, load_from_disk
@@ -16,6 +22,8 @@ from tuner.spec import BUNDLED_DATA, DataSpec
 BUNDLED_PATH = Path(__file__).parent / "data" / "preferences.jsonl"
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 COLUMNS = ("prompt", "chosen", "rejected")
+PAIR_ID = "pair_id"  # a stable id per pair (the source's own `pair_id` column, else a hash of the pair's text)
+GROUP = "group"  # the values of data.group_column, under one name
 
 
 class DataError(UserError):
@@ -49,13 +57,37 @@ def standardize(dataset: Dataset, spec: DataSpec, where: str) -> Dataset:
     if missing:
         raise DataError(f"data.columns: {where} has no column {', '.join(missing)}; "
                         f"its columns are {dataset.column_names}")
-    dataset = dataset.select_columns(list(mapping.values()))
+    group = spec.groups
+    if group is not None and group not in dataset.column_names:
+        raise DataError(f"data.group_column: {where} has no column {group!r}; its columns are "
+                        f"{dataset.column_names}, got {spec.group_column!r}")
+    extra = [c for c in (PAIR_ID, group) if c is not None and c not in mapping.values()]
+    dataset = dataset.select_columns(list(mapping.values()) + [c for c in extra if c in dataset.column_names])
     dataset = dataset.rename_columns({column: role for role, column in mapping.items() if column != role})
     kept = dataset.filter(_is_usable_pair)
     if len(kept) == 0:
         raise DataError(f"data: {where} has no usable pair (each needs non-empty prompt, chosen and rejected, "
                         f"with chosen != rejected), got {len(dataset)} rows")
-    return kept
+    if group is not None:
+        values = [("" if v is None else str(v)) for v in kept[group]]
+        kept = kept.remove_columns(group).add_column(GROUP, values)
+    return _with_pair_ids(kept, where)
+
+
+def _with_pair_ids(dataset: Dataset, where: str) -> Dataset:
+    """Ids that stay with a pair through splitting, shuffling and truncation: per-pair outcomes are keyed by them."""
+    if PAIR_ID in dataset.column_names:
+        ids = [str(i) for i in dataset[PAIR_ID]]
+        repeated = [i for i, count in Counter(ids).items() if count > 1]
+        if repeated:
+            raise DataError(f"data: {where} has a {PAIR_ID} column whose ids repeat, e.g. {repeated[:3]}")
+        return dataset.remove_columns(PAIR_ID).add_column(PAIR_ID, ids)
+    ids, seen = [], Counter()
+    for row in dataset.select_columns(list(COLUMNS)):
+        digest = hashlib.sha1(json.dumps([row[c] for c in COLUMNS], sort_keys=True).encode()).hexdigest()[:12]
+        seen[digest] += 1
+        ids.append(digest if seen[digest] == 1 else f"{digest}-{seen[digest]}")
+    return dataset.add_column(PAIR_ID, ids)
 
 
 def _is_usable_pair(row: dict) -> bool:
@@ -63,38 +95,106 @@ def _is_usable_pair(row: dict) -> bool:
     return all(isinstance(v, (str, list)) and len(v) > 0 for v in values) and row["chosen"] != row["rejected"]
 
 
-def split_by_prompt(dataset: Dataset, eval_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Held-out prompts, not held-out rows: two pairs on one prompt would otherwise leak the answer into eval."""
+def split_by_prompt(dataset: Dataset, seed: int, **fractions: float) -> dict[str, Dataset]:
+    """Held-out prompts, not held-out rows: two pairs on one prompt would otherwise leak the answer into a held-out
+    split. `fractions` names each held-out split (e.g. eval=0.2, test=0.2), carved in that order from one seeded
+    shuffle of the prompts (so adding a test split leaves the eval prompts as they were); the rest is `train`."""
     prompts = sorted({_prompt_key(p) for p in dataset["prompt"]})
-    if len(prompts) < 2:
-        raise DataError(f"data: a train/eval split needs at least 2 distinct prompts, got {len(prompts)}")
+    wanted = {name: f for name, f in fractions.items() if f > 0}
+    if len(prompts) < len(wanted) + 1:
+        raise DataError(f"data: a split into train and {' and '.join(wanted)} needs at least {len(wanted) + 1} "
+                        f"distinct prompts, got {len(prompts)}")
     random.Random(seed).shuffle(prompts)
-    eval_count = min(max(1, round(len(prompts) * eval_fraction)), len(prompts) - 1)
-    eval_prompts = set(prompts[:eval_count])
-    is_eval = [_prompt_key(p) in eval_prompts for p in dataset["prompt"]]
-    train = dataset.select([i for i, e in enumerate(is_eval) if not e])
-    held_out = dataset.select([i for i, e in enumerate(is_eval) if e])
-    return train, held_out
+    assigned, start = {}, 0
+    for position, (name, fraction) in enumerate(wanted.items()):
+        room = len(prompts) - start - (len(wanted) - position)  # leave a prompt for each later split and train
+        count = min(max(1, round(len(prompts) * fraction)), room)
+        assigned.update({p: name for p in prompts[start : start + count]})
+        start += count
+    names = [assigned.get(_prompt_key(p), "train") for p in dataset["prompt"]]
+    return {name: dataset.select([i for i, n in enumerate(names) if n == name])
+            for name in ["train", *fractions]}
 
 
 def _prompt_key(prompt) -> str:
     return prompt if isinstance(prompt, str) else repr(prompt)
 
 
-def load_pairs(spec: DataSpec, cache_dir: str | None = None) -> tuple[Dataset, Dataset]:
+@dataclass
+class Splits:
+    train: Dataset
+    eval: Dataset
+    test: Dataset | None  # None: data.test_fraction is 0 and there is no data.test_source
+    notes: list[str] = field(default_factory=list)  # what the user should know about the split
+
+
+def load_pairs(spec: DataSpec, cache_dir: str | None = None) -> Splits:
+    """`cache_dir`: where `datasets` writes its Arrow copies of the sources (default: the HF datasets cache)."""
     dataset = standardize(load_source(spec.source, spec.split, cache_dir), spec, f"data.source {spec.source!r}")
-    if spec.eval_source is None:
-        train, held_out = split_by_prompt(dataset, spec.eval_fraction, spec.seed)
-    else:
-        train = dataset
+    carve = {"eval": spec.eval_fraction if spec.eval_source is None else 0.0,
+             "test": spec.test_fraction if spec.test_source is None else 0.0}
+    parts = split_by_prompt(dataset, spec.seed, **carve)
+    train, held_out, test = parts["train"], parts["eval"], parts["test"] if carve["test"] else None
+    if spec.eval_source is not None:
         held_out = standardize(load_source(spec.eval_source, spec.eval_split, cache_dir), spec,
                                f"data.eval_source {spec.eval_source!r}")
+    notes = []
+    if spec.test_source is not None:
+        test = standardize(load_source(spec.test_source, spec.test_split, cache_dir), spec,
+                           f"data.test_source {spec.test_source!r}")
+        # A test prompt must be one no trial trained on and no ranking looked at.
+        test_prompts = {_prompt_key(p) for p in test["prompt"]}
+        for name, split in (("train", train), ("eval", held_out)):
+            overlapping = [i for i, p in enumerate(split["prompt"]) if _prompt_key(p) in test_prompts]
+            if overlapping:
+                notes.append(f"{len(overlapping)} {name} pairs dropped: their prompts are in data.test_source")
+                keep = sorted(set(range(len(split))) - set(overlapping))
+                if name == "train":
+                    train = split.select(keep)
+                else:
+                    held_out = split.select(keep)
+        if len(train) == 0 or len(held_out) == 0:
+            raise DataError(f"data.test_source: every {'train' if len(train) == 0 else 'eval'} prompt is also in "
+                            f"the test source {spec.test_source!r}")
+    if spec.eval_groups is not None:
+        held_out = only_groups(held_out, spec)
     train = train.shuffle(seed=spec.seed)
     if spec.max_rows:
         train = train.select(range(min(spec.max_rows, len(train))))
-    if spec.max_eval_rows:
-        held_out = held_out.select(range(min(spec.max_eval_rows, len(held_out))))
-    return train, held_out
+    held_out = first_rows(held_out, spec.max_eval_rows)
+    if test is not None:
+        test = first_rows(test, spec.max_test_rows)
+    return Splits(train, held_out, test, notes)
+
+
+def only_groups(held_out: Dataset, spec: DataSpec) -> Dataset:
+    if GROUP not in held_out.column_names:
+        raise DataError(f"data.eval_groups: needs a group column (data.group_column), got {spec.eval_groups}")
+    present = sorted(set(held_out[GROUP]))
+    unknown = [g for g in spec.eval_groups if g not in present]
+    if unknown:
+        raise DataError(f"data.eval_groups: no eval pair is in group(s) {unknown}; the groups are {present}, "
+                        f"got {spec.eval_groups}")
+    wanted = set(spec.eval_groups)
+    return held_out.select([i for i, g in enumerate(held_out[GROUP]) if g in wanted])
+
+
+def first_rows(split: Dataset, count: int | None) -> Dataset:
+    """The first `count` rows, taken in turn from each group when the pairs are grouped, so that a capped eval or
+    test split still holds every group (as evenly as the groups allow)."""
+    if not count or count >= len(split):
+        return split
+    if GROUP not in split.column_names:
+        return split.select(range(count))
+    by_group: dict[str, list[int]] = {}
+    for index, group in enumerate(split[GROUP]):
+        by_group.setdefault(group, []).append(index)
+    queues, chosen = list(by_group.values()), []
+    while len(chosen) < count:
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return split.select(sorted(chosen))
 
 
 def load_prepared(out_dir: str | Path, in_memory: bool = False) -> tuple[Dataset, Dataset]:

@@ -9,10 +9,13 @@ Tune reads and writes its own files there through the same pyarrow filesystem (`
     NAME/tuner/spec.yaml       the spec as validated (secrets only as `<field>_env` variable names)
     NAME/tuner/data/           the split pairs, prepared once for every trial (Arrow)
     NAME/tuner/data/dpo-reference/   tokenized pairs with the base model's reference log-probs, when shared
+    NAME/tuner/data/test/      the test split: prompts no trial, ASHA, Optuna or ranking sees (Arrow)
+    NAME/tuner/test_scores.json      per-pair test scores of the base model and the top trials (tuner.scoring)
     NAME/tuner/optuna.db       the Optuna study (SQLite), unless search.storage names another storage
     NAME/tuner/base_metrics.json     the base model's scores on the eval pairs
     NAME/tuner/base_outcomes.json    its per-pair outcomes ({"pairs": [...], "correct": [0/1, ...]})
     NAME/tuner/base_scores.json      its per-pair answer log-probs and token counts (tuner.quality.PairScores)
+    NAME/tuner/base_test_scores.json the same on the test split, from the same reference pass
     NAME/tuner/cache/          compile caches shared by the trials of this experiment
     NAME/report/               what `python -m analysis` and `analysis.generations` write
 
@@ -101,6 +104,28 @@ class Experiment:
         return self.data_dir / "dpo-reference"
 
     @property
+    def test_dir(self) -> Path:
+        return self.data_dir / "test"
+
+    @property
+    def test_scores_file(self) -> Path:
+        return self.tuner_dir / "test_scores.json"
+
+    @functools.cached_property
+    def eval_pairs(self) -> int | None:
+        """How many eval pairs each trial was scored on (None when the prepared data is not there)."""
+        eval_dir = self.data_dir / "eval"
+        if not self.location.is_dir(self._relative(eval_dir)):
+            return None
+        from datasets import load_from_disk
+
+        return len(load_from_disk(str(self.local_copy(eval_dir))))
+
+    @property
+    def has_test_split(self) -> bool:
+        return self.location.is_dir(self._relative(self.test_dir))
+
+    @property
     def optuna_file(self) -> Path:
         return self.tuner_dir / "optuna.db"
 
@@ -125,6 +150,10 @@ class Experiment:
     @property
     def base_scores_file(self) -> Path:
         return self.tuner_dir / "base_scores.json"
+
+    @property
+    def base_test_scores_file(self) -> Path:
+        return self.tuner_dir / "base_test_scores.json"
 
     @property
     def cache_dir(self) -> Path:
@@ -246,6 +275,16 @@ class Experiment:
         by_model = stored[BY_MODEL] if BY_MODEL in stored else {self.spec.model.name: stored}
         return {name: PairScores(**scores) for name, scores in by_model.items()}
 
+    def base_test_scores(self, model_name: str) -> Any:
+        """The base model `model_name`'s per-pair scores on the test split (tuner.quality.PairScores) from the
+        driver's reference pass, or None when tuner.run stored none (an experiment without a test split)."""
+        if not self.base_test_scores_file.is_file():
+            return None
+        from tuner.quality import PairScores
+
+        stored = json.loads(self.base_test_scores_file.read_text())[BY_MODEL]
+        return PairScores(**stored[model_name]) if model_name in stored else None
+
     def base_outcomes(self, model_name: str | None = None) -> dict[str, list]:
         """The base model's per-pair outcomes {"pairs": [...], "correct": [...]} (of `model_name` when model.name is
         searched), as each checkpoint's pair_outcomes.json holds a trial's; {} when none was stored."""
@@ -297,7 +336,23 @@ class Experiment:
         if BY_MODEL in self._base_metrics and "pref_accuracy_at_best" in ranked and "config/model.name" in ranked:
             base = ranked["config/model.name"].map(lambda name: self.base_of(name).get(PREF_ACCURACY_METRIC))
             ranked["pref_gain"] = ranked["pref_accuracy_at_best"] - base.astype(float)
-        return ranked
+        return self.with_intervals(ranked)
+
+    def with_intervals(self, ranked: pd.DataFrame) -> pd.DataFrame:
+        """The ranking with each trial's 95% interval and whether it is tied with the leader (share metrics only):
+        from the per-pair outcomes saved in the ranked report's checkpoint when there are some, else from the
+        score and the number of eval pairs."""
+        from tuner.ranking import CHECKPOINT_COLUMN, PREF_ACCURACY_METRIC, add_intervals
+
+        outcomes = {}  # read where they are on this disk; in object storage, the intervals come from the scores
+        if (ranked.attrs.get("metric") == PREF_ACCURACY_METRIC and CHECKPOINT_COLUMN in self.history
+                and self.location.is_local):
+            for _, row in ranked[ranked["rank"].notna()].iterrows():
+                checkpoint = self.history.loc[int(row["report"]), CHECKPOINT_COLUMN]
+                found = read_pair_outcomes(checkpoint) if isinstance(checkpoint, str) else None
+                if found is not None:
+                    outcomes[row["trial_id"]] = found
+        return add_intervals(ranked, self.eval_pairs, outcomes)
 
     def best(self, metric: str | None = None, mode: str | None = None, method: str | None = None,
              trial_id: str | None = None) -> Best | None:
@@ -327,6 +382,19 @@ class Experiment:
 
 def _plain(value):
     return value.item() if hasattr(value, "item") else value
+
+
+def read_pair_outcomes(checkpoint: str | Path) -> list[int] | None:
+    """The eval preference-accuracy outcome of each pair at that checkpoint, when the trial saved them."""
+    from tuner.quality import OUTCOMES_FILE
+
+    path = Path(checkpoint) / OUTCOMES_FILE
+    if not path.is_file():
+        return None
+    try:
+        return [int(bool(v)) for v in json.loads(path.read_text())["correct"]]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- before creating
@@ -391,8 +459,9 @@ def check_address(address: str | None) -> None:
 # ---------------------------------------------------------------------------------------------- preparing
 
 
-def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
-    """Everything every trial needs and no trial should redo; returns lines for the user."""
+def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> list[str]:
+    """Everything every trial needs and no trial should redo; returns lines for the user. `test`, the test split, is
+    only saved: nothing in the search reads it."""
     from tuner import backends, models, quality, reference
 
     available = len(train)
@@ -404,15 +473,23 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
     held_out = quality.with_pair_ids(held_out)  # pair ids that every trial's per-pair outcomes refer to
     train.save_to_disk(str(experiment.data_dir / "train"))
     held_out.save_to_disk(str(experiment.data_dir / "eval"))
+    if test is not None:
+        test = quality.with_pair_ids(test)
+        test.save_to_disk(str(experiment.test_dir))
     used = f" ({len(train)} used: train.max_steps x batch)" if len(train) < available else ""
-    lines = [f"data: {available} train pairs{used}, {len(held_out)} eval pairs (no prompt in both)"]
-    # One pass of each base model over the pairs gives both DPO's shared reference and the base model's scores (the
-    # reference log-probs are the base model's log-probs); without a shared reference, it runs over the eval pairs.
+    tested = (f", {len(test)} test pairs scored only when the search ends (no prompt in two splits)"
+              if test is not None else " (no prompt in both; no test split)")
+    lines = [f"data: {available} train pairs{used}, {len(held_out)} eval pairs{tested}"]
+    # One pass of each base model over the pairs gives DPO's shared reference and the base model's scores on eval
+    # and test (the reference log-probs are the base model's log-probs); without a shared reference, it runs over
+    # the eval and test pairs only. The base model's test scores are then never a second pass.
+    splits = {"test": test} if test is not None else {}
     if len(spec.model_names()) > 1:  # each trial is compared with its own base model
         by_model = {}
         for name in spec.model_names():
-            by_model[name] = reference.base_scores(spec, backends.load_base(models.resolve(name)), held_out)
-            lines.append(f"base model {name}: {_described(by_model[name].accuracy())}")
+            by_model[name] = reference.base_scores(spec, backends.load_base(models.resolve(name)), held_out,
+                                                   **splits)
+            lines.append(f"base model {name}: {_described(by_model[name]['eval'].accuracy())}")
         lines.append("reference log-probs: computed in each trial (model.name is searched)")
         _write_base(experiment, by_model)
         return lines
@@ -420,28 +497,35 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out) -> list[str]:
     reason = reference.why_not_shared(spec, backends.resolve_backend(spec.model.backend))
     started = time.perf_counter()
     if reason:
-        base_scores = reference.base_scores(spec, base, held_out)
+        scores = reference.base_scores(spec, base, held_out, **splits)
         lines.append(f"reference log-probs: computed in each trial ({reason})")
     else:
-        base_scores = reference.precompute(spec, base, train, held_out, experiment.reference_dir)
+        scores = reference.precompute(spec, base, train, held_out, experiment.reference_dir, test)
         lines.append(f"reference log-probs: computed once for {len(train)} train and {len(held_out)} eval pairs in "
                      f"{time.perf_counter() - started:.0f} s, shared by every DPO trial")
-    _write_base(experiment, {spec.model.name: base_scores})
-    lines.append(f"base model: {_described(base_scores.accuracy())}")
+    scores = scores if isinstance(scores, dict) else {"eval": scores}
+    _write_base(experiment, {spec.model.name: scores})
+    lines.append(f"base model: {_described(scores['eval'].accuracy())}")
     return lines
 
 
-def _write_base(experiment: Experiment, by_model: dict) -> None:
-    """base_metrics.json, base_outcomes.json and base_scores.json: the one base model's, or keyed by model name under
-    BY_MODEL when model.name is searched."""
+def _write_base(experiment: Experiment, by_model: dict[str, dict]) -> None:
+    """base_metrics.json, base_outcomes.json and base_scores.json (eval), and base_test_scores.json (test, when the
+    experiment has a test split): the one base model's, or keyed by model name under BY_MODEL when model.name is
+    searched. `by_model`: model name -> {"eval": PairScores, "test": PairScores (optional)}."""
     def keyed(values: dict) -> dict:
         return next(iter(values.values())) if len(values) == 1 else {BY_MODEL: values}
 
-    experiment.base_metrics_file.write_text(json.dumps(keyed({n: s.accuracy() for n, s in by_model.items()})))
-    experiment.base_outcomes_file.write_text(json.dumps(keyed({n: s.outcomes() for n, s in by_model.items()})))
-    experiment.base_scores_file.write_text(json.dumps(keyed({n: asdict(s) for n, s in by_model.items()})))
-    experiment.publish(experiment.data_dir, experiment.base_metrics_file, experiment.base_outcomes_file,
-                       experiment.base_scores_file)  # once; in object storage only
+    evals = {name: scores["eval"] for name, scores in by_model.items()}
+    tests = {name: scores["test"] for name, scores in by_model.items() if "test" in scores}
+    experiment.base_metrics_file.write_text(json.dumps(keyed({n: s.accuracy() for n, s in evals.items()})))
+    experiment.base_outcomes_file.write_text(json.dumps(keyed({n: s.outcomes() for n, s in evals.items()})))
+    experiment.base_scores_file.write_text(json.dumps(keyed({n: asdict(s) for n, s in evals.items()})))
+    written = [experiment.base_metrics_file, experiment.base_outcomes_file, experiment.base_scores_file]
+    if tests:
+        experiment.base_test_scores_file.write_text(json.dumps({BY_MODEL: {n: asdict(s) for n, s in tests.items()}}))
+        written.append(experiment.base_test_scores_file)
+    experiment.publish(experiment.data_dir, *written)  # once; in object storage only
 
 
 def _described(metrics: dict[str, float]) -> str:

@@ -82,10 +82,36 @@ tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")
 
 ## Eval metrics at this checkpoint
 
+These are the eval pairs the search selected this trial on: optimistic by construction.
+
 | metric | value |
 |---|---|
 {chr(10).join(f"| {k} | {v:.4g} |" for k, v in shown.items())}
-"""
+{_test_section(trial.get("test"))}"""
+
+
+def _test_section(test: dict | None) -> str:
+    if not test:
+        return ""
+    return "\n## Test split (pairs no search step saw)\n\n```\n" + "\n".join(test["headline"]) + "\n```\n"
+
+
+def summarize_test_split(experiment: Experiment, best: Best) -> dict | None:
+    """The exported trial and the base model on the test split (scored once, then read from the experiment)."""
+    from tuner import scoring, verdict
+
+    results = scoring.score_test_split(experiment, include=[best])
+    if results is None:
+        return None
+    exported = next(t for t in results.trials if t.checkpoint == str(best.checkpoint))
+    results = verdict.ScoredSplit(results.pairs, results.base, [exported], results.group_name)
+    accuracy, base, difference = (results.accuracy(exported), results.accuracy(results.base),
+                                  results.difference(exported))
+    return {"pairs": int(results.mask.sum()), "pref_accuracy": [accuracy.value, accuracy.low, accuracy.high],
+            "base_pref_accuracy": [base.value, base.low, base.high],
+            "difference": [difference.estimate.value, difference.estimate.low, difference.estimate.high],
+            "mcnemar_p": difference.p_value, "distinguishable": difference.distinguishable,
+            "headline": verdict.headline(results)}
 
 
 def check_out(out: Path, experiment_path: Path, force: bool) -> None:
@@ -137,7 +163,8 @@ def _write(experiment: Experiment, best: Best, checkpoint: Path, out: Path, merg
     trial_spec = yaml.safe_load((checkpoint / "tuner_spec.yaml").read_text()) if (
         checkpoint / "tuner_spec.yaml").is_file() else experiment.spec.model_dump(mode="json")
     trial = {"trial_id": best.trial_id, "checkpoint": str(best.checkpoint), "metric": best.metric, "mode": best.mode,
-             "step": best.step, "config": best.config, "metrics": best.report}
+             "step": best.step, "config": best.config, "metrics": best.report,
+             "test": summarize_test_split(experiment, best)}
     (out / "trial.json").write_text(json.dumps(trial, indent=2, default=str))
     base_model = json.loads((checkpoint / "adapter_config.json").read_text())["base_model_name_or_path"]
     (out / "README.md").write_text(model_card(base_model, trial_spec, trial))
@@ -179,6 +206,8 @@ def _export_and_say(args: argparse.Namespace) -> int:
     print(f"exported trial {trial['trial_id']} ({trial['metric']} = {trial['metrics'].get(trial['metric'])} at step "
           f"{trial['step']}) from {trial['checkpoint']}\nto {out}"
           + (f" (merged model in {out / 'merged'})" if args.merge else ""))
+    if trial.get("test"):
+        print("\n".join(["", *trial["test"]["headline"]]))
     return 0
 
 

@@ -99,6 +99,16 @@ class PairScores:
             result.update(self.drift(reference))
         return {f"{prefix}_{k.removeprefix('eval_')}": v for k, v in result.items()}
 
+    def means(self, ids: list) -> tuple[list[float], list[float]]:
+        """Each answer's mean per-token log-likelihood for the pairs `ids` (in that order), NaN for a pair not
+        scored (its answer truncated away, or not in these scores)."""
+        nan = float("nan")
+        found = {str(pair): (c / nc, r / nr) if nc > 0 and nr > 0 else (nan, nan)
+                 for pair, c, r, nc, nr in zip(self.pairs, self.chosen_logps, self.rejected_logps, self.chosen_tokens,
+                                               self.rejected_tokens)}
+        chosen, rejected = zip(*(found.get(str(pair), (nan, nan)) for pair in ids)) if ids else ((), ())
+        return list(chosen), list(rejected)
+
     # -------------------------------------------------------------------------------------------- files
 
     def write(self, path: Path) -> None:

@@ -7,6 +7,10 @@ numbers and its checkpoint are one report's. NaN and infinite values never count
 and a trial that ended in an error (its run did not complete), are listed unranked. Ties go to the earlier report
 within a trial, and across trials to the trial that reached the score in fewer steps, then to the smaller trial id,
 so a ranking is the same on every run.
+
+A ranking on a share of eval pairs (preference accuracy) also carries each trial's 95% interval and marks the
+trials whose interval overlaps the leader's as tied with it (`add_intervals`): a one-pair difference on 24 pairs is
+4 points, and the ranking should not pretend to know more than its eval pairs can say.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from tuner import stats
 from tuner.errors import UserError
 from tuner.methods import DEFAULT_METRIC  # one definition of what each method is ranked on
 
@@ -23,6 +28,8 @@ SHARED_METRIC = "eval_loss"  # reported by both methods, though on each method's
 MARGIN_METRIC = "eval_rewards/margins"
 ACCURACY_METRIC = "eval_rewards/accuracies"
 PREF_ACCURACY_METRIC = "eval_pref_accuracy"  # shared by every method and the base model
+DRIFT_METRIC = "eval_drift"  # mean per-token log-ratio of policy to reference on the eval answers
+DRIFT_PENALISED = "pref_accuracy_drift_penalised"  # eval_pref_accuracy - lambda x |eval_drift|
 
 
 CHECKPOINT_COLUMN = "checkpoint_path"  # per report: the folder of its checkpoint while it is kept, else NaN
@@ -133,3 +140,48 @@ def rankings_for(trials: pd.DataFrame, history: pd.DataFrame, metric: str | None
         if method != "all" and ranked.attrs["metric"] != metric:
             rankings[method] = ranked
     return rankings
+
+
+SHARE_METRICS = (PREF_ACCURACY_METRIC, ACCURACY_METRIC)  # a share of eval pairs right: a binomial interval applies
+
+
+def add_intervals(ranked: pd.DataFrame, pairs: int | None,
+                  outcomes: dict[str, list[int]] | None = None) -> pd.DataFrame:
+    """`ci_low`/`ci_high` (95% Wilson interval) per ranked trial and `tied` (its interval overlaps the leader's), when
+    the ranking metric is a share of eval pairs. A trial's interval comes from its per-pair `outcomes` when given,
+    else from its score and the number of eval `pairs`. `attrs["pairs"]` holds the number of eval pairs and
+    `attrs["pairs_to_separate"]` how many it would take to tell the top two apart at their observed gap."""
+    outcomes = outcomes or {}
+    if ranked.attrs.get("metric") not in SHARE_METRICS or not (pairs or outcomes) or ranked.empty:
+        return ranked
+    ranked = ranked.copy()
+    intervals = []
+    for _, row in ranked.iterrows():
+        if pd.isna(row["rank"]) or not np.isfinite(row["score"]):
+            intervals.append(None)
+        elif row["trial_id"] in outcomes:
+            intervals.append(stats.accuracy(outcomes[row["trial_id"]]))
+        else:
+            intervals.append(stats.wilson(round(float(row["score"]) * pairs), pairs))
+    ranked["ci_low"] = [i.low if i else math.nan for i in intervals]
+    ranked["ci_high"] = [i.high if i else math.nan for i in intervals]
+    leader = intervals[0] if intervals and ranked.iloc[0]["rank"] == 1 else None
+    ranked["tied"] = [bool(leader and i and position > 0 and i.overlaps(leader)) for position, i in
+                      enumerate(intervals)]
+    counts = {len(v) for v in outcomes.values()}
+    ranked.attrs["pairs"] = counts.pop() if len(counts) == 1 and not pairs else pairs
+    scores = ranked.loc[ranked["rank"].notna(), "score"].astype(float).tolist()
+    ranked.attrs["pairs_to_separate"] = stats.pairs_to_separate(scores[0], scores[1]) if len(scores) > 1 else None
+    return ranked
+
+
+def with_drift_penalty(history: pd.DataFrame, penalty: float) -> pd.DataFrame:
+    """The history with `DRIFT_PENALISED` per report: preference accuracy minus `penalty` x |drift|, so that a
+    ranking can prefer accuracy the policy reached without moving far from its reference."""
+    missing = [m for m in (PREF_ACCURACY_METRIC, DRIFT_METRIC) if m not in history]
+    if missing:
+        raise UnknownMetric(f"a drift-penalised ranking needs {' and '.join(missing)} in the trials' reports; "
+                            f"reported metrics: {', '.join(available_metrics(history)) or '(none)'}")
+    if not (penalty >= 0 and math.isfinite(penalty)):
+        raise UserError(f"--drift-penalty: must be a finite number >= 0, got {penalty}")
+    return history.assign(**{DRIFT_PENALISED: history[PREF_ACCURACY_METRIC] - penalty * history[DRIFT_METRIC].abs()})

@@ -103,7 +103,7 @@ def start(args: argparse.Namespace) -> int:
     # The source's Arrow copy goes to a private folder removed once the pairs are saved in the experiment, not to
     # the shared HF datasets cache.
     with tempfile.TemporaryDirectory(prefix="tuner-datasets-") as staging:
-        train, held_out = data.load_pairs(spec.data, cache_dir=staging)
+        splits = data.load_pairs(spec.data, cache_dir=staging)
         location = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
                                              experiments.default_name(spec))
         if spec.search.algorithm == "optuna" and spec.search.storage is not None:
@@ -114,9 +114,9 @@ def start(args: argparse.Namespace) -> int:
         experiments.check_wandb(spec.run.wandb)
         _warn_about_exposure(spec, args.address, location.is_local)
         experiment = Experiment.create(spec, location)
-        for line in experiments.prepare(spec, experiment, train, held_out):
+        for line in [*experiments.prepare(spec, experiment, splits.train, splits.eval, splits.test), *splits.notes]:
             print(line)
-        train_rows = len(train)
+        train_rows = len(splits.train)
     print(describe_space(spec))
     from tuner import search
 
@@ -197,22 +197,41 @@ def _fit_and_report(tuner, spec: Spec, experiment: Experiment, top: int) -> int:
     report(experiment.reload(), top)
     trials = experiment.trials
     if len(trials) < spec.search.num_samples or trials["status"].isin(["running", "pending", "paused"]).any():
-        print(f"the search stopped before all {spec.search.num_samples} trials finished; continue it with:\n"
-              f"  python -m tuner.run --resume {shlex.quote(experiment.uri)}")
+        print(f"the search stopped before all {spec.search.num_samples} trials finished (the test split is scored "
+              f"when it completes); continue it with:\n  python -m tuner.run --resume {shlex.quote(experiment.uri)}")
         return INTERRUPTED
+    report_test_split(experiment)
     return 0
+
+
+def report_test_split(experiment: Experiment) -> None:
+    """The last lines of a finished search: the top trials and the base model scored once on the test split, per
+    group, the regressions, and the headline."""
+    from tuner import scoring, verdict
+
+    results = scoring.score_test_split(experiment)
+    if results is None:
+        why = ("search.test_top_k is 0" if experiment.has_test_split else
+               "the experiment has no test split (data.test_fraction is 0)")
+        print(f"\ntest split: not scored ({why}); the numbers above are the eval pairs the search selected on")
+        return
+    print()
+    for line in verdict.closing_lines(results):
+        print(line)
 
 
 def report(experiment: Experiment, top: int) -> None:
     """The end of a search: the ranking, errored trials and the best checkpoint, all from experiment.best()'s
     ranking, so that the table's numbers, the named trial and the checkpoint are one report's."""
-    from tuner.tables import describe_best, ranking_table
+    from tuner.tables import describe_best, describe_uncertainty, ranking_table
 
     spec, path = experiment.spec, shlex.quote(experiment.uri)
     ranked = experiment.ranking()
     print(f"\nTop trials by {spec.metric} ({spec.search.mode}):")
     print(ranking_table(ranked, top))
     print(describe_best(ranked))
+    if uncertainty := describe_uncertainty(ranked):
+        print(uncertainty)
     errored = experiment.trials[experiment.trials["status"] == "errored"]
     for _, trial in errored.iterrows():
         print(f"errored trial {trial['trial_id']}: {trial['error']} (log: {trial['path']}/{TRIAL_LOG})")

@@ -13,13 +13,21 @@ def ranking_columns(ranked: pd.DataFrame) -> list[str]:
     same_as_score = {ACCURACY_METRIC: "accuracy_at_best", PREF_ACCURACY_METRIC: "pref_accuracy_at_best"}.get(metric)
     extra = [c for c in ("margin/beta", "accuracy_at_best", "pref_accuracy_at_best", "pref_gain")
              if c in ranked and ranked[c].notna().any() and c != same_as_score]
-    return ["rank", "trial_id", "method", "status", *configs, "score", "score_step", *extra]
+    uncertainty = ["ci_low", "ci_high", "tied"] if "ci_low" in ranked else []
+    return ["rank", "trial_id", "method", "status", *configs, "score", *uncertainty, "score_step", *extra]
 
 
 def display_frame(ranked: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
-    """The ranking's shown columns under the names a reader knows: the metric's own name for the score."""
+    """The ranking's shown columns under the names a reader knows: the metric's own name for the score, its 95%
+    interval as one column, and `tied` where a trial's interval overlaps the leader's."""
     shown = ranked.head(top) if top else ranked
     table = shown[ranking_columns(ranked)].rename(columns=lambda c: c.removeprefix("config/"))
+    if "ci_low" in table:
+        interval = [f"[{low:.2f}, {high:.2f}]" if pd.notna(low) else "-"
+                    for low, high in zip(table.pop("ci_low"), table.pop("ci_high"))]
+        table.insert(table.columns.get_loc("tied"), "95% CI", interval)
+        table["tied"] = ["leader" if position == 0 and pd.notna(rank) else ("tied" if tied else "")
+                         for position, (rank, tied) in enumerate(zip(shown["rank"], table["tied"]))]
     return table.rename(columns={"score": ranked.attrs.get("metric", "score"), "score_step": "at step",
                                  "accuracy_at_best": ACCURACY_METRIC, "pref_accuracy_at_best": PREF_ACCURACY_METRIC})
 
@@ -37,6 +45,25 @@ def describe_best(ranked: pd.DataFrame) -> str:
     config = {c.removeprefix("config/"): _plain(best[c]) for c in ranked.columns if c.startswith("config/")}
     return (f"best trial {best['trial_id']}: {ranked.attrs.get('metric')} = {best['score']:.4g} "
             f"({ranked.attrs.get('scope')} over its reports, at step {best['score_step']:.0f}), config {config}")
+
+
+def describe_uncertainty(ranked: pd.DataFrame) -> str | None:
+    """How sure the ranking is: trials tied with the leader, and the eval pairs it would take to separate the top
+    two at their observed gap; None when the ranking metric has no interval."""
+    if "tied" not in ranked or ranked.empty or pd.isna(ranked.iloc[0]["rank"]):
+        return None
+    tied = int(ranked["tied"].sum())
+    pairs = ranked.attrs.get("pairs")
+    line = (f"{tied} trial(s) tied with the leader: their 95% intervals overlap its interval on {pairs} eval pairs"
+            if tied else f"no trial's 95% interval overlaps the leader's on {pairs} eval pairs")
+    needed = ranked.attrs.get("pairs_to_separate")
+    if needed is not None:
+        scores = ranked.loc[ranked["rank"].notna(), "score"].astype(float)
+        gap = 100 * abs(scores.iloc[0] - scores.iloc[1])
+        line += ("; the top two score the same, so no number of eval pairs separates them" if needed == float("inf")
+                 else f"; separating the top two at their gap of {gap:.1f} points would take about {needed:,.0f} "
+                      f"eval pairs (two-sided 5% test, 80% power)")
+    return line
 
 
 def _plain(value):

@@ -56,3 +56,41 @@ def test_report_holds_ranking_best_config_errors_and_embedded_images(tmp_path):
     assert csv[0].startswith("trial_id") and len(csv) == 4
     counts = report.counts(experiment)
     assert counts["trials"] == 3 and counts["by status"] == {"finished": 2, "errored": 1}
+
+
+def test_pareto_front_keeps_the_points_no_other_beats_on_both_axes():
+    # (accuracy, distance): base (0.8, 0); a dominates b; c is more accurate but further
+    assert plots.pareto_front([0.8, 0.9, 0.85, 0.95], [0.0, 0.1, 0.2, 0.5]) == [True, True, False, True]
+    assert plots.pareto_front([0.8, 0.8], [0.1, 0.1]) == [True, True]  # equal points do not beat each other
+
+
+def test_accuracy_vs_drift_figure(tmp_path):
+    import pandas as pd
+
+    points = pd.DataFrame({"label": ["base", "t1", "t2"], "accuracy": [0.8, 0.9, 0.85], "drift": [0.0, -0.3, 0.5]})
+    path = plots.plot_accuracy_vs_drift(points, tmp_path, "test", "t")
+    assert path.name == "accuracy_vs_drift_test.png" and Image.open(path).size[0] > 500
+    assert plots.plot_accuracy_vs_drift(points.head(1), tmp_path, "x", "t") is None
+    empty = pd.DataFrame(columns=["label", "accuracy", "drift"])  # no trial reported eval_drift
+    assert plots.plot_accuracy_vs_drift(empty, tmp_path, "eval", "t") is None
+
+
+def test_report_holds_the_test_verdict_per_group_table_and_regressions(tmp_path):
+    from tests.tuner.test_verdict import split
+
+    experiment = fabricated_experiment(tmp_path)
+    ranked = rank_trials(experiment.trials, experiment.history, "eval_rewards/margins")
+    test = split(base=[1, 1, 0, 0, 1, 0], trials={"a": [1, 0, 1, 1, 1, 0]}, groups=list("xxyyxy"))
+    test.pairs.loc[1, "prompt"] = "a | pipe " + "long " * 40
+    written = report.write(report.Report("t", experiment, {"dpo": ranked}, [], [], test), tmp_path)
+    markdown = written["markdown"].read_text()
+    assert "## Test split: how much to trust the winner" in markdown
+    assert "  verdict: the winner is not distinguishable from the base model on the test split" in markdown
+    per_group = markdown.split("### Test preference accuracy per group", 1)[1].split("###", 1)[0]
+    assert "| x | 3 | 1 | 0.6667 |" in per_group and "| y | 3 | 0 | 0.6667 |" in per_group
+    regressed = markdown.split("### Regressions:", 1)[1].split("###", 1)[0]
+    assert regressed.count("| p1 |") == 1 and "a \\| pipe" in regressed and "..." in regressed
+    improved = markdown.split("### Improvements:", 1)[1].split("##", 1)[0]
+    assert "| p2 |" in improved and "| p3 |" in improved
+    html = written["html"].read_text()
+    assert "Regressions: test pairs the base model gets right and the winner gets wrong" in html

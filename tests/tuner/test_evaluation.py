@@ -34,10 +34,11 @@ def tiny_spec(tiny_llama, method: str = "dpo"):
 def prepared(tiny_llama, tmp_path_factory):
     """The driver's work: split pairs with ids, the shared reference and the base model's scores from it."""
     spec = tiny_spec(tiny_llama)
-    train, held_out = load_pairs(spec.data)
+    splits = load_pairs(spec.data)
+    train, held_out = splits.train, splits.eval
     held_out = with_pair_ids(held_out)
     folder = tmp_path_factory.mktemp("reference")
-    base = reference.precompute(spec, backends.load_base(str(tiny_llama)), train, held_out, folder)
+    base = reference.precompute(spec, backends.load_base(str(tiny_llama)), train, held_out, folder)["eval"]
     return train, held_out, folder, base
 
 

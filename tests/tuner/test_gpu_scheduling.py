@@ -50,7 +50,8 @@ def run_packed_search(tmp_path, tiny_llama, name: str, seeds: list[int]):
         f"run.storage_path={tmp_path}",
     ])
     experiment = Experiment.create(spec, experiments.check_storage(str(tmp_path), name))
-    train, held_out = data.load_pairs(spec.data)  # what the driver prepares; the stubbed step never reads a model
+    splits = data.load_pairs(spec.data)  # what the driver prepares; the stubbed step never reads a model
+    train, held_out = splits.train, splits.eval
     train.save_to_disk(str(experiment.data_dir / "train"))
     held_out.save_to_disk(str(experiment.data_dir / "eval"))
     search.build_tuner(spec, experiment, train_rows=len(train)).fit()

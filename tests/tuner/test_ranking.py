@@ -89,3 +89,54 @@ def test_report_rankings_with_and_without_a_search_metric():
     assert list(with_metric["dpo"]["trial_id"]) == ["d1", "d2"]  # by margin, its own default
     assert list(rankings_for(trials, history, "eval_rewards/margins", "max")) == ["all"]
     assert list(rankings_for(trials, history)) == ["dpo"]
+
+
+def pref_ranking(scores: dict[str, float]):
+    trials, history = frames({t: [s] for t, s in scores.items()}, metric="eval_pref_accuracy")
+    return rank_trials(trials, history, "eval_pref_accuracy", "max")
+
+
+def test_intervals_mark_the_trials_that_overlap_the_leader_as_tied():
+    from tuner.ranking import add_intervals
+    from tuner.stats import wilson
+
+    # 24 eval pairs: 24/24, 23/24 and 19/24 overlap the leader's [0.86, 1]; 12/24 does not
+    ranked = add_intervals(pref_ranking({"a": 1.0, "b": 23 / 24, "c": 19 / 24, "d": 0.5}), pairs=24)
+    assert list(ranked["trial_id"]) == ["a", "b", "c", "d"]
+    assert list(ranked["tied"]) == [False, True, True, False]
+    assert ranked.iloc[0]["ci_low"] == pytest.approx(wilson(24, 24).low)
+    assert ranked.iloc[3]["ci_high"] == pytest.approx(wilson(12, 24).high)
+    assert ranked.iloc[3]["ci_high"] < ranked.iloc[0]["ci_low"]
+    assert ranked.attrs["pairs"] == 24 and ranked.attrs["pairs_to_separate"] > 24
+    assert ranked.attrs["metric"] == "eval_pref_accuracy"
+
+
+def test_per_pair_outcomes_give_the_interval_when_a_checkpoint_saved_them():
+    from tuner.ranking import add_intervals
+    from tuner.stats import accuracy
+
+    outcomes = {"a": [1] * 90 + [0] * 10, "b": [1] * 60 + [0] * 40}
+    ranked = add_intervals(pref_ranking({"a": 0.9, "b": 0.6}), pairs=None, outcomes=outcomes)
+    assert ranked.iloc[1]["ci_high"] == pytest.approx(accuracy(outcomes["b"]).high)
+    assert list(ranked["tied"]) == [False, False] and ranked.attrs["pairs"] == 100
+
+
+def test_no_interval_for_a_metric_that_is_not_a_share_of_pairs():
+    from tuner.ranking import add_intervals
+
+    trials, history = frames({"a": [0.5], "b": [0.4]})
+    ranked = add_intervals(rank_trials(trials, history, "eval_rewards/margins"), pairs=24)
+    assert "tied" not in ranked and "ci_low" not in ranked
+
+
+def test_ranking_table_shows_the_interval_and_the_tie_marks():
+    from tuner.ranking import add_intervals
+    from tuner.tables import describe_uncertainty, display_frame
+
+    ranked = add_intervals(pref_ranking({"a": 1.0, "b": 23 / 24, "c": 0.5}), pairs=24)
+    shown = display_frame(ranked)
+    assert list(shown["tied"]) == ["leader", "tied", ""]
+    assert shown["95% CI"].iloc[0] == "[0.86, 1.00]"
+    line = describe_uncertainty(ranked)
+    assert line.startswith("1 trial(s) tied with the leader") and "24 eval pairs" in line
+    assert "would take about" in line

@@ -31,13 +31,15 @@ def train_once(spec, tiny_llama, train, held_out, out, shared):
 
 def test_shared_reference_matches_in_trial_reference(tiny_llama, tmp_path):
     spec = tiny_spec(tiny_llama)
-    train, held_out = load_pairs(spec.data)
-    base = reference.precompute(spec, backends.load_base(str(tiny_llama)), train, held_out, tmp_path / "shared")
+    splits = load_pairs(spec.data)
+    train, held_out = splits.train, splits.eval
+    base = reference.precompute(spec, backends.load_base(str(tiny_llama)), train, held_out,
+                                tmp_path / "shared")["eval"]
     shared_train, shared_eval = load_prepared(tmp_path / "shared")
     assert (len(shared_train), len(shared_eval)) == (8, 4)
     assert {"chosen_ids", "ref_chosen_logps", "ref_rejected_logps"} <= set(shared_train.column_names)
     # The base model's scores are the reference pass's sums: the eval columns, pair by pair.
-    assert base.pairs == [0, 1, 2, 3]
+    assert base.pairs == list(held_out["pair_id"])
     assert base.chosen_logps == pytest.approx(shared_eval["ref_chosen_logps"], abs=1e-4)
     assert base.rejected_logps == pytest.approx(shared_eval["ref_rejected_logps"], abs=1e-4)
 

@@ -97,16 +97,47 @@ def test_console_is_short_and_ends_with_the_answer(dpo_run):
     done, path = dpo_run
     lines = (done.stdout + done.stderr).splitlines()
     assert len(lines) < 80, "\n".join(lines)
-    tail = done.stdout.splitlines()[-5:]
+    stdout = done.stdout.splitlines()
+    end = stdout.index(f"export: python -m tuner.export {path} --out DIR")  # then the test split, last
+    tail = stdout[end - 5 : end + 1]
     assert tail[0].startswith("best trial ")
-    tail = tail[1:]
-    assert tail[0].startswith("best checkpoint (LoRA adapter + tokenizer): ")
-    assert tail[1:] == [f"results: {path}", f"report: python -m analysis {path}",
+    assert "tied with the leader" in tail[1] or "overlaps the leader's" in tail[1]
+    assert tail[2].startswith("best checkpoint (LoRA adapter + tokenizer): ")
+    assert tail[3:] == [f"results: {path}", f"report: python -m analysis {path}",
                         f"export: python -m tuner.export {path} --out DIR"]
     for noise in ("Saving the dataset", "Tokenizing", "examples/s", "INFO", "WARNING", "{'loss'", "Trial status"):
         assert noise not in done.stdout + done.stderr, noise
     logs = list(path.glob("run_trial_*/trial.log"))
     assert len(logs) == 3 and all(log.stat().st_size > 0 for log in logs)
+
+
+def test_cli_ends_with_the_test_split_headline(dpo_run):
+    import json
+
+    done, path = dpo_run
+    lines = done.stdout.rstrip().splitlines()
+    assert lines[-5].startswith("Test split: ") and "pairs on 24 prompts" in lines[-5]
+    assert lines[-4].startswith("  winner ") and "preference accuracy" in lines[-4]
+    assert lines[-3].startswith("  base model: preference accuracy ")
+    assert lines[-2].startswith("  difference: ") and "paired bootstrap over 24 prompts" in lines[-2]
+    assert lines[-1].startswith("  verdict: the winner is ")
+    assert "Test preference accuracy per kind" in done.stdout and "regressions: " in done.stdout
+    # the winner named is the ranking's, and the three top trials and the base model were scored once
+    experiment = Experiment.open(path)
+    assert f"winner {experiment.best().trial_id} " in lines[-4]
+    scores = json.loads(experiment.test_scores_file.read_text())
+    assert len(scores["models"]) == 1 + experiment.spec.search.test_top_k and len(scores["pairs"]) == 144
+    from tuner import scoring
+
+    said = []
+    again = scoring.score_test_split(experiment, say=said.append)  # read back, not scored again
+    assert said == [] and again.winner.trial_id == experiment.best().trial_id
+    # no test pair was seen by the search: its prompts are in neither the train nor the eval data
+    from datasets import load_from_disk
+
+    test_prompts = set(load_from_disk(str(experiment.test_dir))["prompt"])
+    for split in ("train", "eval"):
+        assert not test_prompts & set(load_from_disk(str(experiment.data_dir / split))["prompt"])
 
 
 def test_ranking_agrees_with_ray_best_result(dpo_run):
@@ -140,9 +171,19 @@ def test_analysis_cli_writes_the_report_for_a_real_search(dpo_run, tmp_path):
     written = {p.name for p in (tmp_path / "report").iterdir()}
     assert {"report.md", "report.html", "ranking_dpo.csv", "figures"} <= written
     figures = {p.name for p in (tmp_path / "report" / "figures").iterdir()}
-    assert {"loss.png", "rewards_margins.png", "rewards_accuracies.png", "param_train.beta.png"} <= figures
+    assert {"loss.png", "rewards_margins.png", "rewards_accuracies.png", "param_train.beta.png",
+            "accuracy_vs_drift_test.png"} <= figures
     html = (tmp_path / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(figures)
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    for section in ("## Test split: how much to trust the winner",
+                    "### Test preference accuracy per group (base model and the top trials)",
+                    "### Regressions: test pairs the base model gets right and the winner gets wrong",
+                    "### Improvements: test pairs the base model gets wrong and the winner gets right",
+                    "| kind | pairs | base model |", "| style_matched | 24 |", "Uncertainty: "):
+        assert section in markdown, section
+    assert "Test preference accuracy per group" in html and "verdict: the winner is" in html
+    assert done.stdout.rstrip().splitlines()[-1].startswith("  verdict: the winner is ")
 
 
 def test_export_round_trip_loads_in_plain_peft_and_merges(dpo_run, tiny_llama, tmp_path):

@@ -60,6 +60,9 @@ class Columns(_Section):
     rejected: str = "rejected"
 
 
+BUNDLED_GROUP_COLUMN = "kind"  # the bundled pairs' failure mode (wrong_fact, repetition, ..., style_matched)
+
+
 class DataSpec(_Section):
     source: str = BUNDLED_DATA
     split: str = "train"
@@ -67,9 +70,38 @@ class DataSpec(_Section):
     eval_fraction: float = Field(0.2, gt=0, lt=1)
     eval_source: str | None = None
     eval_split: str = "test"
+    # Prompts held out from the whole search (no trial, ASHA, Optuna or ranking sees them), scored once when it
+    # ends; 0: no test split. Or a separate source: test_source + test_split.
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    test_source: str | None = None
+    test_split: str = "test"
+    group_column: str | None = None  # a column whose values group the pairs in per-group results
+    # Only these groups in the eval split, which ASHA, Optuna and the ranking select on (the test split keeps all).
+    eval_groups: list[str] | None = None
     max_rows: int | None = Field(None, gt=0)
     max_eval_rows: int | None = Field(None, gt=0)
+    max_test_rows: int | None = Field(None, gt=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _room_for_training(self) -> DataSpec:
+        carved = (self.eval_fraction if self.eval_source is None else 0) + \
+            (self.test_fraction if self.test_source is None else 0)
+        if carved >= 1:
+            raise ValueError(f"eval_fraction + test_fraction must leave prompts for training, got "
+                             f"{self.eval_fraction:g} + {self.test_fraction:g}")
+        return self
+
+    @property
+    def groups(self) -> str | None:
+        """The column that groups pairs: group_column, else the bundled data's `kind`."""
+        if self.group_column is not None:
+            return self.group_column
+        return BUNDLED_GROUP_COLUMN if self.source == BUNDLED_DATA else None
+
+    @property
+    def has_test(self) -> bool:
+        return self.test_source is not None or self.test_fraction > 0
 
 
 class LoraSpec(_Section):
@@ -120,6 +152,9 @@ class SearchSpec(_Section):
     space: dict[str, Distribution] = {}
     # DPO: tokenize the pairs and compute the frozen reference model's log-probs once per search, not per trial.
     share_reference: bool = True
+    # When the search ends: how many of the top trials (by the search metric) are scored once on the test split,
+    # beside the base model; 0 scores none.
+    test_top_k: int = Field(3, ge=0)
     # The Optuna study: an RDB URL or a journal file path (tuner.study); None: SQLite in the experiment's tuner folder.
     storage: str | None = None
 

@@ -1,0 +1,100 @@
+"""The test split's verdict on fabricated per-pair scores with known answers: per-group table, regressions, drift
+and the headline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tuner.verdict import ALL_PAIRS, Scored, ScoredSplit, changed_pairs, closing_lines, group_table, headline
+
+
+def scored(label: str, right: list[int], drift: float = 0.0, **extra) -> Scored:
+    """Log-likelihoods that put chosen above rejected exactly where `right` says 1, shifted by `drift`."""
+    right = np.asarray(right, dtype=float)
+    return Scored(label, -1.0 + drift - 0.0 * right, -1.0 + drift + np.where(right == 1, -0.5, 0.5), **extra)
+
+
+def split(base: list[int], trials: dict[str, list[int]], groups: list[str] | None = None,
+          prompts_per_pair: int = 1) -> ScoredSplit:
+    n = len(base)
+    pairs = pd.DataFrame({"pair_id": [f"p{i}" for i in range(n)],
+                          "prompt": [f"question {i // prompts_per_pair}?" for i in range(n)],
+                          "chosen": [f"right {i}" for i in range(n)], "rejected": [f"wrong {i}" for i in range(n)]})
+    if groups is not None:
+        pairs["group"] = groups
+    return ScoredSplit(pairs, scored("base model", base),
+                       [scored(t, r, trial_id=t, method="dpo", step=24) for t, r in trials.items()],
+                       "kind" if groups is not None else None)
+
+
+def test_group_table_counts_each_group_for_every_model():
+    groups = ["fact"] * 4 + ["style"] * 4
+    results = split(base=[1, 1, 0, 0, 0, 0, 0, 1], trials={"w": [1, 0, 0, 0, 1, 1, 1, 1], "r": [1] * 8},
+                    groups=groups)
+    table = group_table(results).set_index("kind")
+    assert list(table.index) == ["fact", "style", ALL_PAIRS]
+    assert table.loc["fact", "base model"] == 0.5 and table.loc["fact", "w"] == 0.25
+    assert table.loc["style", "base model"] == 0.25 and table.loc["style", "w"] == 1.0
+    assert table.loc[ALL_PAIRS, "r"] == 1.0 and table.loc[ALL_PAIRS, "pairs"] == 8
+    assert list(table["pairs"]) == [4, 4, 8]
+
+
+def test_regressions_and_improvements_are_the_pairs_that_changed():
+    results = split(base=[1, 1, 0, 0, 1], trials={"w": [1, 0, 1, 0, 0]}, groups=list("aabba"))
+    regressed, improved = changed_pairs(results)
+    assert list(regressed["pair_id"]) == ["p1", "p4"]  # base right, winner wrong
+    assert list(improved["pair_id"]) == ["p2"]  # base wrong, winner right
+    assert list(regressed["group"]) == ["a", "a"]
+    assert (regressed["base margin"] > 0).all() and (regressed["w margin"] < 0).all()
+
+
+def test_unscored_pairs_leave_every_comparison():
+    results = split(base=[1, 0, 1], trials={"w": [0, 1, 1]})
+    results.trials[0].chosen[2] = math.nan  # truncated away for one model: compared on none
+    assert results.mask.tolist() == [True, True, False]
+    assert results.accuracy(results.base).value == 0.5
+    assert group_table(results).loc[0, "pairs"] == 2
+
+
+def test_drift_is_the_mean_log_ratio_to_the_base_model():
+    results = split(base=[1, 0, 1, 0], trials={})
+    results.trials = [scored("far", [1, 0, 1, 0], drift=-0.4), scored("near", [1, 0, 1, 0], drift=0.0)]
+    assert results.drift(results.trials[0]) == pytest.approx(-0.4)
+    assert results.drift(results.trials[1]) == pytest.approx(0.0)
+
+
+def test_headline_says_not_distinguishable_when_the_interval_holds_zero():
+    base = [1, 0] * 60
+    winner = [0, 1] * 4 + [1, 0] * 56  # 4 fixed, 4 broken: same accuracy
+    lines = headline(split(base, {"w": winner}, prompts_per_pair=6))
+    text = "\n".join(lines)
+    assert lines[0].startswith("Test split: 120 pairs on 20 prompts")
+    assert "winner w (dpo, step 24): preference accuracy 0.500" in text
+    assert "base model: preference accuracy 0.500" in text
+    assert "paired bootstrap over 20 prompts; 4 pairs fixed, 4 broken" in text
+    assert lines[-1] == "  verdict: the winner is not distinguishable from the base model on the test split"
+
+
+def test_headline_says_better_or_worse_when_the_difference_is_clear():
+    base = [1] * 60 + [0] * 60
+    better = [1] * 60 + [1] * 40 + [0] * 20
+    lines = headline(split(base, {"w": better}))
+    assert "difference: +33.3 points [" in lines[3]
+    assert lines[-1].startswith("  verdict: the winner is better than the base model on the test split, by")
+    lines = headline(split(better, {"w": base}))
+    assert lines[-1].startswith("  verdict: the winner is WORSE than the base model")
+
+
+def test_closing_lines_end_with_the_headline():
+    results = split(base=[1, 1, 0, 0] * 30, trials={"w": [1, 0, 1, 1] * 30, "x": [1] * 120},
+                    groups=["a", "b", "c", "d"] * 30)
+    lines = closing_lines(results)
+    assert lines[-len(headline(results)):] == headline(results)
+    assert any(line.startswith("regressions: 30 test pair(s) the base model gets right and the winner gets wrong; "
+                               "60 the reverse") for line in lines)
+    assert any(line.startswith("drift from the base model") for line in lines)
+    assert "(all)" in "\n".join(lines)

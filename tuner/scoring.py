@@ -1,0 +1,161 @@
+"""Scoring on the test split, once per model: the base model and the adapters of the top trials (by the search
+metric), when a search ends and whenever `python -m analysis` or `tuner.export` needs a model not scored yet.
+
+Each model's per-pair log-likelihoods are kept in `tuner/test_scores.json` (one entry per checkpoint and per base
+model), so a model is scored once however often the results are read; tuner.verdict turns them into the headline,
+the per-group table and the regressions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tuner.experiment import Best, Experiment
+from tuner.verdict import Scored, ScoredSplit
+
+BASE_LABEL = "base model"
+
+
+def score_pairs(spec, loaded, pairs) -> tuple[list[float], list[float]]:
+    """Mean per-token log-likelihood of each pair's chosen and rejected answer (in the order of `pairs`), NaN for a
+    pair not scored (its answer truncated away): the one scoring the eval pairs and the base model get (TRL's
+    tokenization, tuner.reference's pass). `loaded`: a model and its tokenizer (backends.load_base), an adapter
+    merged into it."""
+    from tuner import reference
+    from tuner.quality import pair_ids, with_pair_ids
+
+    pairs = with_pair_ids(pairs)
+    return reference.base_scores(spec, loaded, pairs).means(pair_ids(pairs))
+
+
+def candidates(experiment: Experiment, top_k: int) -> list[Best]:
+    """The top `top_k` trials by the search's own ranking, each with the checkpoint of its ranked report."""
+    ranked = experiment.ranking()
+    ranked = ranked[ranked["rank"] <= top_k]
+    found = [experiment.best(trial_id=trial_id) for trial_id in ranked["trial_id"]]
+    return [best for best in found if best is not None and best.checkpoint is not None]
+
+
+def score_test_split(experiment: Experiment, top_k: int | None = None, say: Callable[[str], None] = print,
+                 include: list[Best] | None = None) -> ScoredSplit | None:
+    """The base model and the top trials scored on the test split (scoring those not scored yet), or None when the
+    experiment has no test split or `top_k` (default search.test_top_k) is 0. `include` adds trials (e.g. the one
+    being exported) after the top ones."""
+    from datasets import load_from_disk
+
+    top_k = experiment.spec.search.test_top_k if top_k is None else top_k
+    if top_k <= 0 or not experiment.has_test_split:
+        return None
+    test = load_from_disk(str(experiment.local_copy(experiment.test_dir)))
+    trials = candidates(experiment, top_k)
+    for best in include or []:
+        if all(best.checkpoint != t.checkpoint for t in trials):
+            trials.append(best)
+    ids = [str(i) for i in test["pair_id"]] if "pair_id" in test.column_names else [str(i) for i in range(len(test))]
+    cache = _read_cache(experiment.test_scores_file, ids)
+    keys = {_trial_key(experiment, best): best for best in trials}
+    model_name = _model_name(experiment, trials[0]) if trials else experiment.spec.model.name
+    wanted = [f"base:{model_name}", *keys]
+    missing = [key for key in wanted if key not in cache["models"]]
+    if missing:
+        say(f"scoring {len(missing) - (f'base:{model_name}' in missing)} trial(s)"
+            f"{' and the base model' if f'base:{model_name}' in missing else ''} on {len(test)} test pairs ...")
+        for key in missing:
+            best = keys.get(key)
+            cache["models"][key] = _score(experiment, test, best, model_name)
+            _write_cache(experiment.test_scores_file, cache)
+        experiment.publish(experiment.test_scores_file)  # in object storage: scored once for every reader
+
+    def scored(key: str, label: str, best: Best | None = None) -> Scored:
+        entry = cache["models"][key]
+        return Scored(label, _array(entry["chosen"]), _array(entry["rejected"]),
+                      trial_id=best.trial_id if best else None, method=best.method if best else None,
+                      step=best.step if best else None, checkpoint=str(best.checkpoint) if best else None)
+
+    columns = [c for c in ("pair_id", "prompt", "chosen", "rejected", "group") if c in test.column_names]
+    pairs = test.select_columns(columns).to_pandas()
+    for column in ("prompt", "chosen", "rejected"):
+        pairs[column] = [_text(v) for v in pairs[column]]
+    return ScoredSplit(pairs, scored(f"base:{model_name}", BASE_LABEL),
+                       [scored(key, best.trial_id, best) for key, best in keys.items()],
+                       experiment.spec.data.groups)
+
+
+def _score(experiment: Experiment, test, best: Best | None, base_model_name: str) -> dict:
+    """One model's entry of test_scores.json: the base model's from the driver's reference pass when it scored the
+    test split there (no second pass), else the model (an adapter merged into its base) run over the test pairs."""
+    from tuner import backends, models
+    from tuner.quality import pair_ids
+
+    spec = experiment.spec
+    if best is not None:
+        from tuner.spec import with_sampled
+
+        spec = with_sampled(spec, {k: v for k, v in best.config.items() if "." in k or k == "method"})
+    name = spec.model.name if best is not None else base_model_name
+    stored = experiment.base_test_scores(name) if best is None else None
+    if stored is not None:
+        chosen, rejected = stored.means(pair_ids(test))
+    else:
+        loaded = backends.load_base(models.resolve(name))
+        if best is not None:
+            from peft import PeftModel
+
+            adapter = PeftModel.from_pretrained(loaded.model, str(experiment.local_copy(best.checkpoint)))
+            loaded.model = adapter.merge_and_unload().eval()  # a plain model: TRL's pass scores it, not its base
+        chosen, rejected = score_pairs(spec, loaded, test)
+    entry = {"model": name, "chosen": chosen, "rejected": rejected}
+    if best is not None:
+        entry.update(trial_id=best.trial_id, step=best.step, checkpoint=str(best.checkpoint))
+    return entry
+
+
+def _model_name(experiment: Experiment, best: Best) -> str:
+    return str(best.config.get("model.name", experiment.spec.model.name))
+
+
+def _trial_key(experiment: Experiment, best: Best) -> str:
+    """The checkpoint relative to the experiment: the folder may move (or be read from a working copy)."""
+    if isinstance(best.checkpoint, Path):
+        try:
+            return best.checkpoint.relative_to(experiment.path).as_posix()
+        except ValueError:
+            return str(best.checkpoint)
+    return experiment.location.relative(best.checkpoint) or str(best.checkpoint)
+
+
+def _read_cache(path: Path, ids: list[str]) -> dict:
+    if path.is_file():
+        cache = json.loads(path.read_text())
+        if cache.get("pairs") == ids:
+            return cache
+    return {"pairs": ids, "models": {}}
+
+
+def _write_cache(path: Path, cache: dict) -> None:
+    def plain(values):
+        return [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+
+    out = {"pairs": cache["pairs"], "models": {
+        key: {**entry, "chosen": plain(entry["chosen"]), "rejected": plain(entry["rejected"])}
+        for key, entry in cache["models"].items()}}
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(out))
+    temporary.replace(path)
+
+
+def _array(values) -> np.ndarray:
+    return np.array([math.nan if v is None else v for v in values], dtype=float)
+
+
+def _text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, np.ndarray)) and len(value) and isinstance(value[-1], dict):
+        return str(value[-1].get("content", value))  # a conversation: its last turn
+    return str(value)

@@ -1,0 +1,156 @@
+"""What the test split says about the winner, from per-pair scores: each model's accuracy with its interval, the
+paired difference from the base model, accuracy per group, the pairs that regressed (and those that improved),
+and how far each adapter moved from the base model. Pure: tuner.evaluation does the scoring and the file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tuner import stats
+
+
+@dataclass
+class Scored:
+    """One model's mean per-token log-likelihoods of each test pair's chosen and rejected answer (NaN where a pair
+    was not scored: its answer was truncated away)."""
+
+    label: str  # "base model" or the trial id
+    chosen: np.ndarray
+    rejected: np.ndarray
+    trial_id: str | None = None
+    method: str | None = None
+    step: int | None = None
+    checkpoint: str | None = None
+
+    @property
+    def scored(self) -> np.ndarray:
+        return np.isfinite(self.chosen) & np.isfinite(self.rejected)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return (self.chosen > self.rejected) & self.scored
+
+
+@dataclass
+class ScoredSplit:
+    pairs: pd.DataFrame  # one row per test pair: pair_id, prompt, chosen, rejected and, with groups, group
+    base: Scored
+    trials: list[Scored]  # by the search's ranking; trials[0] is the winner
+    group_name: str | None = None  # data.group_column's name, for headings
+
+    @property
+    def winner(self) -> Scored | None:
+        return self.trials[0] if self.trials else None
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Pairs every model scored (the same tokenization gives the same mask; this guards the comparison)."""
+        mask = self.base.scored.copy()
+        for trial in self.trials:
+            mask &= trial.scored
+        return mask
+
+    def outcomes(self, scored: Scored) -> np.ndarray:
+        return scored.correct[self.mask].astype(int)
+
+    def accuracy(self, scored: Scored) -> stats.Estimate:
+        return stats.accuracy(self.outcomes(scored))
+
+    def difference(self, scored: Scored) -> stats.PairedDifference:
+        """`scored` minus the base model, resampling prompts."""
+        prompts = self.pairs["prompt"].astype(str).to_numpy()[self.mask]
+        return stats.paired_difference(self.outcomes(scored), self.outcomes(self.base), clusters=prompts)
+
+    def drift(self, scored: Scored) -> float:
+        """Mean over the test answers (chosen and rejected) of the per-token log-ratio of the model to the base
+        model: how far the adapter moved on this data (0 for the base model; negative when it made the answers
+        less likely)."""
+        mask = self.mask
+        ratios = np.concatenate([(scored.chosen - self.base.chosen)[mask], (scored.rejected - self.base.rejected)[mask]])
+        return float(np.mean(ratios)) if ratios.size else math.nan
+
+
+ALL_PAIRS = "(all)"
+
+
+def group_table(results: ScoredSplit) -> pd.DataFrame:
+    """Accuracy per group, then over all pairs, for the base model and each scored trial."""
+    mask = results.mask
+    groups = results.pairs["group"].astype(str).to_numpy() if "group" in results.pairs else None
+    names = sorted(set(groups[mask])) if groups is not None else []
+    rows = []
+    for name in [*names, ALL_PAIRS]:
+        members = mask & (groups == name) if name in names else mask
+        row = {results.group_name or "group": name, "pairs": int(members.sum())}
+        for scored in [results.base, *results.trials]:
+            row[scored.label] = float(scored.correct[members].mean()) if members.any() else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def changed_pairs(results: ScoredSplit, scored: Scored | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(regressed, improved): test pairs the base model got right and `scored` (default: the winner) gets wrong,
+    and the reverse, with the pair's text and both models' log-likelihood margins (chosen minus rejected)."""
+    scored = scored or results.winner
+    mask = results.mask
+    base_right, right = results.base.correct & mask, scored.correct & mask
+    columns = [c for c in ("pair_id", "group", "prompt", "chosen", "rejected") if c in results.pairs]
+    frame = results.pairs[columns].copy()
+    frame["base margin"] = results.base.chosen - results.base.rejected
+    frame[f"{scored.label} margin"] = scored.chosen - scored.rejected
+    return frame[base_right & ~right].reset_index(drop=True), frame[~base_right & right].reset_index(drop=True)
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def headline(results: ScoredSplit) -> list[str]:
+    """The last lines of a search: the winner's test accuracy, the base model's, and the paired difference, each
+    with its 95% interval, and a plain verdict."""
+    winner, base = results.winner, results.base
+    mask = results.mask
+    prompts = results.pairs["prompt"].astype(str)[mask].nunique()
+    lines = [f"Test split: {int(mask.sum())} pairs on {prompts} prompts that no trial trained on and no search "
+             f"step (ASHA, Optuna, ranking) saw; 95% intervals"]
+    b = results.accuracy(base)
+    if winner is None:
+        return lines + [f"  base model: preference accuracy {b.value:.3f} [{b.low:.3f}, {b.high:.3f}]",
+                        "  no trial to compare: none reported a finite score"]
+    w, d = results.accuracy(winner), results.difference(winner)
+    where = f" ({winner.method}, step {winner.step})" if winner.method else ""
+    lines += [f"  winner {winner.label}{where}: preference accuracy {w.value:.3f} [{w.low:.3f}, {w.high:.3f}]",
+              f"  base model: preference accuracy {b.value:.3f} [{b.low:.3f}, {b.high:.3f}]",
+              f"  difference: {_points(d.estimate.value)} points [{_points(d.estimate.low)}, "
+              f"{_points(d.estimate.high)}] (paired bootstrap over {d.clusters} prompts; {d.a_only} pairs fixed, "
+              f"{d.b_only} broken; exact McNemar p = {d.p_value:.2g})"]
+    if not d.distinguishable:
+        lines.append("  verdict: the winner is not distinguishable from the base model on the test split")
+    elif d.estimate.value > 0:
+        lines.append(f"  verdict: the winner is better than the base model on the test split, by "
+                     f"{100 * d.estimate.low:.1f} to {100 * d.estimate.high:.1f} points")
+    else:
+        lines.append(f"  verdict: the winner is WORSE than the base model on the test split, by "
+                     f"{-100 * d.estimate.high:.1f} to {-100 * d.estimate.low:.1f} points")
+    return lines
+
+
+def closing_lines(results: ScoredSplit) -> list[str]:
+    """What tuner.run prints when a search ends: the per-group table, the drift, the regressions, and the headline
+    last."""
+    table = group_table(results)
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
+        lines = [f"Test preference accuracy per {results.group_name or 'group'} (base model and the top "
+                 f"{len(results.trials)} trial(s) by the search metric):", table.to_string(index=False, na_rep="-")]
+    if results.trials:
+        lines.append("drift from the base model on the test answers (mean per-token log-ratio): " +
+                     ", ".join(f"{t.label} {results.drift(t):+.3f}" for t in results.trials))
+        regressed, improved = changed_pairs(results)
+        lines.append(f"regressions: {len(regressed)} test pair(s) the base model gets right and the winner gets "
+                     f"wrong; {len(improved)} the reverse (python -m analysis lists them)")
+    return lines + [""] + headline(results)
