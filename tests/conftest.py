@@ -105,9 +105,10 @@ def run_scripted_search(storage_path: str, cache: Path, reader_cache: Path, patc
 @pytest.fixture(scope="session")
 def scripted_experiment(tmp_path_factory):
     """A real Tune folder whose trials report scripted metrics and checkpoints (see SCRIPTS)."""
-    with pytest.MonkeyPatch.context() as patch:
-        yield run_scripted_search(str(tmp_path_factory.mktemp("results")), tmp_path_factory.mktemp("driver"),
-                                  tmp_path_factory.mktemp("reader"), patch)
+    with pytest.MonkeyPatch.context() as patch:  # TUNER_CACHE restored before any other test runs
+        experiment = run_scripted_search(str(tmp_path_factory.mktemp("results")), tmp_path_factory.mktemp("driver"),
+                                         tmp_path_factory.mktemp("reader"), patch)
+    yield experiment
 
 
 class S3Server:

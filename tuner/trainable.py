@@ -52,11 +52,11 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
     # Checkpoints and trainer files are written by this process; on a cluster it inherits `ray start`'s umask.
     os.umask(OWNER_ONLY_UMASK)
     clock = _PhaseClock()
-    spec = with_sampled(validate_spec(spec_dict), config)
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
     if not verbose:  # trial_dir is Ray's local staging copy; the log belongs in the trial's folder of the experiment
         log_dir = os.path.join(log_root, os.path.basename(trial_dir.rstrip("/"))) if log_root else trial_dir
-        console.trial_output_to_log(log_dir)
+        console.trial_output_to_log(log_dir)  # first: whatever fails below is in the trial's log
+    spec = with_sampled(validate_spec(spec_dict), config)
     device.set_up(spec.resources.cpu, spec.resources.gpu, trial_dir,
                   cache_dir or os.path.join(tempfile.gettempdir(), "tuner-compile-cache"))
     backend = backends.resolve_backend(spec.model.backend)

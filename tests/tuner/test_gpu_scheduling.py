@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from tests.conftest import spec_path
+from tests.conftest import REPO, spec_path
 from tests.tuner import gpu_stub
 from tuner import data, device, experiment as experiments, search
 from tuner.experiment import Experiment
@@ -30,7 +30,10 @@ def ray_with_one_declared_gpu():
     # 4 CPUs declared whatever the machine has, so that only the GPU share limits how many trials run at once
     # (and Ray starts the 4 trial processes together: it starts at most num_cpus workers at a time).
     ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False,
-             runtime_env={"worker_process_setup_hook": "tests.tuner.gpu_stub.install"})
+             # the hook is imported before Ray puts the driver's paths on the worker's: the repository goes first
+             runtime_env={"worker_process_setup_hook": "tests.tuner.gpu_stub.install",
+                          "env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                                                   os.environ.get("PYTHONPATH")]))}})
     try:
         yield
     finally:

@@ -57,6 +57,15 @@ def test_results_folder_is_private_and_holds_tensorboard_and_wandb_offline_runs(
     assert "wandb sync" in done.stdout
 
 
+def finished_in_saved_state(path: Path) -> int:
+    """How many trials the experiment state Tune last saved calls finished (0 while there is none to read yet)."""
+    try:
+        trials = Experiment.open(path).trials
+    except Exception:  # not written yet, or caught mid-write
+        return 0
+    return int((trials["status"] == "finished").sum())
+
+
 def test_sigkill_driver_then_resume_keeps_finished_trials(tiny_llama, tmp_path):
     path = tmp_path / "killed"
     command = [sys.executable, "-m", "tuner.run", str(spec_path("dpo.yaml")), f"model.name={tiny_llama}",
@@ -65,9 +74,8 @@ def test_sigkill_driver_then_resume_keeps_finished_trials(tiny_llama, tmp_path):
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     deadline = time.time() + 600
-    while time.time() < deadline and len(list(path.glob("run_trial_*"))) < 2:
-        time.sleep(1)  # one trial at a time: a second trial folder means the first one finished
-    time.sleep(3)
+    while time.time() < deadline and finished_in_saved_state(path) < 1:
+        time.sleep(1)  # Tune saves its experiment state every few seconds: kill once it records a finished trial
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     before = Experiment.open(path)
