@@ -72,9 +72,9 @@ def test_dpo_eval_in_one_pass_equals_trls_eval_and_the_direct_accuracy(tiny_llam
     assert abs(ours[DRIFT]) > 1e-4 and ours["eval_rewards/margins"] != 0
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
-    expected, correct = direct_accuracy(trainer.model.eval(), tokenizer, held_out)
+    expected, outcomes = direct_accuracy(trainer.model.eval(), tokenizer, held_out, spec.model.max_length)
     assert ours[METRIC] == pytest.approx(expected)
-    assert ours_outcomes == {"pairs": pair_ids(held_out), "correct": correct}
+    assert ours_outcomes == outcomes
     assert sum(ours_outcomes["correct"]) / len(ours_outcomes["correct"]) == pytest.approx(ours[METRIC])
 
 
@@ -124,9 +124,10 @@ def test_orpo_eval_scores_the_same_answer_tokens_and_keeps_trls_metrics(tiny_lla
 
     trainer.train()
     trained = trainer.evaluate()
-    expected, correct = direct_accuracy(trainer.model.eval(), AutoTokenizer.from_pretrained(tiny_llama), held_out)
+    expected, outcomes = direct_accuracy(trainer.model.eval(), AutoTokenizer.from_pretrained(tiny_llama), held_out,
+                                         spec.model.max_length)
     assert trained[METRIC] == pytest.approx(expected)
-    assert pairs.outcomes() == {"pairs": pair_ids(held_out), "correct": correct}
+    assert pairs.outcomes() == outcomes
     assert abs(trained[DRIFT]) > 1e-4
 
 

@@ -21,23 +21,35 @@ PAIRS = [
 ]
 
 
-def direct_mean_logp(model, tokenizer, prompt: str, answer: str) -> float:
-    """One pair at a time, no padding, full logits: the definition written out (tuner's pre-one-pass evaluator)."""
+def direct_mean_logp(model, tokenizer, prompt: str, answer: str, max_length: int | None = None) -> float | None:
+    """One pair at a time, no padding, full logits: the definition written out (tuner's pre-one-pass evaluator).
+    With `max_length`, prompt and answer are cut to their first max_length tokens as TRL cuts them; None when no
+    answer token is left."""
     user = [{"role": "user", "content": prompt}]
     prompt_ids = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=True, return_dict=True)
     full_ids = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": answer}], tokenize=True,
-                                             return_dict=True)
-    start, ids = len(prompt_ids["input_ids"]), torch.tensor([full_ids["input_ids"]])
+                                             return_dict=True)["input_ids"][:max_length]
+    start, ids = len(prompt_ids["input_ids"]), torch.tensor([full_ids])
+    if len(full_ids) <= start:
+        return None
     with torch.no_grad():
         logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
     token_logps = logps.gather(-1, ids[0, 1:].unsqueeze(-1)).squeeze(-1)
     return float(token_logps[start - 1 :].mean())
 
 
-def direct_accuracy(model, tokenizer, pairs) -> tuple[float, list[int]]:
-    correct = [int(direct_mean_logp(model, tokenizer, p["prompt"], p["chosen"]) >
-                   direct_mean_logp(model, tokenizer, p["prompt"], p["rejected"])) for p in pairs]
-    return sum(correct) / len(correct), correct
+def direct_accuracy(model, tokenizer, pairs, max_length: int | None = None) -> tuple[float, dict]:
+    """The share of pairs right by the definition, and the outcomes {"pairs": [ids of the pairs scored],
+    "correct": [0/1, ...]} (a pair whose answer max_length cuts away entirely is not scored)."""
+    ids = pair_ids(pairs) if hasattr(pairs, "column_names") else list(range(len(pairs)))
+    scored, correct = [], []
+    for pair_id, p in zip(ids, pairs):
+        chosen = direct_mean_logp(model, tokenizer, p["prompt"], p["chosen"], max_length)
+        rejected = direct_mean_logp(model, tokenizer, p["prompt"], p["rejected"], max_length)
+        if chosen is not None and rejected is not None:
+            scored.append(pair_id)
+            correct.append(int(chosen > rejected))
+    return sum(correct) / len(correct), {"pairs": scored, "correct": correct}
 
 
 def tiny_spec(tiny_llama, max_length=128):
@@ -57,7 +69,7 @@ def test_base_scores_from_the_reference_pass_equal_a_direct_base_model_pass(tiny
         assert scores.rejected_logps[i] / scores.rejected_tokens[i] == pytest.approx(
             direct_mean_logp(model, tokenizer, pair["prompt"], pair["rejected"]), abs=1e-4)
     assert scores.accuracy() == {METRIC: pytest.approx(expected)}
-    assert scores.outcomes() == {"pairs": [0, 1, 2, 3, 4], "correct": outcomes}
+    assert scores.outcomes() == outcomes
 
 
 def test_base_scores_use_the_datas_pair_ids_and_skip_pairs_truncated_to_nothing(tiny_llama):
