@@ -56,11 +56,14 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
     if not verbose:  # trial_dir is Ray's local staging copy; the log belongs in the trial's folder of the experiment
         log_dir = os.path.join(log_root, os.path.basename(trial_dir.rstrip("/"))) if log_root else trial_dir
         console.trial_output_to_log(log_dir)  # first: whatever fails below is in the trial's log
-    spec = with_sampled(validate_spec(spec_dict), config)
-    device.set_up(spec.resources.cpu, spec.resources.gpu, trial_dir,
+    # Unsloth patches trl, transformers and peft as they are imported, and validating the spec imports trl (it
+    # builds TRL's config): the device and the libraries come first, from the spec the driver validated.
+    device.set_up(config.get("resources.cpu", spec_dict["resources"]["cpu"]),
+                  config.get("resources.gpu", spec_dict["resources"]["gpu"]), trial_dir,
                   cache_dir or os.path.join(tempfile.gettempdir(), "tuner-compile-cache"))
-    backend = backends.resolve_backend(spec.model.backend)
-    backends.import_libraries(backend)  # first: unsloth must be imported before trl, transformers and peft
+    backend = backends.resolve_backend(config.get("model.backend", spec_dict["model"]["backend"]))
+    backends.import_libraries(backend)
+    spec = with_sampled(validate_spec(spec_dict), config)
     clock.lap("imports")
     loaded = backends.load(backend, models.resolve(spec.model.name), spec)
     clock.lap("model_load")

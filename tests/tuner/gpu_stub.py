@@ -81,7 +81,8 @@ class StubTrainer:
     waits for its GPU peers, reports one eval round to Tune, or raises CUDA OOM in the trial whose seed is
     OOM_SEED."""
 
-    def __init__(self, spec, loaded, train, held_out, output_dir, callbacks, on_gpu, shared_reference=False):
+    def __init__(self, spec, loaded, train, held_out, output_dir, callbacks, on_gpu, shared_reference=False,
+                 pair_evaluation=None):
         self.spec = spec
         self.on_gpu = on_gpu
         self.state = _State()
