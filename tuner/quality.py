@@ -19,6 +19,7 @@ pass (tuner.evaluation). Each keeps its per-pair outcomes: `pair_outcomes.json` 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,7 +69,13 @@ class PairScores:
 
     def accuracy(self) -> dict[str, float]:
         correct = self.correct()
-        return {METRIC: sum(correct) / len(correct)} if correct else {}
+        if not correct:
+            return {}
+        if not all(math.isfinite(self.chosen_logps[i]) and math.isfinite(self.rejected_logps[i])
+                   for i in self.scored()):
+            # NaN compares as False: a diverged model would score as "always wrong", a number that gets ranked
+            return {METRIC: float("nan")}
+        return {METRIC: sum(correct) / len(correct)}
 
     def drift(self, reference: PairScores) -> dict[str, float]:
         """Mean per-token log-ratio to `reference`, over the pairs both scored on the same tokens (same ids, same
