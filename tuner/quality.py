@@ -126,5 +126,32 @@ class PairScores:
         return cls(**json.loads(Path(path).read_text()))
 
 
+def pair_lengths(tokenizer, pairs) -> list[tuple[int, int]]:
+    """Per pair, (the max_length it needs to keep an answer of both sides, the max_length that keeps it whole), as
+    TRL tokenizes it (the chat template when the tokenizer has one; truncation keeps the start): a pair whose prompt
+    fills max_length has nothing left to compare and is not scored."""
+    def ids(text) -> list:
+        if tokenizer.chat_template:
+            encoded = tokenizer.apply_chat_template(text, add_generation_prompt=text[-1]["role"] == "user",
+                                                    tokenize=True)
+        else:
+            encoded = tokenizer(text)
+        return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+    def turns(role: str, value) -> list:
+        return value if isinstance(value, list) else [{"role": role, "content": value}]
+
+    lengths = []
+    for row in pairs:
+        if tokenizer.chat_template:
+            prompt = ids(turns("user", row["prompt"]))
+            whole = [ids(turns("user", row["prompt"]) + turns("assistant", row[side])) for side in ("chosen", "rejected")]
+        else:
+            prompt = ids(row["prompt"])
+            whole = [ids(row["prompt"] + row[side]) for side in ("chosen", "rejected")]
+        lengths.append((len(prompt) + 1, max(len(w) for w in whole)))
+    return lengths
+
+
 def write_outcomes(scores: PairScores, path: Path) -> None:
     path.write_text(json.dumps(scores.outcomes()))
