@@ -145,7 +145,8 @@ def pair_lengths(tokenizer, pairs) -> list[tuple[int, int]]:
     for row in pairs:
         if tokenizer.chat_template:
             prompt = ids(turns("user", row["prompt"]))
-            whole = [ids(turns("user", row["prompt"]) + turns("assistant", row[side])) for side in ("chosen", "rejected")]
+            whole = [ids(turns("user", row["prompt"]) + turns("assistant", row[side]))
+                     for side in ("chosen", "rejected")]
         else:
             prompt = ids(row["prompt"])
             whole = [ids(row["prompt"] + row[side]) for side in ("chosen", "rejected")]
