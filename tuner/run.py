@@ -96,8 +96,9 @@ def start(args: argparse.Namespace) -> int:
     _check_environment(spec, args.address)
     # The source's Arrow copy goes to a private folder removed once the pairs are saved in the experiment, not to
     # the shared HF datasets cache.
-    with tempfile.TemporaryDirectory(prefix="tuner-datasets-") as staging:
-        splits = _checked_pairs(spec, data.load_pairs(spec.data, cache_dir=staging))
+    staging = tempfile.TemporaryDirectory(prefix="tuner-datasets-")
+    with staging:
+        splits = _checked_pairs(spec, data.load_pairs(spec.data, cache_dir=staging.name))
         location = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
                                              experiments.default_name(spec))
         if spec.search.algorithm == "optuna" and spec.search.storage is not None:
@@ -112,7 +113,9 @@ def start(args: argparse.Namespace) -> int:
                 lines = _prepare(spec, experiment, splits, on_failure=experiment.discard)
                 if lines is None:
                     return INTERRUPTED
-                return _search(session, spec, experiment, lines, len(splits.train), args)
+                train_rows = len(splits.train)
+                staging.cleanup()  # the pairs are saved in the experiment: the source's Arrow copy can go
+                return _search(session, spec, experiment, lines, train_rows, args)
         finally:
             cluster.stop(session)
 
@@ -156,8 +159,9 @@ def resume(args: argparse.Namespace) -> int:
                 cluster.stop(session)
         # The driver stopped before Tune saved any state (killed while preparing or starting): do what is missing.
         _check_environment(spec, args.address)
-        with tempfile.TemporaryDirectory(prefix="tuner-datasets-") as staging:
-            splits = _checked_pairs(spec, data.load_pairs(spec.data, cache_dir=staging))
+        staging = tempfile.TemporaryDirectory(prefix="tuner-datasets-")
+        with staging:
+            splits = _checked_pairs(spec, data.load_pairs(spec.data, cache_dir=staging.name))
             session = _start_cluster(spec, args)
             try:
                 print(f"resuming {path}: the driver stopped before Tune saved any state"
@@ -166,7 +170,9 @@ def resume(args: argparse.Namespace) -> int:
                 lines = _prepare(spec, experiment, splits, on_failure=experiment.forget_preparation)
                 if lines is None:
                     return INTERRUPTED
-                return _search(session, spec, experiment, lines, len(splits.train), args)
+                train_rows = len(splits.train)
+                staging.cleanup()
+                return _search(session, spec, experiment, lines, train_rows, args)
             finally:
                 cluster.stop(session)
 
