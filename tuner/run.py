@@ -1,9 +1,10 @@
 """Run a search: `python -m tuner.run SPEC [key=value ...] [--name NAME] [--address ADDR] [--dry-run]`, or continue
 one: `python -m tuner.run --resume RESULTS/NAME`.
 
-Validates every input before writing anything (each problem named, exit code 2, no traceback unless --debug),
-prepares the experiment once, starts or attaches to Ray, runs the Tune search, and ends with the ranking and the
-best checkpoint.
+Validates every input before writing anything (each problem named, exit code 2, no traceback unless --debug), starts
+or attaches to Ray and checks that it can run a trial, creates and prepares the experiment once (a failure there
+removes the folder), runs the Tune search under the folder's run lock, and ends with the ranking and the best
+checkpoint: exit code 0, 1 when every trial failed, 130 when the search stopped early (with the resume command).
 """
 
 from __future__ import annotations
