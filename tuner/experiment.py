@@ -16,6 +16,9 @@ Tune reads and writes its own files there through the same pyarrow filesystem (`
     NAME/tuner/base_outcomes.json    its per-pair outcomes ({"pairs": [...], "correct": [0/1, ...]})
     NAME/tuner/base_scores.json      its per-pair answer log-probs and token counts (tuner.quality.PairScores)
     NAME/tuner/base_test_scores.json the same on the test split, from the same reference pass
+    NAME/tuner/prepared        written last by `prepare`: everything above is complete
+    NAME/tuner/run.lock        pid and host of the live `tuner.run` driver using the folder (its working copy's, in
+                               object storage)
     NAME/tuner/cache/          compile caches shared by the trials of this experiment
     NAME/report/               what `python -m analysis` and `analysis.generations` write
 
@@ -27,6 +30,7 @@ one else can write (tuner.trust), unless told to trust it.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import json
@@ -79,6 +83,7 @@ class Experiment:
         self._spec = spec
         self._frames = (trials, history) if trials is not None and history is not None else None
         self._current: set[str] = set()  # parts of the working copy known to match the storage
+        self._created_root: Path | None = None  # the first local folder `create` made (the folder or a parent)
 
     @property
     def uri(self) -> str:
@@ -160,6 +165,19 @@ class Experiment:
         return self.tuner_dir / "cache"
 
     @property
+    def prepared_file(self) -> Path:
+        return self.tuner_dir / "prepared"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.tuner_dir / "run.lock"
+
+    @property
+    def is_prepared(self) -> bool:
+        """Whether `prepare` finished (a driver killed while preparing leaves a folder without it)."""
+        return self.prepared_file.is_file()
+
+    @property
     def report_dir(self) -> Path:
         return self.path / "report"
 
@@ -176,6 +194,9 @@ class Experiment:
         path = experiment.path
         if not experiment.location.is_local:
             shutil.rmtree(path, ignore_errors=True)  # a working copy left by an earlier experiment of that URI
+        experiment._created_root = path
+        while not experiment._created_root.parent.exists():
+            experiment._created_root = experiment._created_root.parent
         path.mkdir(parents=True, mode=0o700)
         os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; results may hold adapters of private data
         experiment.tuner_dir.mkdir(mode=0o700)
@@ -186,6 +207,61 @@ class Experiment:
             shutil.rmtree(path, ignore_errors=True)
             raise InputError(f"run.storage_path: cannot write there: {error}") from None
         return experiment
+
+    def discard(self) -> None:
+        """Remove what `create` made (the folder, and storage folders it had to create; in object storage, what was
+        uploaded too): a failed start leaves nothing behind. Does nothing to a folder this object did not create."""
+        if self._created_root is None:
+            return
+        if not self.location.is_local:
+            try:
+                self.location.remove()
+            except storage.StorageError:
+                pass  # nothing more can be done about it here; the error being reported is the one that matters
+        shutil.rmtree(self._created_root, ignore_errors=True)
+
+    def forget_preparation(self) -> None:
+        """Remove what `prepare` wrote (for a preparation to start over), keeping the spec."""
+        for file in (self.prepared_file, self.base_metrics_file, self.base_outcomes_file, self.base_scores_file,
+                     self.base_test_scores_file, self.test_scores_file):
+            file.unlink(missing_ok=True)
+        if self.spec.search.storage is None:
+            self.optuna_file.unlink(missing_ok=True)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the folder's run lock for the block: a second live driver on the same folder (a second --resume)
+        is refused; a lock left by a driver that died on this host is taken over."""
+        self._acquire_lock()
+        try:
+            yield self
+        finally:
+            if _lock_holder(self.lock_file) == _this_process():
+                self.lock_file.unlink(missing_ok=True)
+
+    def _acquire_lock(self) -> None:
+        me = _this_process()
+        self.tuner_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileExistsError:
+                holder = _lock_holder(self.lock_file)
+                if holder is not None and holder["host"] != me["host"]:
+                    raise ExperimentInUse(
+                        f"{self.uri} is locked by a tuner run on host {holder['host']} (pid {holder['pid']}), "
+                        f"which this machine cannot check; if no run is alive there, delete {self.lock_file}")
+                if holder is not None and _alive(holder["pid"]):
+                    raise ExperimentInUse(
+                        f"{self.uri} is in use by a live tuner run (pid {holder['pid']}); wait for it to end or stop "
+                        f"it (kill -INT {holder['pid']}), then run this again")
+                self.lock_file.unlink(missing_ok=True)  # left by a driver that died: take it over
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(me, handle)
+            return
+        raise ExperimentInUse(f"{self.uri}: another tuner run keeps taking its lock ({self.lock_file})")
 
     @classmethod
     def open(cls, path: str | Path | Location, trust: bool = False) -> Experiment:
@@ -384,6 +460,33 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
+class ExperimentInUse(InputError):
+    """Another live driver holds the experiment folder's run lock."""
+
+
+def _this_process() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def _lock_holder(lock_file: Path) -> dict[str, Any] | None:
+    """The pid and host written in a lock file; None when it is missing or unreadable (a driver killed mid-write)."""
+    try:
+        holder = json.loads(lock_file.read_text())
+        return {"pid": int(holder["pid"]), "host": str(holder["host"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def read_pair_outcomes(checkpoint: str | Path) -> list[int] | None:
     """The eval preference-accuracy outcome of each pair at that checkpoint, when the trial saved them."""
     from tuner.quality import OUTCOMES_FILE
@@ -439,6 +542,52 @@ def check_wandb(mode: str) -> None:
     if mode != "off" and importlib.util.find_spec("wandb") is None:
         raise InputError(f"run.wandb: {mode!r} needs the wandb package: pip install -e '.[wandb]' "
                          f"(or set run.wandb: off), got {mode!r}")
+    if mode == "online" and not _wandb_key_available():
+        raise InputError("run.wandb: 'online' needs a W&B API key: set WANDB_API_KEY in the environment (or run "
+                         "`wandb login`), or log offline (run.wandb: offline) and `wandb sync` later, got 'online'")
+
+
+def _wandb_key_available() -> bool:
+    """Where Ray's WandbLoggerCallback finds a key: the environment, a key hook, or `wandb login`'s netrc entry."""
+    import netrc
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_SETUP_API_KEY_HOOK"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def check_eval_pairs(spec: Spec, held_out) -> str | None:
+    """Refuse a model.max_length at which truncation leaves no eval pair with an answer to score (the held-out
+    preference accuracy would never be reported, and Ray stops a search on it at the first report); a line for the
+    user when it leaves only some. With model.max_length or model.name searched, the shortest length and each
+    model's tokenizer count."""
+    from transformers import AutoTokenizer
+
+    from tuner import models, quality
+
+    searched = spec.search.space.get("model.max_length")
+    max_length = spec.model.max_length if searched is None else int(min(searched.values or [searched.low]))
+    note = None
+    for name in spec.model_names():
+        lengths = quality.pair_lengths(AutoTokenizer.from_pretrained(models.resolve(name)), held_out)
+        scored = sum(needed <= max_length for needed, _ in lengths)
+        whole = max((w for _, w in lengths), default=0)
+        model = f" with {name}" if len(spec.model_names()) > 1 else ""
+        if lengths and scored == 0:
+            raise InputError(f"model.max_length: truncating to {max_length} tokens{model} leaves no eval pair with an "
+                             f"answer to score (the prompts alone fill it in all {len(lengths)}), so "
+                             f"{quality.METRIC} would never be reported; raise model.max_length to at least "
+                             f"{min(n for n, _ in lengths)} ({whole} keeps every eval pair whole), got {max_length}")
+        if scored < len(lengths) and note is None:
+            note = (f"eval: {len(lengths) - scored} of {len(lengths)} eval pairs lose their answer to truncation at "
+                    f"model.max_length={max_length}{model} and are not scored by {quality.METRIC} ({whole} keeps "
+                    f"every pair whole)")
+    return note
 
 
 def check_address(address: str | None) -> None:
@@ -461,8 +610,11 @@ def check_address(address: str | None) -> None:
 
 def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> list[str]:
     """Everything every trial needs and no trial should redo; returns lines for the user. `test`, the test split, is
-    only saved: nothing in the search reads it."""
-    from tuner import backends, models, quality, reference
+    only saved: nothing in the search reads it. Starts over from what an unfinished preparation left, and marks the
+    folder prepared (`experiment.prepared_file`) last."""
+    from tuner import backends, faults, models, quality, reference
+
+    experiment.forget_preparation()
 
     available = len(train)
     consumed = spec.rows_consumed()
@@ -492,8 +644,10 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
             lines.append(f"base model {name}: {_described(by_model[name]['eval'].accuracy())}")
         lines.append("reference log-probs: computed in each trial (model.name is searched)")
         _write_base(experiment, by_model)
+        _mark_prepared(experiment)
         return lines
     base = backends.load_base(models.resolve(spec.model.name))
+    faults.point("prepare.reference")
     reason = reference.why_not_shared(spec, backends.resolve_backend(spec.model.backend))
     started = time.perf_counter()
     if reason:
@@ -505,8 +659,14 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
                      f"{time.perf_counter() - started:.0f} s, shared by every DPO trial")
     scores = scores if isinstance(scores, dict) else {"eval": scores}
     _write_base(experiment, {spec.model.name: scores})
+    _mark_prepared(experiment)
     lines.append(f"base model: {_described(scores['eval'].accuracy())}")
     return lines
+
+
+def _mark_prepared(experiment: Experiment) -> None:
+    experiment.prepared_file.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    experiment.publish(experiment.prepared_file)
 
 
 def _write_base(experiment: Experiment, by_model: dict[str, dict]) -> None:

@@ -66,6 +66,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "disable_tqdm": True,
     "dataloader_num_workers": 0,
     "save_only_model": True,
+    # transformers otherwise logs the mean of earlier losses in place of a NaN or infinite one, so that a diverged
+    # trial would log finite losses forever; tuner.reporting ends such a trial as ERROR instead.
+    "logging_nan_inf_filter": False,
 }
 # Set for every trial, whatever the spec says (the spec rejects these keys with the reason).
 TRAIN_FIXED: dict[str, Any] = {"eval_strategy": "steps", "save_strategy": "no", "report_to": "none"}

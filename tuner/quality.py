@@ -19,6 +19,7 @@ pass (tuner.evaluation). Each keeps its per-pair outcomes: `pair_outcomes.json` 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,7 +69,13 @@ class PairScores:
 
     def accuracy(self) -> dict[str, float]:
         correct = self.correct()
-        return {METRIC: sum(correct) / len(correct)} if correct else {}
+        if not correct:
+            return {}
+        if not all(math.isfinite(self.chosen_logps[i]) and math.isfinite(self.rejected_logps[i])
+                   for i in self.scored()):
+            # NaN compares as False: a diverged model would score as "always wrong", a number that gets ranked
+            return {METRIC: float("nan")}
+        return {METRIC: sum(correct) / len(correct)}
 
     def drift(self, reference: PairScores) -> dict[str, float]:
         """Mean per-token log-ratio to `reference`, over the pairs both scored on the same tokens (same ids, same
@@ -117,6 +124,34 @@ class PairScores:
     @classmethod
     def read(cls, path: str | Path) -> PairScores:
         return cls(**json.loads(Path(path).read_text()))
+
+
+def pair_lengths(tokenizer, pairs) -> list[tuple[int, int]]:
+    """Per pair, (the max_length it needs to keep an answer of both sides, the max_length that keeps it whole), as
+    TRL tokenizes it (the chat template when the tokenizer has one; truncation keeps the start): a pair whose prompt
+    fills max_length has nothing left to compare and is not scored."""
+    def ids(text) -> list:
+        if tokenizer.chat_template:
+            encoded = tokenizer.apply_chat_template(text, add_generation_prompt=text[-1]["role"] == "user",
+                                                    tokenize=True)
+        else:
+            encoded = tokenizer(text)
+        return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+    def turns(role: str, value) -> list:
+        return value if isinstance(value, list) else [{"role": role, "content": value}]
+
+    lengths = []
+    for row in pairs:
+        if tokenizer.chat_template:
+            prompt = ids(turns("user", row["prompt"]))
+            whole = [ids(turns("user", row["prompt"]) + turns("assistant", row[side]))
+                     for side in ("chosen", "rejected")]
+        else:
+            prompt = ids(row["prompt"])
+            whole = [ids(row["prompt"] + row[side]) for side in ("chosen", "rejected")]
+        lengths.append((len(prompt) + 1, max(len(w) for w in whole)))
+    return lengths
 
 
 def write_outcomes(scores: PairScores, path: Path) -> None:

@@ -22,7 +22,11 @@ from tuner.spec import Spec
 # TRL fields that change how pairs are tokenized or which reference is used: searching them would change the
 # reference log-probs from trial to trial.
 PER_TRIAL_FIELDS = {"max_length", "truncation_mode", "padding_free", "pad_to_multiple_of", "pad_token",
-                    "sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps", "model_init_kwargs"}
+                    "sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps", "model_init_kwargs",
+                    # `ld_alpha` weighs the tail of the longer answer in the reference log-prob itself;
+                    # `disable_dropout`, `trust_remote_code`, `use_liger_kernel` change the reference's forward
+                    # pass. Loss fields (`loss_type`, `beta`, ...) only combine the log-probs afterwards.
+                    "ld_alpha", "disable_dropout", "trust_remote_code", "use_liger_kernel"}
 
 
 def why_not_shared(spec: Spec, backend: str) -> str | None:

@@ -9,6 +9,7 @@ One report is one eval round, which is the unit ASHA's grace_period and max_t co
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections import defaultdict
@@ -20,8 +21,17 @@ from transformers import TrainerCallback
 from tuner import compat, device
 from tuner.quality import OUTCOMES_FILE
 
-# Training values that are a level, not a rate: the last one stands for the interval rather than the mean.
-_LAST_VALUE_KEYS = {"learning_rate", "epoch"}
+# Training values that are a level or a running total, not a rate: the last one stands for the interval rather than
+# the mean (TRL's num_tokens counts every token trained on so far).
+_LAST_VALUE_KEYS = {"learning_rate", "epoch", "num_tokens"}
+# Logged losses that end the trial when they are NaN or infinite: nothing after a diverged step is worth training.
+_LOSS_KEYS = ("loss",)
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the trial ends as ERROR with this message."""
+
+
 # The names transformers' Trainer.train(resume_from_checkpoint=...) reads.
 RESUME_FILES = ("optimizer.pt", "scheduler.pt", "trainer_state.json")
 
@@ -38,6 +48,11 @@ class TuneReportCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or any(key.startswith("eval_") for key in logs) or "train_runtime" in logs:
             return
+        for key in _LOSS_KEYS:
+            value = logs.get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise DivergedError(f"training {key} is {value} at step {state.global_step}: the trial diverged "
+                                    f"(lower train.learning_rate, or clip harder with a smaller train.max_grad_norm)")
         for key, value in logs.items():
             if isinstance(value, (int, float)):
                 self._train_logs[key].append(float(value))

@@ -1,9 +1,10 @@
 """Run a search: `python -m tuner.run SPEC [key=value ...] [--name NAME] [--address ADDR] [--dry-run]`, or continue
 one: `python -m tuner.run --resume RESULTS/NAME`.
 
-Validates every input before writing anything (each problem named, exit code 2, no traceback unless --debug),
-prepares the experiment once, starts or attaches to Ray, runs the Tune search, and ends with the ranking and the
-best checkpoint.
+Validates every input before writing anything (each problem named, exit code 2, no traceback unless --debug), starts
+or attaches to Ray and checks that it can run a trial, creates and prepares the experiment once (a failure there
+removes the folder), runs the Tune search under the folder's run lock, and ends with the ranking and the best
+checkpoint: exit code 0, 1 when every trial failed, 130 when the search stopped early (with the resume command).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tuner.spec.secrets import missing_variables
 from tuner.trust import check_folder, owner_only_files
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
+FAILED = 1  # every trial of the search errored
 
 
 EXAMPLES = """examples:
@@ -90,70 +92,163 @@ def start(args: argparse.Namespace) -> int:
         print(to_yaml(spec))
         print(describe_space(spec))
         return 0
-    from tuner import compat, data, experiment as experiments, models
+    from tuner import data, experiment as experiments
 
-    cluster.check_exposure(args.address, spec.run.dashboard_host)
-    _check_secrets(spec, args.address)
-    if "dpo" in spec.searched_methods() and (reason := compat.dpo_unavailable_reason()):
-        raise InputError(reason)
-    for name in spec.model_names():
-        models.check_loadable(name)
-    if not args.address:
-        models.check_backend(spec.model.backend)
+    _check_environment(spec, args.address)
     # The source's Arrow copy goes to a private folder removed once the pairs are saved in the experiment, not to
     # the shared HF datasets cache.
-    with tempfile.TemporaryDirectory(prefix="tuner-datasets-") as staging:
-        splits = data.load_pairs(spec.data, cache_dir=staging)
+    staging = tempfile.TemporaryDirectory(prefix="tuner-datasets-")
+    with staging:
+        splits = _checked_pairs(spec, data.load_pairs(spec.data, cache_dir=staging.name))
         location = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
                                              experiments.default_name(spec))
         if spec.search.algorithm == "optuna" and spec.search.storage is not None:
             from tuner import study
 
             study.check(spec.search.storage, location.name)
-        experiments.check_address(args.address)
-        experiments.check_wandb(spec.run.wandb)
         _warn_about_exposure(spec, args.address, location.is_local)
-        experiment = Experiment.create(spec, location)
-        for line in [*experiments.prepare(spec, experiment, splits.train, splits.eval, splits.test), *splits.notes]:
-            print(line)
-        train_rows = len(splits.train)
-    print(describe_space(spec))
-    from tuner import search
-
-    session = cluster.start(args.address, spec.run.dashboard_host, args.verbose)
-    try:
-        _announce(session.context, spec, experiment)
-        return _fit_and_report(search.build_tuner(spec, experiment, train_rows, args.verbose), spec, experiment,
-                               args.top)
-    finally:
-        cluster.stop(session)
+        session = _start_cluster(spec, args)  # its resources are checked before anything is written
+        try:
+            experiment = Experiment.create(spec, location)
+            with experiment.locked():
+                lines = _prepare(spec, experiment, splits, on_failure=experiment.discard)
+                if lines is None:
+                    return INTERRUPTED
+                train_rows = len(splits.train)
+                staging.cleanup()  # the pairs are saved in the experiment: the source's Arrow copy can go
+                return _search(session, spec, experiment, lines, train_rows, args)
+        finally:
+            cluster.stop(session)
 
 
 def resume(args: argparse.Namespace) -> int:
     from ray import tune
 
-    from tuner import experiment as experiments, search
+    from tuner import data, experiment as experiments, search
 
     experiment = Experiment(args.resume)
     experiment.fetch_tuner_files()  # object storage: the spec, base metrics and study, before Tune restores
     path = experiment.uri
-    if not experiment.spec_file.is_file() or not tune.Tuner.can_restore(
-            experiment.location.fs_path, storage_filesystem=experiment.location.filesystem):
-        raise InputError(f"--resume: {path} is not a tuner experiment folder that can be resumed "
-                         f"(it needs tuner/spec.yaml and Tune's experiment state)")
+    if not experiment.spec_file.is_file():
+        raise InputError(f"--resume: {path} is not a tuner experiment folder that can be resumed (no tuner/spec.yaml; "
+                         f"pass run.storage_path/NAME as tuner.run wrote it)")
     if experiment.location.is_local:  # Tune.restore unpickles the folder's state: only a folder you own
         check_folder(experiment.path, args.trust)
     spec = experiment.spec
-    experiments.check_address(args.address)
-    _check_secrets(spec, args.address)
-    cluster.check_exposure(args.address, spec.run.dashboard_host)
+    restorable = tune.Tuner.can_restore(experiment.location.fs_path, storage_filesystem=experiment.location.filesystem)
+    if args.dry_run:
+        print(to_yaml(spec))
+        print(describe_space(spec))
+        plan = ("continue the search through Tune.restore" if restorable else
+                "prepare the experiment again and start its search from the first trial (the driver stopped before "
+                "Tune saved any state)")
+        print(f"--resume {path} would {plan}; dry run: nothing started or written")
+        return 0
+    with experiment.locked():
+        if restorable:
+            experiments.check_address(args.address)
+            _check_secrets(spec, args.address)
+            cluster.check_exposure(args.address, spec.run.dashboard_host)
+            session = _start_cluster(spec, args)
+            try:
+                _announce(session.context, spec, experiment)
+                print(f"resuming {path}: finished trials are kept, unfinished ones continue from their last "
+                      f"checkpoint")
+                return _fit_and_report(search.restore_tuner(spec, experiment, args.verbose), spec, experiment,
+                                       args.top)
+            finally:
+                cluster.stop(session)
+        # The driver stopped before Tune saved any state (killed while preparing or starting): do what is missing.
+        _check_environment(spec, args.address)
+        staging = tempfile.TemporaryDirectory(prefix="tuner-datasets-")
+        with staging:
+            splits = _checked_pairs(spec, data.load_pairs(spec.data, cache_dir=staging.name))
+            session = _start_cluster(spec, args)
+            try:
+                print(f"resuming {path}: the driver stopped before Tune saved any state"
+                      + ("" if experiment.is_prepared else " (while preparing)")
+                      + "; preparing again and starting the search from its first trial")
+                lines = _prepare(spec, experiment, splits, on_failure=experiment.forget_preparation)
+                if lines is None:
+                    return INTERRUPTED
+                train_rows = len(splits.train)
+                staging.cleanup()
+                return _search(session, spec, experiment, lines, train_rows, args)
+            finally:
+                cluster.stop(session)
+
+
+def _check_environment(spec: Spec, address: str | None) -> None:
+    """Every check of what the spec names outside the data (model, Ray address, W&B, this machine's resources),
+    before anything is written or started."""
+    from tuner import compat, experiment as experiments, models
+
+    cluster.check_exposure(address, spec.run.dashboard_host)
+    _check_secrets(spec, address)
+    if "dpo" in spec.searched_methods() and (reason := compat.dpo_unavailable_reason()):
+        raise InputError(reason)
+    for name in spec.model_names():
+        models.check_loadable(name)
+    if not address:
+        models.check_backend(spec.model.backend)
+    experiments.check_address(address)
+    experiments.check_wandb(spec.run.wandb)
+    if not address:  # a cluster's resources are checked once Ray is attached (_start_cluster)
+        cluster.check_resources(spec.resources.cpu, spec.resources.gpu, cluster.local_resources(), "this machine")
+
+
+def _checked_pairs(spec: Spec, splits):
+    """The loaded pairs, once truncation is known to leave eval pairs to score (a line in `notes` when it leaves
+    only some)."""
+    from tuner import experiment as experiments
+
+    if line := experiments.check_eval_pairs(spec, splits.eval):
+        splits.notes.append(line)
+    return splits
+
+
+def _start_cluster(spec: Spec, args: argparse.Namespace) -> cluster.RaySession:
+    """Start or attach to Ray, and refuse a trial that the whole cluster could not run (Tune would wait forever)."""
     session = cluster.start(args.address, spec.run.dashboard_host, args.verbose)
     try:
-        _announce(session.context, spec, experiment)
-        print(f"resuming {path}: finished trials are kept, unfinished ones continue from their last checkpoint")
-        return _fit_and_report(search.restore_tuner(spec, experiment, args.verbose), spec, experiment, args.top)
-    finally:
+        where = f"the Ray cluster at {args.address}" if args.address else "the local Ray"
+        cluster.check_resources(spec.resources.cpu, spec.resources.gpu, cluster.cluster_resources(), where)
+    except BaseException:
         cluster.stop(session)
+        raise
+    return session
+
+
+def _prepare(spec: Spec, experiment: Experiment, splits, on_failure) -> list[str] | None:
+    """experiments.prepare; when it fails or is interrupted, `on_failure()` removes what it wrote (the whole folder
+    for a new search) before the error is reported. None after Ctrl-C."""
+    from tuner import experiment as experiments
+
+    try:
+        return [*experiments.prepare(spec, experiment, splits.train, splits.eval, splits.test), *splits.notes]
+    except BaseException as error:
+        on_failure()
+        kept = experiment.path.is_dir()
+        after = (f"kept {experiment.uri} without what preparation wrote; continue with --resume "
+                 f"{shlex.quote(experiment.uri)}" if kept else f"removed {experiment.uri}")
+        if isinstance(error, KeyboardInterrupt):
+            print(f"tuner: interrupted while preparing; {after}", file=sys.stderr)
+            return None
+        if isinstance(error, OSError):  # disk full, permissions changed under us, ...
+            raise InputError(f"preparing {experiment.uri} failed: {error}; {after}") from None
+        raise
+
+
+def _search(session, spec: Spec, experiment: Experiment, lines: list[str], train_rows: int,
+            args: argparse.Namespace) -> int:
+    from tuner import search
+
+    for line in lines:
+        print(line)
+    print(describe_space(spec))
+    _announce(session.context, spec, experiment)
+    return _fit_and_report(search.build_tuner(spec, experiment, train_rows, args.verbose), spec, experiment,
+                           args.top)
 
 
 def _check_secrets(spec: Spec, address: str | None) -> None:
@@ -190,16 +285,30 @@ def _warn_about_exposure(spec: Spec, address: str | None, local_storage: bool) -
 
 
 def _fit_and_report(tuner, spec: Spec, experiment: Experiment, top: int) -> int:
+    """Run the search and end it with the report. Exit code 0; INTERRUPTED (130) with the resume command when the
+    search stopped before every trial ended; FAILED (1) with a one-line summary when every trial errored."""
+    from tuner.experiment import NotAnExperiment
+
     try:
         tuner.fit()
     except KeyboardInterrupt:
         pass
-    report(experiment.reload(), top)
-    trials = experiment.trials
-    if len(trials) < spec.search.num_samples or trials["status"].isin(["running", "pending", "paused"]).any():
-        print(f"the search stopped before all {spec.search.num_samples} trials finished (the test split is scored "
-              f"when it completes); continue it with:\n  python -m tuner.run --resume {shlex.quote(experiment.uri)}")
+    resume_hint = (f"the search stopped before all {spec.search.num_samples} trials finished (the test split is "
+                   f"scored when it completes); continue it with:\n  python -m tuner.run --resume "
+                   f"{shlex.quote(experiment.uri)}")
+    try:
+        trials = experiment.reload().trials
+    except NotAnExperiment:  # stopped before Tune saved any state
+        print(resume_hint)
         return INTERRUPTED
+    report(experiment, top)
+    if len(trials) < spec.search.num_samples or trials["status"].isin(["running", "pending", "paused"]).any():
+        print(resume_hint)
+        return INTERRUPTED
+    if len(trials) and trials["status"].eq("errored").all():
+        print(f"tuner: all {len(trials)} trials failed (first error: {trials['error'].iloc[0] or 'unknown'}); "
+              f"see each trial's error above", file=sys.stderr)
+        return FAILED
     report_test_split(experiment)
     return 0
 
@@ -222,23 +331,35 @@ def report_test_split(experiment: Experiment) -> None:
 
 def report(experiment: Experiment, top: int) -> None:
     """The end of a search: the ranking, errored trials and the best checkpoint, all from experiment.best()'s
-    ranking, so that the table's numbers, the named trial and the checkpoint are one report's."""
+    ranking, so that the table's numbers, the named trial and the checkpoint are one report's. A search in which
+    no trial reported (all failed, or stopped before the first evaluation) shows its trials and their errors."""
+    from tuner.ranking import UnknownMetric
     from tuner.tables import describe_best, describe_uncertainty, ranking_table
 
-    spec, path = experiment.spec, shlex.quote(experiment.uri)
-    ranked = experiment.ranking()
-    print(f"\nTop trials by {spec.metric} ({spec.search.mode}):")
-    print(ranking_table(ranked, top))
-    print(describe_best(ranked))
-    if uncertainty := describe_uncertainty(ranked):
-        print(uncertainty)
-    errored = experiment.trials[experiment.trials["status"] == "errored"]
-    for _, trial in errored.iterrows():
+    spec, path, trials = experiment.spec, shlex.quote(experiment.uri), experiment.trials
+    try:
+        ranked = experiment.ranking()
+    except UnknownMetric:  # no trial reported it: every trial failed, or the search stopped before an evaluation
+        ranked = None
+    if ranked is not None:
+        print(f"\nTop trials by {spec.metric} ({spec.search.mode}):")
+        print(ranking_table(ranked, top))
+        print(describe_best(ranked))
+        if uncertainty := describe_uncertainty(ranked):
+            print(uncertainty)
+    elif len(trials):
+        counts = ", ".join(f"{n} {status}" for status, n in trials["status"].value_counts().items())
+        print(f"\nNo trial reported {spec.metric}: {len(trials)} trial(s), {counts}")
+    else:
+        print(f"\nNo trial reported {spec.metric}: no trial started")
+    for _, trial in (trials[trials["status"] == "errored"].iterrows() if len(trials) else []):
         print(f"errored trial {trial['trial_id']}: {trial['error']} (log: {trial['path']}/{TRIAL_LOG})")
-    best = experiment.best()
+    best = experiment.best() if ranked is not None else None
     if best is not None:
         print(f"best checkpoint (LoRA adapter + tokenizer): {best.checkpoint or 'none kept'}")
-    print(f"results: {path}\nreport: python -m analysis {path}\nexport: python -m tuner.export {path} --out DIR")
+    print(f"results: {path}")
+    if ranked is not None:
+        print(f"report: python -m analysis {path}\nexport: python -m tuner.export {path} --out DIR")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,18 @@ trial runs, it needs no shared folder and no storage credentials to read its dat
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import posixpath
 from typing import Any
 
 from tuner.experiment import Experiment
-from tuner.spec import Distribution, Spec
+from tuner.spec import Distribution, Spec, with_sampled
+from tuner.spec.schema import EVAL_ROUND_FIELDS
+
+# What ASHA sees in place of a NaN or infinite metric: the worst value, finite so that its percentiles stay numbers.
+WORST_FOR_ASHA = 1e300
 
 # ---------------------------------------------------------------------------------------------- search space
 
@@ -82,13 +88,49 @@ def build_searcher(spec: Spec, experiment: Experiment):
     return BasicVariantGenerator(points_to_evaluate=points, random_state=spec.search.seed)
 
 
+def max_eval_rounds(spec: Spec, train_rows: int) -> int:
+    """Eval rounds of the longest trial the search can sample. With step counts searched (train.max_steps, batch
+    size, eval_steps, ...), the most over every combination of their values (choices, or the bounds of a range: the
+    rounds grow or shrink monotonically with each), so that ASHA's max_t never stops a long trial early; shorter
+    trials simply finish before it."""
+    searched = {key: d for key, d in spec.search.space.items()
+                if key.startswith("train.") and key.removeprefix("train.") in EVAL_ROUND_FIELDS}
+    if not searched:
+        return spec.eval_rounds(train_rows)
+    values = [d.values if d.values is not None else [int(d.low), int(d.high)] if d.type == "int" else [d.low, d.high]
+              for d in searched.values()]
+    return max(with_sampled(spec, dict(zip(searched, combination))).eval_rounds(train_rows)
+               for combination in itertools.product(*values))
+
+
+def _nan_safe_asha():
+    from ray.tune.schedulers import ASHAScheduler
+
+    class NanSafeASHA(ASHAScheduler):
+        """ASHA that ranks a NaN or infinite metric as the worst value. Ray's ASHA compares `value < cutoff`, which
+        is False for NaN, so a diverged trial would never be stopped. Only the scheduler sees the substitute; the
+        reported result (and so the ranking, which never ranks NaN) keeps the NaN."""
+
+        def _sanitized(self, result: dict) -> dict:
+            value = result.get(self._metric)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                return {**result, self._metric: -WORST_FOR_ASHA * self._metric_op}
+            return result
+
+        def on_trial_result(self, tune_controller, trial, result):
+            return super().on_trial_result(tune_controller, trial, self._sanitized(result))
+
+        def on_trial_complete(self, tune_controller, trial, result):
+            return super().on_trial_complete(tune_controller, trial, self._sanitized(result))
+
+    return NanSafeASHA
+
+
 def build_scheduler(spec: Spec, train_rows: int):
     if spec.scheduler.type == "none":
         return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    max_t = spec.scheduler.max_t or spec.eval_rounds(train_rows)
-    return ASHAScheduler(
+    max_t = spec.scheduler.max_t or max_eval_rounds(spec, train_rows)
+    return _nan_safe_asha()(
         time_attr="training_iteration",
         max_t=max_t,
         grace_period=min(spec.scheduler.grace_period, max_t),
@@ -237,6 +279,10 @@ def restore_tuner(spec: Spec, experiment: Experiment, verbose: bool = False):
     as they were; the searcher (and so the Optuna study) continues where it stopped, up to num_samples in all."""
     from ray import tune
 
+    from tuner import study
+
+    # The pickled searcher holds the study's storage: reconnect it to this folder's study, wherever it was created.
+    study.ExperimentSQLite.relocated = experiment.uri
     return tune.Tuner.restore(experiment.location.fs_path, trainable=trainable(spec, experiment, verbose),
                               resume_unfinished=True, resume_errored=False, restart_errored=False,
                               storage_filesystem=experiment.location.filesystem)

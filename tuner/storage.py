@@ -182,6 +182,11 @@ class Location:
         os.replace(partial, local)
         return local
 
+    def remove(self) -> None:
+        """Delete this location and everything under it (an object store: every object under its prefix)."""
+        with self._errors(""):
+            self.filesystem.delete_dir(self.fs_path)
+
     def read_text(self, relative: str) -> str:
         with self._errors(relative), self.filesystem.open_input_stream(self._path(relative)) as stream:
             return stream.readall().decode()

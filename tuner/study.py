@@ -24,6 +24,11 @@ DRIVER_PACKAGES = {"postgresql": "psycopg2-binary", "mysql": "pymysql (with a my
 class ExperimentSQLite(optuna.storages.RDBStorage):
     """The default study: `optuna.db` in the tuner folder of the experiment at `location` (a path or a URI)."""
 
+    # Set by `--resume` to where the experiment is now: the pickled location is where it was when the search
+    # started, and a results folder moved or copied since would reconnect to the old study (a crash when that
+    # folder is gone, a study written into the old folder when it is not). A driver resumes one experiment.
+    relocated: str | None = None
+
     def __init__(self, location: str):
         from tuner.experiment import Experiment
 
@@ -31,7 +36,11 @@ class ExperimentSQLite(optuna.storages.RDBStorage):
         super().__init__(f"sqlite:///{Experiment(location).optuna_file}")
 
     def __reduce__(self):
-        return ExperimentSQLite, (self.location,)
+        return _unpickled, (self.location,)
+
+
+def _unpickled(location: str) -> ExperimentSQLite:
+    return ExperimentSQLite(ExperimentSQLite.relocated or location)
 
 
 def is_journal(url: str) -> bool:

@@ -122,14 +122,40 @@ def _resumable_checkpoint(reporter) -> str | None:
 
     from ray import tune
 
-    from tuner.reporting import RESUME_FILES
-
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
-    folder = checkpoint.to_directory()  # a local copy, whatever the storage
-    if not all(os.path.isfile(os.path.join(folder, name)) for name in RESUME_FILES):
+    try:
+        folder = checkpoint.to_directory()  # a local copy, whatever the storage
+    except FileNotFoundError:
+        # Ray deletes an evicted checkpoint as soon as a newer one registers, but saves the experiment state only
+        # every few seconds: a driver killed in between restores the trial from a checkpoint that is gone. The
+        # newest one left in the trial's folder (the one that evicted it) continues the trial instead.
+        folder = newest_resumable_checkpoint(tune.get_context().get_trial_dir())
+        if folder is None:
+            return None
+    if not _has_resume_files(folder):
         return None  # a checkpoint without optimizer state: start the trial over
     with open(os.path.join(folder, "trainer_state.json")) as handle:
         reporter.last_reported_step = json.load(handle)["global_step"]  # reported before the interruption
     return folder
+
+
+def _has_resume_files(folder: str) -> bool:
+    from tuner.reporting import RESUME_FILES
+
+    return all(os.path.isfile(os.path.join(folder, name)) for name in RESUME_FILES)
+
+
+def newest_resumable_checkpoint(trial_dir: str | None) -> str | None:
+    """The trial's checkpoint folder with the most training steps that a Trainer can resume from, or None."""
+    import json
+    from pathlib import Path
+
+    best, best_step = None, -1
+    for folder in Path(trial_dir).glob("checkpoint_*") if trial_dir else []:
+        if folder.is_dir() and _has_resume_files(str(folder)):
+            step = json.loads((folder / "trainer_state.json").read_text()).get("global_step", -1)
+            if step > best_step:
+                best, best_step = str(folder), step
+    return best

@@ -53,10 +53,13 @@ def test_column_mapping_and_unusable_rows(tmp_path):
         [{"q": "p9", "good": "same", "bad": "same", "topic": 0}]
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
     spec = DataSpec(source=str(path), columns={"prompt": "q", "chosen": "good", "rejected": "bad"}, eval_fraction=0.5,
-                    group_column="topic")
+                    group_column="topic", drop_bad_rows=True)
     splits = load_pairs(spec)
     assert splits.train.column_names == ["prompt", "chosen", "rejected", "group", "pair_id"]
-    assert len(splits.train) + len(splits.eval) + len(splits.test) == 6  # the chosen == rejected row is dropped
+    # the chosen == rejected row is dropped, and said so
+    assert len(splits.train) + len(splits.eval) + len(splits.test) == 6
+    assert splits.notes == [f"data: dropped 1 bad row(s) of 7 (chosen == rejected: 1) of data.source {str(path)!r} "
+                            f"(data.drop_bad_rows)"]
     assert {*splits.train["group"], *splits.eval["group"], *splits.test["group"]} == {"0", "1"}
     # ids without a pair_id column: a hash of the pair's text, the same on every load
     assert list(splits.train["pair_id"]) == list(load_pairs(spec).train["pair_id"])
@@ -140,3 +143,29 @@ def test_capped_splits_keep_every_group_and_eval_groups_select():
     assert set(only_b.eval["group"]) == {"b"} and len({*only_b.test["group"]}) == 2  # test keeps every group
     with pytest.raises(DataError, match=r"data.eval_groups: no eval pair is in group\(s\) \['c'\]"):
         load_pairs(spec.model_copy(update={"eval_groups": ["c"]}))
+
+
+def test_bad_rows_refuse_the_file_naming_lines_and_counting_reasons(tmp_path):
+    good = [{"prompt": f"p{i}", "chosen": "yes", "rejected": "no"} for i in range(8)]
+    bad = [{"prompt": "a", "chosen": "b"}, {"prompt": "a", "chosen": "", "rejected": "c"},
+           {"prompt": "a", "chosen": 3, "rejected": "c"}, {"prompt": "a", "chosen": "x", "rejected": "x"},
+           {"prompt": "b", "chosen": "y", "rejected": None}]
+    rows = good[:2] + bad[:2] + good[2:4] + bad[2:] + good[4:]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError) as caught:
+        load_pairs(DataSpec(source=str(path)))
+    assert (f"data: data.source {str(path)!r} has 5 bad row(s) of 13 (missing rejected: 2, empty chosen: 1, "
+            f"chosen not text: 1, chosen == rejected: 1); first: line 3 (missing rejected), line 4 (empty chosen), "
+            f"line 7 (chosen not text), line 8 (chosen == rejected), line 9 (missing rejected). Fix them, or set "
+            f"data.drop_bad_rows: true to drop them") == str(caught.value)
+    spaced = tmp_path / "spaced.jsonl"  # blank lines: the line numbers are the file's, not row indexes
+    spaced.write_text("\n".join(json.dumps(r) for r in good[:3] + [bad[0]]).replace("\n", "\n\n") + "\n")
+    with pytest.raises(DataError, match=r"first: line 7 \(missing rejected\)"):
+        load_pairs(DataSpec(source=str(spaced)))
+    splits = load_pairs(DataSpec(source=str(path), drop_bad_rows=True, test_fraction=0))
+    assert len(splits.train) + len(splits.eval) == 8 and "dropped 5 bad row(s) of 13" in splits.notes[0]
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("prompt,chosen,rejected\nq,a,b\nr,a,a\n")
+    with pytest.raises(DataError, match=r"first: row 2 \(chosen == rejected\)"):
+        load_pairs(DataSpec(source=str(csv)))

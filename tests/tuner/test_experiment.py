@@ -49,3 +49,42 @@ def test_experiment_names_are_plain(tmp_path, name, message):
 ])
 def test_rows_a_trial_can_consume(train, search, rows):
     assert validate_spec({"train": train, "search": {"space": search}}).rows_consumed() == rows
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    return done.pid
+
+
+def test_the_run_lock_is_held_for_the_block_and_a_dead_driver_s_lock_taken_over(tmp_path):
+    import json
+    import os
+    import socket
+
+    created = experiment.Experiment.create(validate_spec({}), tmp_path / "exp")
+    created.lock_file.write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))  # SIGKILLed driver
+    with created.locked():
+        assert json.loads(created.lock_file.read_text()) == {"pid": os.getpid(), "host": socket.gethostname()}
+        with pytest.raises(experiment.ExperimentInUse, match=f"in use by a live tuner run \\(pid {os.getpid()}\\)"):
+            with experiment.Experiment(created.path).locked():
+                pass
+    assert not created.lock_file.exists()
+    created.lock_file.write_text(json.dumps({"pid": 1, "host": "other-node"}))
+    with pytest.raises(experiment.ExperimentInUse, match="locked by a tuner run on host other-node .* delete"):
+        with created.locked():
+            pass
+
+
+def test_a_failed_start_removes_the_folders_it_created_and_nothing_else(tmp_path):
+    path = experiment.check_storage(str(tmp_path / "a" / "b"), "exp")
+    created = experiment.Experiment.create(validate_spec({}), path)
+    created.data_dir.mkdir()
+    created.discard()
+    assert not (tmp_path / "a").exists() and tmp_path.exists()
+    kept = experiment.Experiment.create(validate_spec({}), tmp_path / "kept")
+    experiment.Experiment(kept.path).discard()  # not this object's: left alone
+    assert kept.spec_file.is_file()

@@ -44,7 +44,35 @@ CASES = {
     "no ray at address": (["--address", "127.0.0.1:{port}"], "--address: no Ray head node answers at 127.0.0.1:"),
     "gpu fraction above 1": (["resources.gpu=1.5"], "resources.gpu: above 1 must be a whole number of GPUs"),
     "grid with optuna": (["search.space.lora.r={type: grid, values: [4, 8]}"], "grid values need search.algorithm"),
+    "eval pairs truncated away": (["model.max_length=16"], "model.max_length: truncating to 16 tokens leaves no eval "
+                                                           "pair with an answer to score"),
+    "searched length truncates": (["search.space.model.max_length={type: choice, values: [16, 128]}"],
+                                  "model.max_length: truncating to 16 tokens leaves no eval pair"),
+    "more cpus than the machine": (["resources.cpu=4096"], "resources.cpu: each trial needs 4096 CPU(s), but this "
+                                                           "machine has"),
+    "gpu on a machine without": (["resources.gpu=0.25"], "resources.gpu: each trial needs 0.25 GPU, but this machine "
+                                                         "has no GPU"),
+    "wandb online without a key": (["run.wandb=online"], "run.wandb: 'online' needs a W&B API key"),
+    "bad rows in the data": (["data.source={tmp}/bad.jsonl"], "has 1 bad row(s) of 3 (missing rejected: 1); first: "
+                                                              "line 2 (missing rejected). Fix them, or set "
+                                                              "data.drop_bad_rows: true"),
 }
+
+
+def isolate(tmp_path, monkeypatch):
+    """No GPU, no W&B login: every case fails the same way on every machine."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_SETUP_API_KEY_HOOK", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
+def assert_one_line(err: str, message: str) -> None:
+    """The problem is named on one line of stderr, and no traceback follows."""
+    assert any(message in line for line in err.splitlines()), err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -59,15 +87,18 @@ def test_malformed_input(case, tmp_path, capsys, monkeypatch):
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
         monkeypatch.setenv(key, value)
+    isolate(tmp_path, monkeypatch)
     write(tmp_path / "afile", "")
+    rows = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(3)]
+    del rows[1]["rejected"]
+    write(tmp_path / "bad.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     args, message = CASES[case]
     args = [a.replace("{tmp}", str(tmp_path)).replace("{port}", str(free_port())) for a in args]
     storage = tmp_path / "results"
     code = main([str(spec_path("dpo.yaml")), f"run.storage_path={storage}", *args])
     err = capsys.readouterr().err
     assert code == 2
-    assert message in err, err
-    assert "Traceback" not in err
+    assert_one_line(err, message)
     assert not storage.exists() and not (tmp_path / "afile" / "results").exists()
 
 
@@ -86,7 +117,10 @@ def test_data_file_errors(tmp_path, capsys):
     assert "data.source: cannot read" in capsys.readouterr().err
     same = write(tmp_path / "same.jsonl", json.dumps({"prompt": "p", "chosen": "x", "rejected": "x"}) + "\n")
     assert main([str(spec_path("dpo.yaml")), f"data.source={same}", f"run.storage_path={tmp_path / 'r'}"]) == 2
-    assert "has no usable pair" in capsys.readouterr().err
+    assert "has 1 bad row(s) of 1 (chosen == rejected: 1); first: line 1 (chosen == rejected)" in capsys.readouterr().err
+    assert main([str(spec_path("dpo.yaml")), f"data.source={same}", f"run.storage_path={tmp_path / 'r'}",
+                 "data.drop_bad_rows=true"]) == 2
+    assert "has no usable pair: 1 bad row(s) of 1" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
@@ -141,4 +175,12 @@ def test_dpo_on_a_cpu_with_trl_1_15_is_refused_with_the_fix(tmp_path, capsys, mo
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main([str(spec_path("dpo.yaml")), f"run.storage_path={tmp_path / 'r'}"]) == 2
     assert "DPO needs Triton, which needs a GPU; on a CPU install TRL 1.16" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_gpu_spec_on_a_machine_without_a_gpu_is_refused_instead_of_hanging(tmp_path, capsys, monkeypatch):
+    isolate(tmp_path, monkeypatch)
+    assert main([str(spec_path("dpo_gpu.yaml")), f"run.storage_path={tmp_path / 'r'}"]) == 2
+    assert_one_line(capsys.readouterr().err, "resources.gpu: each trial needs 0.25 GPU, but this machine has no GPU; "
+                                             "set resources.gpu: 0 to train on CPUs")
     assert not (tmp_path / "r").exists()

@@ -129,3 +129,21 @@ def test_pair_ids_come_from_the_data_or_the_row_index():
     assert with_pair_ids(plain)["pair_id"] == [0, 1]
     named = Dataset.from_list([{**PAIRS[0], "pair_id": "x"}])
     assert pair_ids(named) == ["x"] and with_pair_ids(named)["pair_id"] == ["x"]
+
+
+def test_a_nan_log_likelihood_is_never_scored_as_a_number():
+    """NaN compares as False: without the check a diverged model scores 0.0, a number that gets ranked."""
+    scored = fabricated(chosen=(-2.0, float("nan"), -4.0)).accuracy()
+    assert list(scored) == [METRIC] and scored[METRIC] != scored[METRIC]  # NaN
+
+
+def test_pair_lengths_say_which_max_length_keeps_an_answer(tiny_llama):
+    from tuner.quality import pair_lengths
+
+    lengths = pair_lengths(AutoTokenizer.from_pretrained(tiny_llama), Dataset.from_list(PAIRS))
+    base = load_base(str(tiny_llama))
+    for (needed, whole), row in zip(lengths, PAIRS):
+        assert needed < whole
+        at = reference.base_scores(tiny_spec(tiny_llama, max_length=needed), base, Dataset.from_list([row]))
+        below = reference.base_scores(tiny_spec(tiny_llama, max_length=needed - 1), base, Dataset.from_list([row]))
+        assert len(at.scored()) == 1 and below.scored() == []

@@ -66,6 +66,12 @@ def test_shared_reference_matches_in_trial_reference(tiny_llama, tmp_path):
     ({"search": {"space": {"model.max_length": {"type": "choice", "values": [64, 128]}}}}, "hf", "searched keys"),
     ({"search": {"space": {"train.max_length": {"type": "choice", "values": [64, 128]}}}}, "hf", "searched keys"),
     ({"search": {"space": {"train.beta": {"type": "uniform", "low": 0.1, "high": 0.5}}}}, "hf", None),
+    # LD-DPO: ld_alpha weighs the reference's own log-probs, so each value needs its own reference
+    ({"search": {"space": {"train.ld_alpha": {"type": "uniform", "low": 0.1, "high": 0.9}}}}, "hf", "searched keys"),
+    ({"search": {"space": {"train.disable_dropout": {"type": "choice", "values": [True, False]}}}}, "hf",
+     "searched keys"),
+    # loss variants only combine the log-probs: one reference serves them all
+    ({"search": {"space": {"train.loss_type": {"type": "choice", "values": ["sigmoid", "ipo"]}}}}, "hf", None),
 ])
 def test_when_the_reference_can_be_shared(raw, backend, reason):
     found = reference.why_not_shared(validate_spec(raw), backend)

@@ -115,3 +115,50 @@ def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tiny_llama, tmp_path
     assert driver.returncode == 130
     assert f"continue it with:\n  python -m tuner.run --resume {path}" in out
     assert "Top trials by eval_pref_accuracy" in out
+
+
+def cli(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tuner.run", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "RAY_DEDUP_LOGS": "0", **(env or {})})
+
+
+def test_a_search_where_every_trial_fails_ends_with_their_errors_and_exit_1(tiny_llama, tmp_path):
+    done = cli(str(spec_path("dpo.yaml")), f"model.name={tiny_llama}", f"run.storage_path={tmp_path}", "--name",
+               "allfail", *FAST, "search.num_samples=2", "scheduler.type=none", "lora.target_modules=[no_such_module]")
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    experiment = Experiment.open(tmp_path / "allfail")
+    assert list(experiment.trials["status"]) == ["errored", "errored"]
+    for trial_id in experiment.trials["trial_id"]:
+        assert f"errored trial {trial_id}: " in done.stdout
+    assert "No trial reported eval_pref_accuracy: 2 trial(s), 2 errored" in done.stdout
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("tuner: all 2 trials failed (first error: ") and "no_such_module" in last, last
+    assert "Traceback" not in done.stdout + done.stderr and "UnknownMetric" not in done.stderr
+
+
+def test_sigkill_while_preparing_then_resume_finishes_and_a_moved_folder_resumes(tiny_llama, tmp_path):
+    args = [str(spec_path("dpo.yaml")), f"model.name={tiny_llama}", f"run.storage_path={tmp_path}", "--name",
+            "killed", *FAST, "search.num_samples=1", "scheduler.type=none"]
+    path = tmp_path / "killed"
+    killed = cli(*args, env={"TUNER_FAULT": "prepare.reference"})  # data saved, reference pass not run
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert Experiment(path).spec_file.is_file() and not Experiment(path).is_prepared
+    again = cli(*args)
+    assert again.returncode == 2 and f"--resume {path}" in again.stderr
+
+    resumed = cli("--resume", str(path))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "the driver stopped before Tune saved any state (while preparing)" in resumed.stdout
+    assert "reference log-probs: computed once" in resumed.stdout
+    assert list(Experiment.open(path).trials["status"]) == ["finished"]
+
+    moved = tmp_path / "elsewhere" / "killed"
+    moved.parent.mkdir()
+    path.rename(moved)  # the Optuna study's absolute path inside Tune's pickles is now stale
+    again = cli("--resume", str(moved))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "Top trials by eval_pref_accuracy" in again.stdout and not path.exists()
+    import optuna
+
+    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{moved / 'tuner' / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]

@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
-from tuner.run import main
 from tests.conftest import REPO, spec_path
+from tests.tuner.test_inputs import assert_one_line
+from tuner import cluster, run
+from tuner.experiment import Experiment
+from tuner.run import main
+from tuner.spec import load_spec, validate_spec
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -41,7 +48,7 @@ def test_data_file_with_no_usable_pair(tmp_path, capsys):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"prompt": "p", "chosen": "same", "rejected": "same"}) + "\n")
     assert main([str(spec_path("dpo.yaml")), f"data.source={pairs}", f"run.storage_path={tmp_path / 'r'}"]) == 2
-    assert "has no usable pair" in capsys.readouterr().err
+    assert "1 bad row(s) of 1 (chosen == rejected: 1); first: line 1 (chosen == rejected)" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
@@ -92,3 +99,126 @@ def test_hub_id_offline_gives_a_download_command_that_works(tmp_path):
     usage = subprocess.run([sys.executable, "-c", "from huggingface_hub.cli.hf import main; main()", "download",
                             "--help"], capture_output=True, text=True, timeout=120)
     assert usage.returncode == 0 and "--local-dir" in usage.stdout, usage.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------- failures end clean
+
+
+class Frozen(Experiment):
+    """An experiment whose trials and reports are given, not read from Tune's files."""
+
+    def reload(self):
+        return self
+
+
+def trial_rows(*rows):
+    return pd.DataFrame([{"trial_id": t, "status": s, "method": "dpo", "beta": 0.1, "reports": 0, "error": e,
+                          "path": "x", "config/train.beta": 0.1} for t, s, e in rows])
+
+
+NO_REPORTS = pd.DataFrame(columns=["trial_id", "checkpoint_path"])
+
+
+def test_a_search_where_every_trial_failed_ends_with_their_errors_and_exit_1(tmp_path, capsys):
+    spec = validate_spec({"search": {"num_samples": 2, "metric": "eval_pref_accuracy"}})
+    experiment = Frozen(tmp_path / "exp", spec=spec, history=NO_REPORTS, trials=trial_rows(
+        ("a1", "errored", "ValueError: Target modules {'nope'} not found in the base model."),
+        ("b2", "errored", "ValueError: Target modules {'nope'} not found in the base model.")))
+    code = run._fit_and_report(SimpleNamespace(fit=lambda: None), spec, experiment, top=5)
+    out, err = capsys.readouterr()
+    assert code == run.FAILED == 1
+    assert "No trial reported eval_pref_accuracy: 2 trial(s), 2 errored" in out
+    assert "errored trial a1: ValueError: Target modules {'nope'} not found" in out and "errored trial b2: " in out
+    assert err.splitlines() == ["tuner: all 2 trials failed (first error: ValueError: Target modules {'nope'} not "
+                                "found in the base model.); see each trial's error above"]
+
+
+def test_ctrl_c_before_any_report_prints_the_trials_and_the_resume_command(tmp_path, capsys):
+    spec = validate_spec({"search": {"num_samples": 3, "metric": "eval_pref_accuracy"}})
+    experiment = Frozen(tmp_path / "exp", spec=spec, history=NO_REPORTS,
+                        trials=trial_rows(("a1", "running", ""), ("b2", "pending", "")))
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run._fit_and_report(SimpleNamespace(fit=interrupted), spec, experiment, top=5) == run.INTERRUPTED
+    out, err = capsys.readouterr()
+    assert "No trial reported eval_pref_accuracy: 2 trial(s), 1 running, 1 pending" in out
+    assert out.rstrip().endswith(f"continue it with:\n  python -m tuner.run --resume {experiment.path}")
+    assert err == ""
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    """Ray's start and resources, without Ray: what the driver does before and after them is under test."""
+    monkeypatch.setattr(cluster, "start", lambda *args, **kwargs: cluster.RaySession(
+        SimpleNamespace(dashboard_url=None)))
+    monkeypatch.setattr(cluster, "stop", lambda session: None)
+    monkeypatch.setattr(cluster, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(cluster, "local_resources", lambda: {"CPU": 2.0, "GPU": 0.0})
+    return cluster
+
+
+def failing_prepare(error):
+    def prepare(spec, experiment, train, held_out, test=None):
+        experiment.data_dir.mkdir(parents=True)
+        (experiment.data_dir / "half-written").write_text("x")
+        raise error
+    return prepare
+
+
+@pytest.mark.parametrize(("error", "code", "message"), [
+    (OSError(28, "No space left on device"), 2, "failed: [Errno 28] No space left on device; removed "),
+    (KeyboardInterrupt(), 130, "tuner: interrupted while preparing; removed "),
+])
+def test_a_failure_while_preparing_removes_the_folder(error, code, message, tmp_path, capsys, monkeypatch, fake_ray):
+    from tuner import experiment as experiments
+
+    monkeypatch.setattr(experiments, "prepare", failing_prepare(error))
+    storage = tmp_path / "new" / "results"
+    assert main([str(spec_path("dpo.yaml")), f"run.storage_path={storage}", "--name", "exp"]) == code
+    err = capsys.readouterr().err
+    assert any(message in line and str(storage / "exp") in line for line in err.splitlines()), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "new").exists()  # the storage folders it created too
+    assert main([str(spec_path("dpo.yaml")), f"run.storage_path={storage}", "--name", "exp", "--dry-run"]) == 0
+
+
+def test_resources_are_checked_against_the_started_cluster_before_anything_is_written(tmp_path, capsys, fake_ray,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(fake_ray, "cluster_resources", lambda: {"CPU": 0.5})
+    storage = tmp_path / "results"
+    assert main([str(spec_path("dpo.yaml")), f"run.storage_path={storage}"]) == 2
+    assert "resources.cpu: each trial needs 1 CPU(s), but the local Ray has 0.5; lower resources.cpu" in \
+        capsys.readouterr().err
+    assert not storage.exists()
+
+
+def unprepared_experiment(tmp_path) -> Experiment:
+    """What a driver killed while preparing leaves: the folder and its spec, nothing Tune wrote."""
+    spec = load_spec(spec_path("dpo.yaml"), [f"run.storage_path={tmp_path}"])
+    return Experiment.create(spec, tmp_path / "killed")
+
+
+def test_resume_dry_run_validates_and_starts_nothing(tmp_path, capsys):
+    experiment = unprepared_experiment(tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["--resume", str(experiment.path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"--resume {experiment.path} would prepare the experiment again and start its search from the first " \
+           f"trial" in out and "dry run: nothing started or written" in out
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_second_live_run_on_one_folder_is_refused(tmp_path, capsys):
+    experiment = unprepared_experiment(tmp_path)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        experiment.lock_file.write_text(json.dumps({"pid": live.pid, "host": socket.gethostname()}))
+        assert main(["--resume", str(experiment.path)]) == 2
+        err = capsys.readouterr().err
+        assert_one_line(err, f"{experiment.path} is in use by a live tuner run (pid {live.pid}); wait for it to end")
+    finally:
+        live.kill()
+        live.wait()
+    assert not experiment.data_dir.exists()

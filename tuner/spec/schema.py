@@ -82,6 +82,7 @@ class DataSpec(_Section):
     max_eval_rows: int | None = Field(None, gt=0)
     max_test_rows: int | None = Field(None, gt=0)
     seed: int = 0
+    drop_bad_rows: bool = False  # rows missing a field, empty, not text, or chosen == rejected: refuse the file
 
     @model_validator(mode="after")
     def _room_for_training(self) -> DataSpec:
@@ -284,3 +285,5 @@ class Spec(_Section):
 
 
 TRAIN_LENGTH_FIELDS = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps")
+# Every TRL field that changes how many eval rounds (reports to Tune, ASHA's time unit) a trial runs.
+EVAL_ROUND_FIELDS = (*TRAIN_LENGTH_FIELDS, "num_train_epochs", "eval_steps")
