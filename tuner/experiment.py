@@ -655,8 +655,9 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
         lines.append(f"reference log-probs: computed in each trial ({reason})")
     else:
         scores = reference.precompute(spec, base, train, held_out, experiment.reference_dir, test)
-        lines.append(f"reference log-probs: computed once for {len(train)} train and {len(held_out)} eval pairs in "
-                     f"{time.perf_counter() - started:.0f} s, shared by every DPO trial")
+        tested = f" (and the base model's scores on {len(test)} test pairs)" if test is not None else ""
+        lines.append(f"reference log-probs: computed once for {len(train)} train and {len(held_out)} eval pairs"
+                     f"{tested} in {time.perf_counter() - started:.0f} s, shared by every DPO trial")
     scores = scores if isinstance(scores, dict) else {"eval": scores}
     _write_base(experiment, {spec.model.name: scores})
     _mark_prepared(experiment)
