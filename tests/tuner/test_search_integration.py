@@ -57,14 +57,18 @@ def test_every_checkpoint_holds_the_per_pair_outcomes_of_its_eval(dpo_run):
     _, path = dpo_run
     experiment = Experiment.open(path)
     assert experiment.history["eval_drift"].notna().all()
+    from datasets import load_from_disk
+
+    eval_ids = list(load_from_disk(str(experiment.data_dir / "eval"))["pair_id"])  # the data's own pair ids
+    assert len(eval_ids) == 4
     kept = experiment.history.dropna(subset=["checkpoint_path"])
     assert len(kept) >= 3
     for _, report in kept.iterrows():
         outcomes = json.loads((Path(report["checkpoint_path"]) / "pair_outcomes.json").read_text())
-        assert outcomes["pairs"] == [0, 1, 2, 3]
+        assert outcomes["pairs"] == eval_ids
         assert sum(outcomes["correct"]) / 4 == pytest.approx(report["eval_pref_accuracy"])
     base = json.loads(experiment.base_outcomes_file.read_text())
-    assert base["pairs"] == [0, 1, 2, 3]
+    assert base["pairs"] == eval_ids
     assert sum(base["correct"]) / 4 == pytest.approx(experiment.base["eval_pref_accuracy"])
 
 
