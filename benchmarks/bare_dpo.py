@@ -93,6 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--eval-rows", type=int, default=24)
+    parser.add_argument("--data", help="the spec's data section as JSON (the same split and eval pairs as a search); "
+                                       "default: the bundled data with --eval-rows eval pairs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's, every core)")
     parser.add_argument("--base-score", action="store_true", help="also score the base model once, before training")
@@ -116,7 +118,8 @@ def main(argv=None) -> None:
     path = args.model or embedded_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    splits = load_pairs(DataSpec(max_eval_rows=args.eval_rows))
+    data_spec = DataSpec.model_validate(json.loads(args.data)) if args.data else DataSpec(max_eval_rows=args.eval_rows)
+    splits = load_pairs(data_spec)
     train, held_out = splits.train, splits.eval
     # The pairs the steps consume, as tuner's driver keeps them: same pairs, same sampler order, same training.
     train = train.select(range(min(len(train), args.steps * args.train_batch)))

@@ -31,18 +31,25 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     work = Path(tempfile.mkdtemp(prefix="bench-harness-"))
-    bare_extra, tuner_extra = [], []
+    bare_extra, tuner_extra, data_overrides = [], [], []
     if args.dry_run:
         model = build_model(work / "model", TINY_MODEL)
         args.steps, args.eval_steps = 4, 2
-        bare_extra = ["--model", str(model), "--max-length", "64", "--eval-rows", "4"]
-        tuner_extra = [f"model.name={model}", "model.max_length=64", "data.max_eval_rows=4"]
+        data_overrides = ["data.max_eval_rows=4"]
+        bare_extra = ["--model", str(model), "--max-length", "64"]
+        tuner_extra = [f"model.name={model}", "model.max_length=64", *data_overrides]
+    from tuner.spec import load_spec
+
+    # Both sides train and evaluate on the search's own split and eval pairs.
+    data = load_spec(REPO / "search_spaces" / "dpo.yaml", data_overrides).data.model_dump(mode="json")
     bare = timed([sys.executable, str(REPO / "benchmarks" / "bare_dpo.py"), "--steps", str(args.steps),
                   "--eval-steps", str(args.eval_steps), "--beta", "0.1", "--learning-rate", "5e-5", "--lora-r", "8",
-                  "--threads", "2", "--base-score", "--save-dir", str(work / "bare"), *bare_extra],
+                  "--threads", "2", "--base-score", "--save-dir", str(work / "bare"), "--data", json.dumps(data),
+                  *bare_extra],
                  work / "bare.log")
     tuner = timed(tuner_command("dpo.yaml", work, "one", "search.algorithm=random", "search.space={}",
                                 "search.num_samples=1", "scheduler.type=none", "resources.cpu=2",
+                                "search.test_top_k=0",  # the bare script scores no test split: equal work
                                 f"train.max_steps={args.steps}", f"train.eval_steps={args.eval_steps}",
                                 "train.beta=0.1", "train.learning_rate=5.0e-5", "lora.r=8", *tuner_extra),
                   work / "tuner.log")

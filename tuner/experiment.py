@@ -635,7 +635,8 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
     # One pass of each base model over the pairs gives DPO's shared reference and the base model's scores on eval
     # and test (the reference log-probs are the base model's log-probs); without a shared reference, it runs over
     # the eval and test pairs only. The base model's test scores are then never a second pass.
-    splits = {"test": test} if test is not None else {}
+    # (Not when no trial will be scored on test, search.test_top_k 0: then analysis scores the base model if asked.)
+    splits = {"test": test} if test is not None and spec.search.test_top_k > 0 else {}
     if len(spec.model_names()) > 1:  # each trial is compared with its own base model
         by_model = {}
         for name in spec.model_names():
@@ -654,8 +655,8 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
         scores = reference.base_scores(spec, base, held_out, **splits)
         lines.append(f"reference log-probs: computed in each trial ({reason})")
     else:
-        scores = reference.precompute(spec, base, train, held_out, experiment.reference_dir, test)
-        tested = f" (and the base model's scores on {len(test)} test pairs)" if test is not None else ""
+        scores = reference.precompute(spec, base, train, held_out, experiment.reference_dir, splits.get("test"))
+        tested = f" (and the base model's scores on {len(test)} test pairs)" if splits else ""
         lines.append(f"reference log-probs: computed once for {len(train)} train and {len(held_out)} eval pairs"
                      f"{tested} in {time.perf_counter() - started:.0f} s, shared by every DPO trial")
     scores = scores if isinstance(scores, dict) else {"eval": scores}
