@@ -96,11 +96,12 @@ def remove_stale_staging(folder: Path) -> None:
     host_prefix = f".{CACHE_NAME}-{socket.gethostname()}-"
     for staging in folder.glob(f"{host_prefix}*"):
         pid = staging.name[len(host_prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a stale lock or staging folder's owner)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -45,6 +45,7 @@ from typing import Any
 import pandas as pd
 
 from tuner import storage
+from tuner.embedded import process_alive
 from tuner.errors import InputError, UserError
 from tuner.spec import Spec, load_spec, to_yaml
 from tuner.storage import Location
@@ -252,7 +253,7 @@ class Experiment:
                     raise ExperimentInUse(
                         f"{self.uri} is locked by a tuner run on host {holder['host']} (pid {holder['pid']}), "
                         f"which this machine cannot check; if no run is alive there, delete {self.lock_file}")
-                if holder is not None and _alive(holder["pid"]):
+                if holder is not None and process_alive(holder["pid"]):
                     raise ExperimentInUse(
                         f"{self.uri} is in use by a live tuner run (pid {holder['pid']}); wait for it to end or stop "
                         f"it (kill -INT {holder['pid']}), then run this again")
@@ -475,16 +476,6 @@ def _lock_holder(lock_file: Path) -> dict[str, Any] | None:
         return {"pid": int(holder["pid"]), "host": str(holder["host"])}
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def read_pair_outcomes(checkpoint: str | Path) -> list[int] | None:
