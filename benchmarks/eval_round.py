@@ -70,7 +70,7 @@ def main() -> None:
     train, held_out = splits.train, splits.eval
     train, held_out = train.select(range(spec.rows_consumed())), with_pair_ids(held_out)
     base = backends.load_base(model_path)
-    base_scores = reference.precompute(spec, base, train, held_out, work)["eval"]
+    base_scores = reference.precompute(spec, base, train, held_out, work)
     shared_train, shared_eval = data.load_prepared(work)
 
     torch.set_num_threads(args.threads)

@@ -15,7 +15,6 @@ Tune reads and writes its own files there through the same pyarrow filesystem (`
     NAME/tuner/base_metrics.json     the base model's scores on the eval pairs
     NAME/tuner/base_outcomes.json    its per-pair outcomes ({"pairs": [...], "correct": [0/1, ...]})
     NAME/tuner/base_scores.json      its per-pair answer log-probs and token counts (tuner.quality.PairScores)
-    NAME/tuner/base_test_scores.json the same on the test split, from the same reference pass
     NAME/tuner/prepared        written last by `prepare`: everything above is complete
     NAME/tuner/run.lock        pid and host of the live `tuner.run` driver using the folder (its working copy's, in
                                object storage)
@@ -158,10 +157,6 @@ class Experiment:
         return self.tuner_dir / "base_scores.json"
 
     @property
-    def base_test_scores_file(self) -> Path:
-        return self.tuner_dir / "base_test_scores.json"
-
-    @property
     def cache_dir(self) -> Path:
         return self.tuner_dir / "cache"
 
@@ -224,7 +219,7 @@ class Experiment:
     def forget_preparation(self) -> None:
         """Remove what `prepare` wrote (for a preparation to start over), keeping the spec."""
         for file in (self.prepared_file, self.base_metrics_file, self.base_outcomes_file, self.base_scores_file,
-                     self.base_test_scores_file, self.test_scores_file):
+                     self.test_scores_file):
             file.unlink(missing_ok=True)
         if self.spec.search.storage is None:
             self.optuna_file.unlink(missing_ok=True)
@@ -351,16 +346,6 @@ class Experiment:
         stored = json.loads(self.base_scores_file.read_text())
         by_model = stored[BY_MODEL] if BY_MODEL in stored else {self.spec.model.name: stored}
         return {name: PairScores(**scores) for name, scores in by_model.items()}
-
-    def base_test_scores(self, model_name: str) -> Any:
-        """The base model `model_name`'s per-pair scores on the test split (tuner.quality.PairScores) from the
-        driver's reference pass, or None when tuner.run stored none (an experiment without a test split)."""
-        if not self.base_test_scores_file.is_file():
-            return None
-        from tuner.quality import PairScores
-
-        stored = json.loads(self.base_test_scores_file.read_text())[BY_MODEL]
-        return PairScores(**stored[model_name]) if model_name in stored else None
 
     def base_outcomes(self, model_name: str | None = None) -> dict[str, list]:
         """The base model's per-pair outcomes {"pairs": [...], "correct": [...]} (of `model_name` when model.name is
@@ -623,17 +608,15 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
     tested = (f", {len(test)} test pairs scored only when the search ends (no prompt in two splits)"
               if test is not None else " (no prompt in both; no test split)")
     lines = [f"data: {available} train pairs{used}, {len(held_out)} eval pairs{tested}"]
-    # One pass of each base model over the pairs gives DPO's shared reference and the base model's scores on eval
-    # and test (the reference log-probs are the base model's log-probs); without a shared reference, it runs over
-    # the eval and test pairs only. The base model's test scores are then never a second pass.
-    # (Not when no trial will be scored on test, search.test_top_k 0: then analysis scores the base model if asked.)
-    splits = {"test": test} if test is not None and spec.search.test_top_k > 0 else {}
+    # One pass of each base model over the pairs gives DPO's shared reference and the base model's scores on the
+    # eval pairs (the reference log-probs are the base model's log-probs); without a shared reference, it runs over
+    # the eval pairs only. The test pairs are not run through any model before the search ends: the base model is
+    # scored on them then, with the top trials (tuner.scoring), so that no trial waits for it.
     if len(spec.model_names()) > 1:  # each trial is compared with its own base model
         by_model = {}
         for name in spec.model_names():
-            by_model[name] = reference.base_scores(spec, backends.load_base(models.resolve(name)), held_out,
-                                                   **splits)
-            lines.append(f"base model {name}: {_described(by_model[name]['eval'].accuracy())}")
+            by_model[name] = reference.base_scores(spec, backends.load_base(models.resolve(name)), held_out)
+            lines.append(f"base model {name}: {_described(by_model[name].accuracy())}")
         lines.append("reference log-probs: computed in each trial (model.name is searched)")
         _write_base(experiment, by_model)
         _mark_prepared(experiment)
@@ -643,17 +626,15 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
     reason = reference.why_not_shared(spec, backends.resolve_backend(spec.model.backend))
     started = time.perf_counter()
     if reason:
-        scores = reference.base_scores(spec, base, held_out, **splits)
+        scores = reference.base_scores(spec, base, held_out)
         lines.append(f"reference log-probs: computed in each trial ({reason})")
     else:
-        scores = reference.precompute(spec, base, train, held_out, experiment.reference_dir, splits.get("test"))
-        tested = f" (and the base model's scores on {len(test)} test pairs)" if splits else ""
-        lines.append(f"reference log-probs: computed once for {len(train)} train and {len(held_out)} eval pairs"
-                     f"{tested} in {time.perf_counter() - started:.0f} s, shared by every DPO trial")
-    scores = scores if isinstance(scores, dict) else {"eval": scores}
+        scores = reference.precompute(spec, base, train, held_out, experiment.reference_dir)
+        lines.append(f"reference log-probs: computed once for {len(train)} train and {len(held_out)} eval pairs in "
+                     f"{time.perf_counter() - started:.0f} s, shared by every DPO trial")
     _write_base(experiment, {spec.model.name: scores})
     _mark_prepared(experiment)
-    lines.append(f"base model: {_described(scores['eval'].accuracy())}")
+    lines.append(f"base model: {_described(scores.accuracy())}")
     return lines
 
 
@@ -662,23 +643,17 @@ def _mark_prepared(experiment: Experiment) -> None:
     experiment.publish(experiment.prepared_file)
 
 
-def _write_base(experiment: Experiment, by_model: dict[str, dict]) -> None:
-    """base_metrics.json, base_outcomes.json and base_scores.json (eval), and base_test_scores.json (test, when the
-    experiment has a test split): the one base model's, or keyed by model name under BY_MODEL when model.name is
-    searched. `by_model`: model name -> {"eval": PairScores, "test": PairScores (optional)}."""
+def _write_base(experiment: Experiment, by_model: dict) -> None:
+    """base_metrics.json, base_outcomes.json and base_scores.json (the eval pairs): the one base model's, or keyed
+    by model name under BY_MODEL when model.name is searched. `by_model`: model name -> PairScores."""
     def keyed(values: dict) -> dict:
         return next(iter(values.values())) if len(values) == 1 else {BY_MODEL: values}
 
-    evals = {name: scores["eval"] for name, scores in by_model.items()}
-    tests = {name: scores["test"] for name, scores in by_model.items() if "test" in scores}
-    experiment.base_metrics_file.write_text(json.dumps(keyed({n: s.accuracy() for n, s in evals.items()})))
-    experiment.base_outcomes_file.write_text(json.dumps(keyed({n: s.outcomes() for n, s in evals.items()})))
-    experiment.base_scores_file.write_text(json.dumps(keyed({n: asdict(s) for n, s in evals.items()})))
-    written = [experiment.base_metrics_file, experiment.base_outcomes_file, experiment.base_scores_file]
-    if tests:
-        experiment.base_test_scores_file.write_text(json.dumps({BY_MODEL: {n: asdict(s) for n, s in tests.items()}}))
-        written.append(experiment.base_test_scores_file)
-    experiment.publish(experiment.data_dir, *written)  # once; in object storage only
+    experiment.base_metrics_file.write_text(json.dumps(keyed({n: s.accuracy() for n, s in by_model.items()})))
+    experiment.base_outcomes_file.write_text(json.dumps(keyed({n: s.outcomes() for n, s in by_model.items()})))
+    experiment.base_scores_file.write_text(json.dumps(keyed({n: asdict(s) for n, s in by_model.items()})))
+    experiment.publish(experiment.data_dir, experiment.base_metrics_file, experiment.base_outcomes_file,
+                       experiment.base_scores_file)  # once; in object storage only
 
 
 def _described(metrics: dict[str, float]) -> str:

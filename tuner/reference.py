@@ -92,21 +92,18 @@ def reference_pass(spec: Spec, base, datasets: dict) -> dict[str, tuple]:
     return {name: (tokenized[name], scores[name]) for name in names}
 
 
-def precompute(spec: Spec, base, train, held_out, out_dir: Path, test=None) -> dict:
+def precompute(spec: Spec, base, train, held_out, out_dir: Path):
     """The shared reference: one pass over the train and eval pairs in the driver, saved as `out_dir/{train,eval}`.
-    Returns the base model's PairScores on the eval pairs (and on `test`, the test split, scored in the same pass
-    but not saved: no trial reads it), by split name."""
-    done = reference_pass(spec, base, {"train": train, "eval": held_out, **({"test": test} if test is not None else {})})
+    Returns the base model's PairScores on the eval pairs, from the same pass."""
+    done = reference_pass(spec, base, {"train": train, "eval": held_out})
     for name in ("train", "eval"):
         done[name][0].save_to_disk(str(out_dir / name))
-    return {name: scores for name, (_, scores) in done.items() if name != "train"}
+    return done["eval"][1]
 
 
-def base_scores(spec: Spec, base, dataset, **others):
-    """The base model's PairScores on `dataset` (eval or test pairs): one reference pass over it. With `others`
-    (name=dataset), a dict by name with "eval" for `dataset`, all from the same pass."""
-    done = reference_pass(spec, base, {"eval": dataset, **others})
-    return {name: scores for name, (_, scores) in done.items()} if others else done["eval"][1]
+def base_scores(spec: Spec, base, dataset):
+    """The base model's PairScores on `dataset` (eval or test pairs): one reference pass over it."""
+    return reference_pass(spec, base, {"eval": dataset})["eval"][1]
 
 
 def _reference_pass_class():

@@ -65,9 +65,10 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
     if missing:
         say(f"scoring {len(missing) - (f'base:{model_name}' in missing)} trial(s)"
             f"{' and the base model' if f'base:{model_name}' in missing else ''} on {len(test)} test pairs ...")
+        bases = _Bases()
         for key in missing:
             best = keys.get(key)
-            cache["models"][key] = _score(experiment, test, best, model_name)
+            cache["models"][key] = _score(experiment, test, best, model_name, bases)
             _write_cache(experiment.test_scores_file, cache)
         experiment.publish(experiment.test_scores_file)  # in object storage: scored once for every reader
 
@@ -86,29 +87,42 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
                        experiment.spec.data.groups)
 
 
-def _score(experiment: Experiment, test, best: Best | None, base_model_name: str) -> dict:
-    """One model's entry of test_scores.json: the base model's from the driver's reference pass when it scored the
-    test split there (no second pass), else the model (an adapter merged into its base) run over the test pairs."""
-    from tuner import backends, models
-    from tuner.quality import pair_ids
+class _Bases:
+    """Each base model loaded once for all the models scored; each model scored gets its own copy (a trial's adapter
+    is merged into the weights, and a trainer may change a model's settings), loading being the slow part."""
 
+    def __init__(self):
+        self._loaded: dict[str, object] = {}
+
+    def copy_of(self, name: str):
+        import copy
+        from dataclasses import replace
+
+        from tuner import backends, models
+
+        if name not in self._loaded:
+            self._loaded[name] = backends.load_base(models.resolve(name))
+        loaded = self._loaded[name]
+        return replace(loaded, model=copy.deepcopy(loaded.model))
+
+
+def _score(experiment: Experiment, test, best: Best | None, base_model_name: str, bases: _Bases) -> dict:
+    """One model's entry of test_scores.json: the base model (best None), or a trial's adapter merged into its
+    base, run over the test pairs once. The base model's log-probs here are the reference log-probs of the test
+    pairs: no model reads those pairs before the search ends, so this is their one pass."""
     spec = experiment.spec
     if best is not None:
         from tuner.spec import with_sampled
 
         spec = with_sampled(spec, {k: v for k, v in best.config.items() if "." in k or k == "method"})
     name = spec.model.name if best is not None else base_model_name
-    stored = experiment.base_test_scores(name) if best is None else None
-    if stored is not None:
-        chosen, rejected = stored.means(pair_ids(test))
-    else:
-        loaded = backends.load_base(models.resolve(name))
-        if best is not None:
-            from peft import PeftModel
+    loaded = bases.copy_of(name)
+    if best is not None:
+        from peft import PeftModel
 
-            adapter = PeftModel.from_pretrained(loaded.model, str(experiment.local_copy(best.checkpoint)))
-            loaded.model = adapter.merge_and_unload().eval()  # a plain model: TRL's pass scores it, not its base
-        chosen, rejected = score_pairs(spec, loaded, test)
+        adapter = PeftModel.from_pretrained(loaded.model, str(experiment.local_copy(best.checkpoint)))
+        loaded.model = adapter.merge_and_unload().eval()  # a plain model: TRL's pass scores it, not its base
+    chosen, rejected = score_pairs(spec, loaded, test)
     entry = {"model": name, "chosen": chosen, "rejected": rejected}
     if best is not None:
         entry.update(trial_id=best.trial_id, step=best.step, checkpoint=str(best.checkpoint))

@@ -38,7 +38,7 @@ def prepared(tiny_llama, tmp_path_factory):
     train, held_out = splits.train, splits.eval
     held_out = with_pair_ids(held_out)
     folder = tmp_path_factory.mktemp("reference")
-    base = reference.precompute(spec, backends.load_base(str(tiny_llama)), train, held_out, folder)["eval"]
+    base = reference.precompute(spec, backends.load_base(str(tiny_llama)), train, held_out, folder)
     return train, held_out, folder, base
 
 

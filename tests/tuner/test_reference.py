@@ -34,7 +34,7 @@ def test_shared_reference_matches_in_trial_reference(tiny_llama, tmp_path):
     splits = load_pairs(spec.data)
     train, held_out = splits.train, splits.eval
     base = reference.precompute(spec, backends.load_base(str(tiny_llama)), train, held_out,
-                                tmp_path / "shared")["eval"]
+                                tmp_path / "shared")
     shared_train, shared_eval = load_prepared(tmp_path / "shared")
     assert (len(shared_train), len(shared_eval)) == (8, 4)
     assert {"chosen_ids", "ref_chosen_logps", "ref_rejected_logps"} <= set(shared_train.column_names)

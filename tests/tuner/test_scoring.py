@@ -51,16 +51,33 @@ def test_means_follow_the_ids_asked_for():
     assert all(math.isnan(v) for v in (chosen[1], rejected[1], chosen[3], rejected[3]))
 
 
-def test_the_base_models_test_scores_come_from_the_reference_pass(tiny_llama):
-    """precompute scores the test split in the pass that computes the shared reference; those are the numbers a
-    separate pass of the base model over the test pairs gives."""
-    spec = tiny_spec(tiny_llama)
-    train, held_out, test = (Dataset.from_list(PAIRS[:2]), Dataset.from_list(PAIRS[2:3]), Dataset.from_list(PAIRS[3:]))
-    import tempfile
-    from pathlib import Path
+def test_the_base_model_is_loaded_once_and_each_model_scored_as_itself(tiny_llama, tmp_path, monkeypatch):
+    """At the end of a search the base model and the top trials' adapters are scored on the test pairs: the base
+    model is loaded once for all of them, and merging an adapter does not change the base model's numbers."""
+    from types import SimpleNamespace
 
-    with tempfile.TemporaryDirectory() as folder:
-        scores = reference.precompute(spec, load_base(str(tiny_llama)), train, held_out, Path(folder), test)
-        assert sorted(scores) == ["eval", "test"] and not (Path(folder) / "test").exists()
-    alone = score_pairs(spec, load_base(str(tiny_llama)), test)
-    assert scores["test"].means([0, 1]) == (pytest.approx(alone[0], abs=1e-5), pytest.approx(alone[1], abs=1e-5))
+    from tuner import backends, scoring
+    from tuner.experiment import Best
+
+    spec = tiny_spec(tiny_llama)
+    test = Dataset.from_list(PAIRS)
+    loaded = load_base(str(tiny_llama))
+    adapter = get_peft_model(loaded.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter.save_pretrained(tmp_path / "checkpoint")
+    merged = load_base(str(tiny_llama))
+    merged.model = adapter.merge_and_unload().eval()
+    expected_trial, expected_base = score_pairs(spec, merged, test), score_pairs(spec, load_base(str(tiny_llama)), test)
+
+    loads = []
+    monkeypatch.setattr(backends, "load_base", lambda path: loads.append(path) or load_base(path))
+    experiment = SimpleNamespace(spec=spec, local_copy=lambda path: path)
+    best = Best("t1", "dpo", "eval_pref_accuracy", "max", 1.0, 8, {}, tmp_path / "checkpoint", {})
+    bases = scoring._Bases()
+    base = scoring._score(experiment, test, None, str(tiny_llama), bases)
+    trial = scoring._score(experiment, test, best, str(tiny_llama), bases)
+    again = scoring._score(experiment, test, None, str(tiny_llama), bases)
+    assert len(loads) == 1
+    assert trial["chosen"] == pytest.approx(expected_trial[0], abs=1e-5) and trial["trial_id"] == "t1"
+    assert base["chosen"] == pytest.approx(expected_base[0], abs=1e-5)
+    assert again["chosen"] == base["chosen"] and again["rejected"] == base["rejected"]
+    assert max(abs(a - b) for a, b in zip(trial["chosen"], base["chosen"])) > 1e-3
