@@ -71,12 +71,12 @@ def search_breakdown(path: Path, started: float, ended: float) -> dict[str, floa
     in_trials = float(history.groupby("trial_id")["time_total_s"].max().sum())
     return {
         "driver fixed cost (before the first trial, reference pass excluded)": first_trial_start - started - reference,
-        "reference pass (and the base model's scores)": reference,
+        "reference pass (and the base model's eval scores)": reference,
         "trials: set-up (imports, model load, data, trainer), trial-seconds": setup,
         "trials: train (with checkpoints and reports), trial-seconds": in_trials - setup - evaluating,
         "trials: eval, trial-seconds": evaluating,
         "trials, first start to last report (wall)": last_report - first_trial_start,
-        "end of search (end-of-search scoring, final table)": ended - last_report,
+        "end of search (base model and top trials scored on test, final table)": ended - last_report,
         "wall": ended - started,
     }
 
