@@ -39,7 +39,7 @@ def loop_command(spec, out: Path, save_dir: Path) -> list[str]:
     command = [sys.executable, str(REPO / "benchmarks" / "bare_dpo.py"), "--steps", str(args.max_steps),
                "--eval-steps", str(args.eval_steps), "--train-batch", str(args.per_device_train_batch_size),
                "--eval-batch", str(args.per_device_eval_batch_size), "--max-length", str(spec.model.max_length),
-               "--eval-rows", str(spec.data.max_eval_rows), "--seed", str(args.seed), "--beta", str(args.beta),
+               "--seed", str(args.seed), "--beta", str(args.beta),
                "--learning-rate", str(args.learning_rate), "--lora-r", str(spec.lora.r),
                "--lora-alpha", str(spec.lora.alpha), "--out", str(out), "--save-dir", str(save_dir),
                "--data", json.dumps(spec.data.model_dump(mode="json"))]  # the search's own split and eval pairs

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from tuner.errors import UserError
+from tuner.processes import process_alive
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "smollm2-135m-instruct"
@@ -98,17 +99,6 @@ def remove_stale_staging(folder: Path) -> None:
         pid = staging.name[len(host_prefix):].split("-", 1)[0]
         if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (a stale lock or staging folder's owner)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def _discard(folder: Path) -> None:

@@ -44,8 +44,8 @@ from typing import Any
 import pandas as pd
 
 from tuner import storage
-from tuner.embedded import process_alive
 from tuner.errors import InputError, UserError
+from tuner.processes import process_alive
 from tuner.spec import Spec, load_spec, to_yaml
 from tuner.storage import Location
 from tuner.trust import check_folder
