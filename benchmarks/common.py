@@ -64,9 +64,12 @@ def search_breakdown(path: Path, started: float, ended: float) -> dict[str, floa
     data_saved = (experiment.data_dir / "eval").stat().st_mtime
     reference = experiment.base_metrics_file.stat().st_mtime - data_saved
     first = history.groupby("trial_id").first()
-    first_trial_start = float((first["timestamp"] - first["time_total_s"]).min())
+    # When the first trial process entered the trial; Tune's whole-second `timestamp` of a report less the trial's
+    # time would read up to a second early.
+    first_trial_start = float(first["setup/started_at"].min() if "setup/started_at" in first else
+                              (first["timestamp"] - first["time_total_s"]).min())
     last_report = float(history["timestamp"].max())
-    setup = float(first.filter(like="setup/").sum().sum())
+    setup = float(first.filter(regex=r"^setup/.*_s$").sum().sum())
     evaluating = float(history["eval_runtime"].sum())
     in_trials = float(history.groupby("trial_id")["time_total_s"].max().sum())
     return {

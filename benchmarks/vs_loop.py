@@ -78,7 +78,10 @@ def main() -> None:
     experiment = Experiment.open(work / "search")
     history = experiment.history
     first_reports = history.sort_values("training_iteration").groupby("trial_id").first()
-    tuner_signal = float(first_reports["timestamp"].max() - started)
+    # A first report's wall-clock time: its trial's start plus the trial's time (Tune's `timestamp` is whole seconds).
+    reported_at = (first_reports["setup/started_at"] + first_reports["time_total_s"]
+                   if "setup/started_at" in first_reports else first_reports["timestamp"])
+    tuner_signal = float(reported_at.max() - started)
     best = experiment.best()
     trials = experiment.trials.set_index("trial_id")
     configs = {trial_id: {k: row[f"config/{k}"] for k in spec.search.space} for trial_id, row in trials.iterrows()}

@@ -37,6 +37,16 @@ def tiny_llama(tmp_path_factory, embedded_model) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def ray_starts_after_the_checks(monkeypatch):
+    """In-process runs start their Ray once every check passed, whatever this process imported before: a test's
+    input error never starts one. A command-line run (a fresh process) starts it during the checks; tests that
+    run `python -m tuner.run`, and tests/tuner/test_run_cli.py's `early_ray`, cover that."""
+    from tuner import run
+
+    monkeypatch.setattr(run, "_checks_will_import_trl", lambda: False)
+
+
 def spec_path(name: str) -> Path:
     return REPO / "search_spaces" / name
 

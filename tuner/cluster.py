@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import contextlib
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ class RaySession:
     context: Any  # what ray.init returned (dashboard_url, address_info)
     private_dir: Path | None = None  # a local Ray's 0700 folder, removed by stop()
     _restore: dict[str, Any] = field(default_factory=dict)
+    _keeper: threading.Event | None = None  # set by stop(): ends the thread that started this Ray (EarlyStart)
 
 
 def is_loopback(host: str) -> bool:
@@ -98,6 +102,78 @@ def stop(session: RaySession) -> None:
             os.environ[SINGLE_MACHINE_VARIABLE] = previous[SINGLE_MACHINE_VARIABLE]
     if "constant" in previous:
         _set_constant(previous["constant"])
+    if session._keeper is not None:
+        session._keeper.set()
+
+
+class EarlyStart:
+    """A local Ray started (`start(None, ...)`) in a thread of its own while the driver goes on checking its inputs:
+    Ray's start is seconds spent mostly waiting for its processes, the checks are seconds of one core importing TRL,
+    so the two overlap on a machine with two cores or more. The driver either takes the session (`take`, once every
+    check passed) or closes it (`close`: stopped, its folder removed). The thread lives until the session is
+    stopped: Ray starts its processes with PR_SET_PDEATHSIG, so they die with the thread that started them."""
+
+    def __init__(self, dashboard_host: str, verbose: bool = False):
+        # What ray.init does only when called from the main thread: SIGTERM (kill, timeout, a scheduler's
+        # preemption) exits through the driver's `finally` blocks, which stop this Ray and remove its folder.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        self.dashboard_host = dashboard_host
+        self._session: RaySession | None = None
+        self._error: BaseException | None = None
+        self._taken = False
+        self._started = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(dashboard_host, verbose), name="tuner-ray-start",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, dashboard_host: str, verbose: bool) -> None:
+        try:
+            self._session = start(None, dashboard_host, verbose)
+            self._session._keeper = self._release
+        except BaseException as error:  # handed to the driver by take()
+            self._error = error
+        finally:
+            self._started.set()
+        self._release.wait()
+
+    def take(self) -> RaySession:
+        """The started session, once Ray is up (what `start` raised, if it failed); stop it with `stop`."""
+        self._started.wait()
+        if self._error is not None:
+            self._release.set()
+            raise self._error
+        self._taken = True
+        assert self._session is not None
+        return self._session
+
+    def close(self) -> None:
+        """Stop the Ray unless `take` handed it over: waits for its start to end first (it cannot be cut short)."""
+        if self._taken:
+            return
+        with _ctrl_c_ignored():  # a second Ctrl-C must not leave this Ray, or its folder, behind
+            self._started.wait()
+            if self._session is not None:
+                stop(self._session)
+            self._release.set()
+            self._thread.join()
+
+
+def _exit_on_sigterm(signum, frame):
+    sys.exit(signum)
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def local_resources() -> dict[str, float]:

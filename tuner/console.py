@@ -25,6 +25,13 @@ LONGEST_GAP_S = 300.0
 
 def quiet_driver() -> None:
     """Silence the libraries in this process; call before they print anything."""
+    quiet_environment()
+    quiet_libraries()
+
+
+def quiet_environment() -> None:
+    """The environment variables and log levels of a quiet driver; imports nothing, and comes before Ray starts:
+    Ray's processes read these variables from the environment they inherit."""
     os.environ["TQDM_DISABLE"] = "1"  # TRL's reference pass and every tqdm bar honour it
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -35,6 +42,10 @@ def quiet_driver() -> None:
     # A failed trial is one line here (and a row in the final table) pointing at its log, which holds the
     # traceback (errors_to_log); Tune's ERROR lines would print that traceback again, 70 lines of it.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+
+
+def quiet_libraries() -> None:
+    """The libraries' own switches for their progress bars and verbosity (importing them: about a second)."""
     import datasets
     import optuna
     import transformers

@@ -42,7 +42,7 @@ class UnknownMetric(UserError):
 def available_metrics(history: pd.DataFrame) -> list[str]:
     ignored = {"trial_id", "timestamp", "date", "hostname", "node_ip", "pid", "time_this_iter_s", "done",
                "time_total_s", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
-               "should_checkpoint", CHECKPOINT_COLUMN}
+               "should_checkpoint", "setup/started_at", CHECKPOINT_COLUMN}
     return sorted(c for c in history.columns
                   if c not in ignored and not c.startswith("config/") and pd.api.types.is_numeric_dtype(history[c]))
 

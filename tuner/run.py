@@ -5,6 +5,9 @@ Validates every input before writing anything (each problem named, exit code 2, 
 or attaches to Ray and checks that it can run a trial, creates and prepares the experiment once (a failure there
 removes the folder), runs the Tune search under the folder's run lock, and ends with the ranking and the best
 checkpoint: exit code 0, 1 when every trial failed, 130 when the search stopped early (with the resume command).
+A new search's local Ray starts in the background while its inputs are checked (the checks import TRL, seconds of
+one core, and Ray's start is seconds of waiting on its processes); when a check fails, its error is printed and
+that Ray is stopped before the process exits.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from tuner import cluster, console
 from tuner.console import TRIAL_LOG
 from tuner.errors import InputError, guarded
 from tuner.experiment import Experiment
-from tuner.spec import Spec, load_spec, to_yaml
+from tuner.spec import Spec, load_spec, read_spec, to_yaml
+from tuner.spec.schema import RunSpec
 from tuner.spec.secrets import missing_variables
 from tuner.trust import check_folder, owner_only_files
 
@@ -78,15 +82,49 @@ def describe_space(spec: Spec) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not (args.verbose or args.dry_run):
-        from tuner import console
-
-        console.quiet_driver()
+    quiet = not (args.verbose or args.dry_run)
+    if quiet:
+        console.quiet_environment()  # first: a Ray started below inherits these variables
     with owner_only_files():  # the results, the prepared data, Ray's files: readable by their owner only
-        return guarded("tuner", resume if args.resume else start, args, debug=args.debug)
+        early = _start_ray_early(args)
+        try:
+            if quiet:
+                console.quiet_libraries()
+            if args.resume:
+                return guarded("tuner", resume, args, debug=args.debug)
+            return guarded("tuner", start, args, early, debug=args.debug)
+        except KeyboardInterrupt:  # while checking or starting; the search and its preparation handle their own
+            print("tuner: interrupted", file=sys.stderr)
+            return INTERRUPTED
+        finally:
+            if early is not None:  # an input error, or the search's session was stopped already (then a no-op)
+                early.close()
 
 
-def start(args: argparse.Namespace) -> int:
+def _start_ray_early(args: argparse.Namespace) -> cluster.EarlyStart | None:
+    """A new search on a local Ray, in a process that has not imported TRL yet: its local Ray starts now, in the
+    background, so that its start overlaps the checks' import of TRL (seconds each, on different cores); if a later
+    check fails, it is stopped before the process exits. None (Ray starts once every check passed) when there is
+    nothing to overlap, when Ray is attached (--address), when the spec's structure is wrong (the error comes at
+    once, with nothing started), or when it widens the dashboard beyond the loopback address (checked first)."""
+    if args.resume or args.dry_run or args.address or not _checks_will_import_trl():
+        return None
+    try:
+        raw, problems = read_spec(args.spec, args.overrides)
+        structure = Spec.model_validate(raw)  # pydantic only: TRL's fields are checked later, by load_spec
+    except Exception:  # UserError, ValidationError: start() reports each problem, with nothing started
+        return None
+    if problems or structure.run.dashboard_host != RunSpec().dashboard_host:
+        return None
+    return cluster.EarlyStart(structure.run.dashboard_host, args.verbose)
+
+
+def _checks_will_import_trl() -> bool:
+    return "trl" not in sys.modules
+
+
+def start(args: argparse.Namespace, early: cluster.EarlyStart | None = None) -> int:
+    """A new search; `early`, its local Ray if one was started while the inputs were checked."""
     spec = load_spec(args.spec, args.overrides)
     if args.dry_run:
         print(to_yaml(spec))
@@ -107,7 +145,7 @@ def start(args: argparse.Namespace) -> int:
 
             study.check(spec.search.storage, location.name)
         _warn_about_exposure(spec, args.address, location.is_local)
-        session = _start_cluster(spec, args)  # its resources are checked before anything is written
+        session = _start_cluster(spec, args, early)  # its resources are checked before anything is written
         try:
             experiment = Experiment.create(spec, location)
             with experiment.locked():
@@ -180,7 +218,8 @@ def resume(args: argparse.Namespace) -> int:
 
 def _check_environment(spec: Spec, address: str | None) -> None:
     """Every check of what the spec names outside the data (model, Ray address, W&B, this machine's resources),
-    before anything is written or started."""
+    before anything is written and before Ray is started or attached to (a new local search's Ray may be starting
+    in the background meanwhile: _start_ray_early)."""
     from tuner import compat, experiment as experiments, models
 
     cluster.check_exposure(address, spec.run.dashboard_host)
@@ -207,9 +246,16 @@ def _checked_pairs(spec: Spec, splits):
     return splits
 
 
-def _start_cluster(spec: Spec, args: argparse.Namespace) -> cluster.RaySession:
-    """Start or attach to Ray, and refuse a trial that the whole cluster could not run (Tune would wait forever)."""
-    session = cluster.start(args.address, spec.run.dashboard_host, args.verbose)
+def _start_cluster(spec: Spec, args: argparse.Namespace, early: cluster.EarlyStart | None = None
+                   ) -> cluster.RaySession:
+    """Start or attach to Ray (or take the one `early` started for this spec), and refuse a trial that the whole
+    cluster could not run (Tune would wait forever)."""
+    if early is not None and early.dashboard_host == spec.run.dashboard_host:
+        session = early.take()
+    else:
+        if early is not None:
+            early.close()
+        session = cluster.start(args.address, spec.run.dashboard_host, args.verbose)
     try:
         where = f"the Ray cluster at {args.address}" if args.address else "the local Ray"
         cluster.check_resources(spec.resources.cpu, spec.resources.gpu, cluster.cluster_resources(), where)

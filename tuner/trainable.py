@@ -104,10 +104,11 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
 
 
 class _PhaseClock:
-    """Seconds spent in each phase of a trial's set-up, reported with its first result (`setup/<phase>_s`)."""
+    """Seconds spent in each phase of a trial's set-up, reported with its first result (`setup/<phase>_s`), and
+    when the set-up began on the wall clock (`setup/started_at`, Unix seconds: Tune's `timestamp` is whole seconds)."""
 
     def __init__(self):
-        self.laps: dict[str, float] = {}
+        self.laps: dict[str, float] = {"setup/started_at": time.time()}
         self._last = time.perf_counter()
 
     def lap(self, phase: str) -> None:

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -155,3 +158,60 @@ def test_the_cli_refuses_it_before_anything_is_written(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     assert code == 2 and "run.dashboard_host: with RAY_AUTH_MODE=disabled" in err and "data.source" not in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(autouse=True)
+def sigterm_kept():
+    """EarlyStart sets the process's SIGTERM handler (as ray.init does in a main thread): this test process's is kept."""
+    handler = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, handler)
+
+
+def slow_start(calls: list, error: Exception | None = None):
+    """cluster.start without Ray: it takes a moment, records the thread it ran in, and fails with `error`."""
+    def start(address, dashboard_host="127.0.0.1", verbose=False):
+        time.sleep(0.2)
+        calls.append(threading.current_thread())
+        if error is not None:
+            raise error
+        return cluster.RaySession(SimpleNamespace(dashboard_url=None))
+    return start
+
+
+def test_an_early_start_runs_in_its_own_thread_which_lives_until_the_session_is_stopped(monkeypatch):
+    # Ray starts its processes with PR_SET_PDEATHSIG: they die when the thread that started them ends, so the
+    # thread must outlive the session it handed over.
+    calls: list = []
+    monkeypatch.setattr(cluster, "start", slow_start(calls))
+    early = cluster.EarlyStart("127.0.0.1")
+    session = early.take()  # waits for the start
+    assert calls == [early._thread] and calls[0] is not threading.main_thread()
+    time.sleep(0.1)
+    assert early._thread.is_alive()
+    early.close()  # taken: the driver's cluster.stop owns it now
+    assert early._thread.is_alive()
+    cluster.stop(session)
+    early._thread.join(timeout=5)
+    assert not early._thread.is_alive()
+
+
+def test_an_early_start_that_is_not_taken_is_stopped_once_it_has_started(monkeypatch):
+    calls: list = []
+    stopped: list = []
+    real_stop = cluster.stop
+    monkeypatch.setattr(cluster, "start", slow_start(calls))
+    monkeypatch.setattr(cluster, "stop", lambda session: (stopped.append(session), real_stop(session)))
+    early = cluster.EarlyStart("127.0.0.1")
+    early.close()  # at once: a check failed while Ray was still starting
+    assert len(calls) == 1 and stopped == [early._session] and not early._thread.is_alive()
+
+
+def test_an_early_start_that_failed_raises_its_error_when_taken(monkeypatch):
+    monkeypatch.setattr(cluster, "start", slow_start([], RuntimeError("Failed to start the GCS")))
+    early = cluster.EarlyStart("127.0.0.1")
+    with pytest.raises(RuntimeError, match="Failed to start the GCS"):
+        early.take()
+    early.close()
+    early._thread.join(timeout=5)
+    assert not early._thread.is_alive()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
+import psutil
 import pytest
 
 from tests.conftest import REPO, spec_path
@@ -192,6 +196,112 @@ def test_resources_are_checked_against_the_started_cluster_before_anything_is_wr
     assert "resources.cpu: each trial needs 1 CPU(s), but the local Ray has 0.5; lower resources.cpu" in \
         capsys.readouterr().err
     assert not storage.exists()
+
+
+@pytest.fixture
+def early_ray(fake_ray, monkeypatch):
+    """A command-line run, whose checks still have TRL to import: its local Ray (fake_ray's) starts while they
+    run. Records each start's thread and each stopped session."""
+    starts, stopped, started = [], [], threading.Event()
+
+    def start(address, dashboard_host="127.0.0.1", verbose=False):
+        starts.append((threading.current_thread(), dashboard_host))
+        started.set()
+        return cluster.RaySession(SimpleNamespace(dashboard_url=None))
+
+    def stop(session):
+        stopped.append(session)
+        if session._keeper is not None:  # as cluster.stop does: the thread that started it may end
+            session._keeper.set()
+
+    monkeypatch.setattr(run, "_checks_will_import_trl", lambda: True)
+    monkeypatch.setattr(fake_ray, "start", start)
+    monkeypatch.setattr(fake_ray, "stop", stop)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    yield SimpleNamespace(starts=starts, stopped=stopped, started=started)
+    signal.signal(signal.SIGTERM, sigterm)
+
+
+def test_a_command_line_search_starts_its_local_ray_while_the_inputs_are_checked(tmp_path, capsys, monkeypatch,
+                                                                                early_ray):
+    from tuner import experiment as experiments
+
+    overlapped = []
+    real_load_spec = run.load_spec
+
+    def load_spec(*args, **kwargs):  # the checks cannot end before Ray's start has begun
+        overlapped.append(early_ray.started.wait(timeout=10))
+        return real_load_spec(*args, **kwargs)
+
+    monkeypatch.setattr(run, "load_spec", load_spec)
+    monkeypatch.setattr(experiments, "prepare", failing_prepare(OSError(28, "No space left on device")))
+    storage = tmp_path / "results"
+    assert main([str(spec_path("dpo.yaml")), f"run.storage_path={storage}", "--name", "exp"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    # One Ray, started in its own thread while the spec was checked, used by the search and stopped once; a
+    # SIGTERM exits through the driver's `finally` blocks (ray.init sets that only in the main thread).
+    assert overlapped == [True]
+    assert [(thread is threading.main_thread(), host) for thread, host in early_ray.starts] == [(False, "127.0.0.1")]
+    assert len(early_ray.stopped) == 1
+    assert early_ray.starts[0][0].join(timeout=5) is None and not early_ray.starts[0][0].is_alive()
+    assert signal.getsignal(signal.SIGTERM) is cluster._exit_on_sigterm
+
+
+@pytest.mark.parametrize("args", [
+    ["--dry-run"],
+    ["--address", "127.0.0.1:1"],  # attached to: the address is checked first
+    ["run.dashboard_host=localhost"],  # the exposure check comes first for anything but the default
+    ["--resume", "{storage}/none"],
+])
+def test_no_ray_starts_early_for_a_dry_run_an_attached_cluster_a_widened_dashboard_or_a_resume(args, tmp_path,
+                                                                                             capsys, early_ray):
+    storage = tmp_path / "results"
+    args = [a.replace("{storage}", str(storage)) for a in args]
+    spec = [] if "--resume" in args else [str(spec_path("dpo.yaml")), f"run.storage_path={storage}",
+                                          "data.source=/nonexistent.jsonl"]  # a check that fails after TRL's
+    assert main([*spec, *args]) in (0, 2)
+    assert early_ray.starts == []
+
+
+@pytest.mark.parametrize(("overrides", "message", "started_early"), [
+    (["train.bta=0.1"], "train.bta: not a field of TRL's DPOConfig (did you mean beta?)", True),
+    (["data.source=/nonexistent/pairs.jsonl"], "data.source: no such file", True),
+    (["search.num_samples=0"], "search.num_samples: Input should be greater than 0", False),  # structure: at once
+    (["run.dashboard_host=0.0.0.0", "train.bta=0.1"], "train.bta: not a field", False),  # widened: checked first
+])
+def test_a_ray_started_while_the_inputs_were_checked_is_stopped_when_a_check_fails(overrides, message, started_early,
+                                                                                  tmp_path, capsys, early_ray):
+    storage = tmp_path / "results"
+    assert main([str(spec_path("dpo.yaml")), f"run.storage_path={storage}", *overrides]) == 2
+    assert_one_line(capsys.readouterr().err, message)
+    assert not storage.exists()
+    assert len(early_ray.starts) == len(early_ray.stopped) == int(started_early)
+
+
+def test_ctrl_c_while_the_inputs_are_checked_is_one_line_and_stops_the_ray_started_meanwhile(tmp_path, capsys,
+                                                                                            monkeypatch, early_ray):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "load_spec", interrupted)
+    storage = tmp_path / "results"
+    assert main([str(spec_path("dpo.yaml")), f"run.storage_path={storage}"]) == run.INTERRUPTED
+    assert capsys.readouterr().err == "tuner: interrupted\n"
+    assert len(early_ray.starts) == len(early_ray.stopped) == 1 and not storage.exists()
+
+
+def test_a_real_ray_started_while_the_inputs_were_checked_leaves_nothing_when_a_check_fails(tmp_path):
+    command = [sys.executable, "-m", "tuner.run", str(spec_path("dpo.yaml")), "train.bta=0.1",
+               f"run.storage_path={tmp_path / 'results'}", "--verbose"]  # --verbose: Ray says that it started
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 2, out + err
+    assert_one_line(err, "train.bta: not a field of TRL's DPOConfig (did you mean beta?)")
+    assert err.index("Started a local Ray instance") < err.index("train.bta: not a field")  # Ray began first
+    private = f"tuner-{os.getuid()}-{process.pid}-"
+    assert not list(Path(cluster.TEMP_ROOT).glob(private + "*"))  # the Ray was stopped: its folder is removed
+    left = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"]) if private in " ".join(p.info["cmdline"] or [])]
+    assert left == []  # and no process of that Ray is left
 
 
 def unprepared_experiment(tmp_path) -> Experiment:

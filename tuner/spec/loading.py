@@ -15,6 +15,18 @@ from tuner.spec.schema import Spec, SpecError
 
 def load_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Read a YAML spec, apply `key=value` overrides and validate; raises SpecError listing every problem."""
+    raw, problems = read_spec(path, overrides)
+    try:
+        return validate_spec(raw, problems)
+    except SpecError as error:
+        error.source = str(path) if path is not None else None
+        raise
+
+
+def read_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any],
+                                                                                           list[str]]:
+    """The raw spec with the overrides applied, not validated, and the overrides that could not be applied;
+    raises SpecError when the file cannot be read as a YAML mapping. Cheap: it imports no training library."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -41,11 +53,7 @@ def load_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = 
             set_dotted(raw, key, yaml.safe_load(text))
         except (ValueError, yaml.YAMLError) as error:
             problems.append(f"override {override!r}: {error}")
-    try:
-        return validate_spec(raw, problems)
-    except SpecError as error:
-        error.source = str(path) if path is not None else None
-        raise
+    return raw, problems
 
 
 def validate_spec(raw: dict[str, Any], problems: list[str] | None = None) -> Spec:
