@@ -71,11 +71,15 @@ def start(address: str | None, dashboard_host: str = "127.0.0.1", verbose: bool 
     if address:
         import ray
 
-        return RaySession(ray.init(address=address, **quiet))
+        _no_failure_handler_for_sigterm()
+        session = RaySession(ray.init(address=address, **quiet))
+        _sigterm_as_ctrl_c()
+        return session
     session = RaySession(None, _restore=_single_machine_mode())
     session.private_dir = Path(tempfile.mkdtemp(prefix=f"tuner-{os.getuid()}-{os.getpid()}-", dir=TEMP_ROOT))
     import ray
 
+    _no_failure_handler_for_sigterm()
     try:
         # include_dashboard None, not True: Ray starts the dashboard whenever its packages (ray[default]) are
         # installed, and a minimal Ray (the GPU device's carried site has no aiohttp) runs without one.
@@ -84,6 +88,7 @@ def start(address: str | None, dashboard_host: str = "127.0.0.1", verbose: bool 
     except BaseException:
         stop(session)
         raise
+    _sigterm_as_ctrl_c()
     return session
 
 
@@ -114,10 +119,7 @@ class EarlyStart:
     stopped: Ray starts its processes with PR_SET_PDEATHSIG, so they die with the thread that started them."""
 
     def __init__(self, dashboard_host: str, verbose: bool = False):
-        # What ray.init does only when called from the main thread: SIGTERM (kill, timeout, a scheduler's
-        # preemption) exits through the driver's `finally` blocks, which stop this Ray and remove its folder.
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        _sigterm_as_ctrl_c()  # here: the thread's ray.init sets no SIGTERM handler, not being the main thread
         self.dashboard_host = dashboard_host
         self._session: RaySession | None = None
         self._error: BaseException | None = None
@@ -160,8 +162,24 @@ class EarlyStart:
             self._thread.join()
 
 
-def _exit_on_sigterm(signum, frame):
-    sys.exit(signum)
+def _no_failure_handler_for_sigterm() -> None:
+    """Before ray.init: the driver's Ray core worker would otherwise install a C++ failure handler that takes SIGTERM
+    from Python (a stack dump and an abort: no `finally` block runs, the buffered output is lost). Set for this
+    process only (a constant it reads when it connects); Ray's other processes keep theirs, and its stack dumps of
+    real crashes."""
+    sys.modules["ray._private.ray_constants"].RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+
+
+def _sigterm_as_ctrl_c() -> None:
+    """SIGTERM (kill, timeout, a scheduler's preemption) ends the driver as Ctrl-C does: Tune saves the search's
+    state and stops it, the driver prints the resume command, and each `finally` stops Ray and removes its folder.
+    ray.init's own handler (set in the main thread) would exit from wherever the driver was waiting on Ray."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _ctrl_c_on_sigterm)
+
+
+def _ctrl_c_on_sigterm(signum, frame):
+    signal.raise_signal(signal.SIGINT)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tuner import cluster
 from tuner.experiment import Experiment
 from tuner.ranking import rank_trials
 from tests.conftest import REPO, spec_path
@@ -101,20 +102,23 @@ def test_sigkill_driver_then_resume_keeps_finished_trials(tiny_llama, tmp_path):
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 4
 
 
-def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tiny_llama, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; kill, timeout, a scheduler
+def test_ctrl_c_or_sigterm_stops_cleanly_and_prints_the_resume_command(stop_signal, tiny_llama, tmp_path):
     path = tmp_path / "interrupted"
     command = [sys.executable, "-m", "tuner.run", str(spec_path("dpo.yaml")), f"model.name={tiny_llama}",
                f"run.storage_path={tmp_path}", "--name", "interrupted", *FAST, "search.num_samples=3",
                "search.max_concurrent_trials=1", "scheduler.type=none", "train.max_steps=8"]
-    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     while time.time() < deadline and len(list(path.glob("run_trial_*"))) < 2:
         time.sleep(1)
-    driver.send_signal(signal.SIGINT)
-    out, _ = driver.communicate(timeout=300)
-    assert driver.returncode == 130
+    driver.send_signal(stop_signal)
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 130, out[-2000:] + err[-2000:]
     assert f"continue it with:\n  python -m tuner.run --resume {path}" in out
     assert "Top trials by eval_pref_accuracy" in out
+    assert "SIGTERM received" not in err  # Ray's C++ handler would abort the driver with a stack dump
+    assert not list(Path(cluster.TEMP_ROOT).glob(f"tuner-{os.getuid()}-{driver.pid}-*"))  # Ray stopped, folder gone
 
 
 def cli(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -239,12 +239,12 @@ def test_a_command_line_search_starts_its_local_ray_while_the_inputs_are_checked
     assert main([str(spec_path("dpo.yaml")), f"run.storage_path={storage}", "--name", "exp"]) == 2
     assert "No space left on device" in capsys.readouterr().err
     # One Ray, started in its own thread while the spec was checked, used by the search and stopped once; a
-    # SIGTERM exits through the driver's `finally` blocks (ray.init sets that only in the main thread).
+    # SIGTERM is taken as Ctrl-C (the thread's ray.init, not being the main thread, sets no SIGTERM handler).
     assert overlapped == [True]
     assert [(thread is threading.main_thread(), host) for thread, host in early_ray.starts] == [(False, "127.0.0.1")]
     assert len(early_ray.stopped) == 1
     assert early_ray.starts[0][0].join(timeout=5) is None and not early_ray.starts[0][0].is_alive()
-    assert signal.getsignal(signal.SIGTERM) is cluster._exit_on_sigterm
+    assert signal.getsignal(signal.SIGTERM) is cluster._ctrl_c_on_sigterm
 
 
 @pytest.mark.parametrize("args", [
