@@ -162,7 +162,7 @@ def test_the_cli_refuses_it_before_anything_is_written(tmp_path, capsys, monkeyp
 
 @pytest.fixture(autouse=True)
 def sigterm_kept():
-    """EarlyStart sets the process's SIGTERM handler (as ray.init does in a main thread): this test process's is kept."""
+    """cluster.start and EarlyStart set the process's SIGTERM handler (SIGTERM as Ctrl-C): pytest's is kept."""
     handler = signal.getsignal(signal.SIGTERM)
     yield
     signal.signal(signal.SIGTERM, handler)
