@@ -66,8 +66,7 @@ def search_breakdown(path: Path, started: float, ended: float) -> dict[str, floa
     first = history.groupby("trial_id").first()
     # When the first trial process entered the trial; Tune's whole-second `timestamp` of a report less the trial's
     # time would read up to a second early.
-    first_trial_start = float(first["setup/started_at"].min() if "setup/started_at" in first else
-                              (first["timestamp"] - first["time_total_s"]).min())
+    first_trial_start = float(first["setup/started_at"].min())
     last_report = float(history["timestamp"].max())
     setup = float(first.filter(regex=r"^setup/.*_s$").sum().sum())
     evaluating = float(history["eval_runtime"].sum())

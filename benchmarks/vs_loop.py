@@ -79,8 +79,7 @@ def main() -> None:
     history = experiment.history
     first_reports = history.sort_values("training_iteration").groupby("trial_id").first()
     # A first report's wall-clock time: its trial's start plus the trial's time (Tune's `timestamp` is whole seconds).
-    reported_at = (first_reports["setup/started_at"] + first_reports["time_total_s"]
-                   if "setup/started_at" in first_reports else first_reports["timestamp"])
+    reported_at = first_reports["setup/started_at"] + first_reports["time_total_s"]
     tuner_signal = float(reported_at.max() - started)
     best = experiment.best()
     trials = experiment.trials.set_index("trial_id")

@@ -23,15 +23,10 @@ REFRESH_S = 30.0
 LONGEST_GAP_S = 300.0
 
 
-def quiet_driver() -> None:
-    """Silence the libraries in this process; call before they print anything."""
-    quiet_environment()
-    quiet_libraries()
-
-
 def quiet_environment() -> None:
     """The environment variables and log levels of a quiet driver; imports nothing, and comes before Ray starts:
-    Ray's processes read these variables from the environment they inherit."""
+    Ray's processes read these variables from the environment they inherit. With quiet_libraries, before the
+    libraries print anything."""
     os.environ["TQDM_DISABLE"] = "1"  # TRL's reference pass and every tqdm bar honour it
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")

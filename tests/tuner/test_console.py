@@ -67,8 +67,8 @@ def test_a_failing_trial_writes_its_traceback_to_its_own_output(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_quiet_driver_drops_tunes_trial_tracebacks():
-    code = ("import logging; from tuner import console; console.quiet_driver(); "
+def test_a_quiet_driver_drops_tunes_trial_tracebacks():
+    code = ("import logging; from tuner import console; console.quiet_environment(); console.quiet_libraries(); "
             "logging.getLogger('ray.tune.execution.tune_controller').error('Trial task failed for trial x'); "
             "logging.getLogger('ray.tune.tune').error('Trials did not complete: [x]'); print('done')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
