@@ -68,7 +68,8 @@ def search_breakdown(path: Path, started: float, ended: float) -> dict[str, floa
     # time would read up to a second early.
     first_trial_start = float(first["setup/started_at"].min())
     last_report = float(history["timestamp"].max())
-    setup = float(first.filter(regex=r"^setup/.*_s$").sum().sum())
+    # Every set-up of every trial: a trial paused at the first rung is set up again when it resumes.
+    setup = float(history.filter(regex=r"^setup/.*_s$").sum().sum())
     evaluating = float(history["eval_runtime"].sum())
     in_trials = float(history.groupby("trial_id")["time_total_s"].max().sum())
     return {

@@ -75,7 +75,9 @@ def describe_space(spec: Spec) -> str:
         lines.append(f"  {key}: {d.type} {shape}")
     if spec.scheduler.type == "asha":
         lines.append(f"scheduler: ASHA, grace {spec.scheduler.grace_period} eval rounds, "
-                     f"reduction {spec.scheduler.reduction_factor:g}, max_t {spec.scheduler.max_t or 'all rounds'}")
+                     f"reduction {spec.scheduler.reduction_factor:g}, max_t {spec.scheduler.max_t or 'all rounds'}"
+                     + ("; trials pause at the first rung until every configuration has a score"
+                        if spec.scheduler.pause_at_first_rung else ""))
     lines.append(f"resources per trial: {spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU")
     return "\n".join(lines)
 

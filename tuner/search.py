@@ -71,21 +71,98 @@ def _resumable_optuna_search():
 
 
 def build_searcher(spec: Spec, experiment: Experiment):
+    """The search algorithm, limited to `search.max_concurrent_trials` running trials. A trial paused at the
+    first rung (scheduler.pause_at_first_rung) does not count: its place goes to a configuration not yet tried."""
     points = spec.search.points_to_evaluate or None
+    limit = spec.search.max_concurrent_trials
     if spec.search.algorithm == "optuna":
         import optuna
 
         from tuner import study
 
-        return _resumable_optuna_search()(
+        searcher = _resumable_optuna_search()(
             sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
             storage=study.storage_for(spec.search.storage, experiment.uri),
             study_name=experiment.name,
             points_to_evaluate=points,
         )
+        return _running_trials_limiter()(searcher, max_concurrent=limit)
+    # Tune ignores TuneConfig.max_concurrent_trials for a BasicVariantGenerator: it takes the limit itself.
+    return _pause_aware_variant_generator()(points_to_evaluate=points, random_state=spec.search.seed,
+                                            max_concurrent=limit)
+
+
+class _PausedTrialsCountedOut:
+    """A running-trial limit that counts a paused trial out until it resumes. The scheduler tells it (on_pause,
+    on_unpause), as Ray's HyperBandForBOHB tells its searcher through `search_alg.searcher`; only TuneBOHB, which
+    tuner does not use, has these hooks itself."""
+
+    paused_trials: set[str]
+
+    def _live(self) -> set[str]:  # the trials the limit counts
+        raise NotImplementedError
+
+    def on_pause(self, trial_id: str):
+        if trial_id in self._live():
+            self._live().remove(trial_id)
+            self.paused_trials.add(trial_id)
+
+    def on_unpause(self, trial_id: str):
+        if trial_id in self.paused_trials:
+            self.paused_trials.remove(trial_id)
+            self._live().add(trial_id)
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.on_unpause(trial_id)  # a paused trial can end (stopped, errored) without running again
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def _running_trials_limiter():
+    from ray.tune.search import ConcurrencyLimiter
+
+    class RunningTrialsLimiter(_PausedTrialsCountedOut, ConcurrencyLimiter):
+        """Tune's ConcurrencyLimiter, whose `max_concurrent` counts a paused trial out until it resumes."""
+
+        def __init__(self, searcher, max_concurrent: int):
+            super().__init__(searcher, max_concurrent=max_concurrent)
+            self.paused_trials = set()
+
+        def _live(self) -> set[str]:
+            return self.live_trials
+
+    return RunningTrialsLimiter
+
+
+def _pause_aware_variant_generator():
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(points_to_evaluate=points, random_state=spec.search.seed)
+    class PauseAwareVariantGenerator(_PausedTrialsCountedOut, BasicVariantGenerator):
+        """Tune's random and grid generator, whose `max_concurrent` counts a paused trial out until it resumes."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.paused_trials = set()
+            self.created = 0
+
+        def _live(self) -> set[str]:
+            return self._live_trials
+
+        def next_trial(self):
+            trial = super().next_trial()
+            self.created += trial is not None
+            return trial
+
+        def is_finished(self) -> bool:
+            # Ray's generator finishes when its iterator runs dry, one call after the last trial was created: under
+            # the running limit, only after that trial's first turn. Every trial created is finished here, so the
+            # last configuration to start never pauses for nothing.
+            return super().is_finished() or 0 < self.total_samples <= self.created
+
+        @property
+        def searcher(self):  # where the scheduler finds the pause hooks, as on a SearchGenerator
+            return self
+
+    return PauseAwareVariantGenerator
 
 
 def max_eval_rounds(spec: Spec, train_rows: int) -> int:
@@ -104,12 +181,27 @@ def max_eval_rounds(spec: Spec, train_rows: int) -> int:
 
 
 def _nan_safe_asha():
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
     class NanSafeASHA(ASHAScheduler):
-        """ASHA that ranks a NaN or infinite metric as the worst value. Ray's ASHA compares `value < cutoff`, which
-        is False for NaN, so a diverged trial would never be stopped. Only the scheduler sees the substitute; the
-        reported result (and so the ranking, which never ranks NaN) keeps the NaN."""
+        """ASHA that ranks a NaN or infinite metric as the worst value, and, with `pause_at_first_rung`, pauses a
+        trial that reaches the first rung (grace_period eval rounds) while configurations are still waiting for
+        their first turn: every configuration gets its first score before any trial trains further (the time to
+        signal), and a paused trial then resumes from the checkpoint it reported there (optimizer state included),
+        or ends there if it is below the rung's cutoff among all of them.
+
+        Ray's ASHA compares `value < cutoff`, which is False for NaN, so a diverged trial would never be stopped.
+        Only the scheduler sees the substitute; the reported result (and so the ranking, which never ranks NaN)
+        keeps the NaN."""
+
+        def __init__(self, *, grace_period: int, pause_at_first_rung: bool = False,
+                     max_running: int | None = None, **kwargs):
+            super().__init__(grace_period=grace_period, **kwargs)
+            self.first_rung = grace_period
+            self.pause_at_first_rung = pause_at_first_rung
+            self.max_running = max_running  # search.max_concurrent_trials, which a resumed trial counts in
+            self.ending: set[str] = set()  # trials that made their last report, or that ASHA stopped
 
         def _sanitized(self, result: dict) -> dict:
             value = result.get(self._metric)
@@ -118,10 +210,70 @@ def _nan_safe_asha():
             return result
 
         def on_trial_result(self, tune_controller, trial, result):
-            return super().on_trial_result(tune_controller, trial, self._sanitized(result))
+            decision = super().on_trial_result(tune_controller, trial, self._sanitized(result))
+            if decision == TrialScheduler.CONTINUE and self._pauses_at(tune_controller, result):
+                tune_controller.search_alg.searcher.on_pause(trial.trial_id)
+                return TrialScheduler.PAUSE
+            if decision == TrialScheduler.STOP or result.get("step", 0) >= result.get("max_steps", math.inf):
+                self.ending.add(trial.trial_id)
+            return decision
 
         def on_trial_complete(self, tune_controller, trial, result):
             return super().on_trial_complete(tune_controller, trial, self._sanitized(result))
+
+        def on_trial_add(self, tune_controller, trial):
+            super().on_trial_add(tune_controller, trial)
+            if getattr(trial, "status", None) == Trial.PENDING and trial.last_result:
+                # Requeued by --resume, after the searcher's state was restored: whether it had paused or not, it
+                # runs again now, and the running-trial limit counts it.
+                tune_controller.search_alg.searcher.on_unpause(trial.trial_id)
+
+        def choose_trial_to_run(self, tune_controller):
+            trials = tune_controller.get_trials()
+            for trial in trials:
+                if trial.status == Trial.PENDING:
+                    return trial
+            if self.pause_at_first_rung and not tune_controller.search_alg.is_finished():
+                return None  # a paused trial waits until every configuration has had its turn
+            # A trial that is ending frees its place: the paused one is queued before that trial's process stops,
+            # which Tune then keeps for it (a process started afresh costs seconds of imports).
+            running = sum(trial.status == Trial.RUNNING and trial.trial_id not in self.ending for trial in trials)
+            if self.max_running is not None and running >= self.max_running:
+                return None  # the searcher's limit holds new trials only
+            for trial in trials:
+                if trial.status != Trial.PAUSED:
+                    continue
+                if self.below_first_rung_cutoff(trial):
+                    tune_controller.stop_trial(trial)  # judged against every configuration's first score
+                    continue
+                tune_controller.search_alg.searcher.on_unpause(trial.trial_id)
+                return trial
+            return None
+
+        def below_first_rung_cutoff(self, trial) -> bool:
+            """Whether the trial's first-rung score is below the rung's cutoff now. ASHA let the first trials pass
+            the rung against the few scores there were when they reached it; a paused trial is judged again against
+            every score the rung holds when it would resume, as synchronous successive halving judges."""
+            bracket = self._trial_info.get(trial.trial_id)
+            for milestone, recorded in bracket._rungs if bracket is not None else []:
+                if milestone == self.first_rung and trial.trial_id in recorded:
+                    cutoff = bracket.cutoff(recorded)
+                    return cutoff is not None and recorded[trial.trial_id] < cutoff
+            return False
+
+        def _pauses_at(self, tune_controller, result: dict) -> bool:
+            # Exactly at the first rung, so a trial resumed (or restored by --resume) past it never pauses again;
+            # never at a trial's last report, which ends it anyway.
+            return (self.pause_at_first_rung and result.get(self._time_attr) == self.first_rung
+                    and not result.get("done") and result.get("step", 0) < result.get("max_steps", math.inf)
+                    and self._configurations_waiting(tune_controller))
+
+        @staticmethod
+        def _configurations_waiting(tune_controller) -> bool:
+            # A pending trial with a result is a paused one on its way back, not a configuration still waiting.
+            return (not tune_controller.search_alg.is_finished()
+                    or any(trial.status == Trial.PENDING and not trial.last_result
+                           for trial in tune_controller.get_trials()))
 
     return NanSafeASHA
 
@@ -135,6 +287,8 @@ def build_scheduler(spec: Spec, train_rows: int):
         max_t=max_t,
         grace_period=min(spec.scheduler.grace_period, max_t),
         reduction_factor=spec.scheduler.reduction_factor,
+        pause_at_first_rung=spec.scheduler.pause_at_first_rung,
+        max_running=spec.search.max_concurrent_trials,
     )
 
 
@@ -234,6 +388,28 @@ def trainable(spec: Spec, experiment: Experiment, verbose: bool = False):
     return tune.with_resources(with_spec, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
+def result_file_callbacks() -> list:
+    """Tune's writers of each trial's result.json and progress.csv, except that a trial resumed by the driver that
+    paused it keeps the files it has. At every start of a trial that has a checkpoint, Ray copies the stored files
+    over the driver's own, to continue them after a restore; but it stores them only every few seconds, so a trial
+    paused and resumed in between lost the reports made since (seen: a first-rung report gone from result.json,
+    and so from the ranking). A driver that resumes an experiment has no files of its own and gets the stored ones."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    class KeepOwnFiles:
+        def _restore_from_remote(self, file_name: str, trial) -> None:
+            if not os.path.exists(os.path.join(trial.local_path, file_name)):
+                super()._restore_from_remote(file_name, trial)
+
+    class JsonResults(KeepOwnFiles, JsonLoggerCallback):
+        pass
+
+    class CsvProgress(KeepOwnFiles, CSVLoggerCallback):
+        pass
+
+    return [JsonResults(), CsvProgress()]
+
+
 def progress_callbacks(spec: Spec, verbose: bool) -> list:
     """Quiet runs print tuner's own compact trial table; verbose ones keep Tune's."""
     from tuner import console
@@ -252,8 +428,7 @@ def build_tuner(spec: Spec, experiment: Experiment, train_rows: int, verbose: bo
             mode=spec.search.mode,
             search_alg=build_searcher(spec, experiment),
             scheduler=build_scheduler(spec, train_rows),
-            num_samples=spec.search.num_samples,
-            max_concurrent_trials=spec.search.max_concurrent_trials,
+            num_samples=spec.search.num_samples,  # the running-trial limit is build_searcher's
             # A finished trial's process runs the next trial: its imports (and on a GPU, compiled kernels) stay.
             reuse_actors=True,
         ),
@@ -267,7 +442,7 @@ def build_tuner(spec: Spec, experiment: Experiment, train_rows: int, verbose: bo
                 checkpoint_score_order=spec.search.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=spec.run.max_failures),
-            callbacks=study_upload(spec, experiment) + logger_callbacks(spec, experiment)
+            callbacks=result_file_callbacks() + study_upload(spec, experiment) + logger_callbacks(spec, experiment)
             + progress_callbacks(spec, verbose),
             verbose=1 if verbose else 0,
         ),

@@ -53,6 +53,40 @@ def test_dpo_search_reports_trl_metrics_with_adapter_checkpoints(dpo_run):
                 "pair_outcomes.json"} <= files
 
 
+def report_times(history):
+    """Each report's wall-clock time: the start of the trial process that made it (`setup/started_at`, reported
+    with the first result after each set-up) plus that process's share of Tune's time_total_s."""
+    times = []
+    for _, rows in history.sort_values("training_iteration").groupby("trial_id"):
+        started, base, previous_total = None, 0.0, 0.0
+        for _, row in rows.iterrows():
+            if row["setup/started_at"] == row["setup/started_at"]:  # a new set-up: started, or resumed
+                started, base = row["setup/started_at"], previous_total
+            times.append((row["trial_id"], row["training_iteration"], started + row["time_total_s"] - base))
+            previous_total = row["time_total_s"]
+    return times
+
+
+def test_the_first_trial_at_the_first_rung_waits_for_the_third_configuration(dpo_run):
+    """Three configurations, two at a time. The first trial to reach the first rung pauses there, and the third
+    configuration takes its place (plain ASHA would run it through first). It then resumes from the checkpoint it
+    reported there (steps go on, none repeated), or ends there below the rung's cutoff."""
+    _, path = dpo_run
+    history = Experiment.open(path).history
+    times = report_times(history)
+    first_at_rung = min((time, trial_id) for trial_id, iteration, time in times if iteration == 1)[1]
+    first_starts = history.dropna(subset=["setup/started_at"]).groupby("trial_id")["setup/started_at"].min()
+    assert len(first_starts) == 3
+    rows = history[history["trial_id"] == first_at_rung].sort_values("training_iteration")
+    set_ups = rows["setup/started_at"].notna().sum()
+    assert (set_ups, len(rows)) in {(2, 2), (1, 1)}  # resumed, or ended where it paused
+    assert all(time > max(first_starts) for trial_id, iteration, time in times
+               if trial_id == first_at_rung and iteration >= 2)
+    for _, trial in history.sort_values("training_iteration").groupby("trial_id"):
+        assert list(trial["training_iteration"]) == list(range(1, len(trial) + 1))
+        assert list(trial["step"]) == [2, 4][:len(trial)]
+
+
 def test_every_checkpoint_holds_the_per_pair_outcomes_of_its_eval(dpo_run):
     _, path = dpo_run
     experiment = Experiment.open(path)

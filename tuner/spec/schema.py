@@ -174,6 +174,9 @@ class SchedulerSpec(_Section):
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2, gt=1)
     max_t: int | None = Field(None, ge=1)
+    # Pause a trial at the first rung while configurations wait for their first turn: every configuration gets
+    # a first score early (the time to signal), and paused trials resume from their checkpoints afterwards.
+    pause_at_first_rung: bool = True
 
 
 class ResourcesSpec(_Section):

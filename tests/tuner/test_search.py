@@ -1,0 +1,290 @@
+"""Pausing at the first rung (tuner.search): the scheduler and the running-trial limit, on fake Tune state and in a
+real Tune search of scripted trials."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tuner import search
+from tuner.spec import validate_spec
+
+PREF = "eval_pref_accuracy"
+
+
+class FakeSearchAlg:
+    def __init__(self, searcher, finished: bool):
+        self.searcher, self.finished = searcher, finished
+
+    def is_finished(self) -> bool:
+        return self.finished
+
+
+class FakeController:
+    """The part of Tune's controller a scheduler sees (TrialRunnerWrapper's whitelist)."""
+
+    def __init__(self, trials, searcher, finished=False):
+        self.trials, self.search_alg, self.stopped = trials, FakeSearchAlg(searcher, finished), []
+
+    def get_trials(self):
+        return self.trials
+
+    def stop_trial(self, trial):
+        self.stopped.append(trial.trial_id)
+        trial.status = "TERMINATED"
+        self.search_alg.searcher.on_trial_complete(trial.trial_id)
+
+
+class RecordingSearcher:
+    def __init__(self):
+        self.paused, self.unpaused, self.completed = [], [], []
+
+    def on_pause(self, trial_id):
+        self.paused.append(trial_id)
+
+    def on_unpause(self, trial_id):
+        self.unpaused.append(trial_id)
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.completed.append(trial_id)
+
+
+def scheduler_with(names, **scheduler):
+    spec = validate_spec({"scheduler": {"grace_period": 1, "reduction_factor": 2, **scheduler},
+                          "train": {"max_steps": 16}})
+    asha = search.build_scheduler(spec, 100)
+    asha.set_search_properties(PREF, "max")
+    trials = [SimpleNamespace(trial_id=name, status="RUNNING") for name in names]
+    for trial in trials:
+        asha.on_trial_add(None, trial)
+    return asha, trials
+
+
+def result(iteration: int, score: float, step: int | None = None) -> dict:
+    return {"training_iteration": iteration, PREF: score, "step": step or iteration * 4, "max_steps": 16}
+
+
+def test_a_trial_pauses_at_the_first_rung_while_configurations_wait():
+    from ray.tune.schedulers import TrialScheduler
+
+    asha, (first, second) = scheduler_with(["first", "second"])
+    searcher = RecordingSearcher()
+    waiting = FakeController([first, second], searcher, finished=False)
+    assert asha.on_trial_result(waiting, first, result(1, 0.8)) == TrialScheduler.PAUSE
+    assert searcher.paused == ["first"]  # the running-trial limit counts it out
+    # Past the first rung (a resumed trial), or at a trial's last step, it goes on.
+    assert asha.on_trial_result(waiting, first, result(2, 0.9)) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(waiting, second, result(1, 0.9, step=16)) == TrialScheduler.CONTINUE
+    assert searcher.paused == ["first"]
+
+
+def test_no_pause_once_every_configuration_has_started_or_when_turned_off():
+    from ray.tune.schedulers import TrialScheduler
+
+    asha, (first,) = scheduler_with(["first"])
+    started = FakeController([first], RecordingSearcher(), finished=True)
+    assert asha.on_trial_result(started, first, result(1, 0.8)) == TrialScheduler.CONTINUE
+    pending = SimpleNamespace(trial_id="pending", status="PENDING", last_result={})  # not yet started: waiting
+    asha, (first,) = scheduler_with(["first"])
+    assert asha.on_trial_result(FakeController([first, pending], RecordingSearcher(), finished=True), first,
+                                result(1, 0.8)) == TrialScheduler.PAUSE
+    returning = SimpleNamespace(trial_id="returning", status="PENDING", last_result={PREF: 0.5})  # was paused
+    asha, (first,) = scheduler_with(["first"])
+    assert asha.on_trial_result(FakeController([first, returning], RecordingSearcher(), finished=True), first,
+                                result(1, 0.8)) == TrialScheduler.CONTINUE
+    asha, (first,) = scheduler_with(["first"], pause_at_first_rung=False)
+    assert asha.on_trial_result(FakeController([first], RecordingSearcher()), first, result(1, 0.8)) == \
+        TrialScheduler.CONTINUE
+
+
+def test_paused_trials_wait_for_new_configurations_then_are_judged_against_every_first_score():
+    asha, trials = scheduler_with(["early_low", "early_high", "late_a", "late_b"])
+    early_low, early_high, late_a, late_b = trials
+    searcher = RecordingSearcher()
+    controller = FakeController(trials, searcher, finished=False)
+    asha.on_trial_result(controller, early_low, result(1, 0.2))  # first at the rung: ASHA alone lets it pass
+    asha.on_trial_result(controller, early_high, result(1, 0.9))
+    early_low.status = early_high.status = "PAUSED"
+    late_a.status = "PENDING"
+    assert asha.choose_trial_to_run(controller) is late_a  # a new configuration first
+    late_a.status = "RUNNING"
+    assert asha.choose_trial_to_run(controller) is None  # the searcher has more: the paused ones wait
+    controller.search_alg.finished = True
+    asha.on_trial_result(controller, late_a, result(1, 0.6))
+    asha.on_trial_result(controller, late_b, result(1, 0.7))
+    assert asha.choose_trial_to_run(controller) is None  # two running: search.max_concurrent_trials
+    asha.on_trial_result(controller, late_b, result(4, 0.7, step=16))  # its last report: its place is free
+    # The rung now holds 0.2, 0.9, 0.6, 0.7 (cutoff 0.65): the early low one ends where it paused.
+    assert asha.choose_trial_to_run(controller) is early_high
+    assert controller.stopped == ["early_low"]
+    assert searcher.unpaused == ["early_high"] and searcher.completed == ["early_low"]
+
+
+def test_a_trial_requeued_by_resume_counts_as_running_again():
+    asha, _ = scheduler_with([])
+    searcher = RecordingSearcher()
+    controller = FakeController([], searcher)
+    restored = SimpleNamespace(trial_id="paused-before", status="PENDING", last_result={PREF: 0.5})
+    new = SimpleNamespace(trial_id="new", status="PENDING", last_result={})
+    asha.on_trial_add(controller, restored)
+    asha.on_trial_add(controller, new)
+    assert searcher.unpaused == ["paused-before"]
+
+
+@pytest.mark.parametrize("algorithm", ["optuna", "grid"])
+def test_the_running_trial_limit_counts_paused_trials_out(algorithm, tmp_path):
+    from ray import tune
+
+    from tuner.experiment import Experiment, check_storage
+
+    space = ({"train.beta": {"type": "grid", "values": [0.1, 0.2, 0.3]}} if algorithm == "grid"
+             else {"train.beta": {"type": "uniform", "low": 0.1, "high": 0.5}})
+    spec = validate_spec({"search": {"algorithm": algorithm, "num_samples": 3, "max_concurrent_trials": 2,
+                                     "space": space}})
+    experiment = Experiment.create(spec, check_storage(str(tmp_path), "limit"))
+    searcher = search.build_searcher(spec, experiment)
+    searcher.set_search_properties(PREF, "max", search.param_space(spec))
+    if algorithm == "optuna":
+        ids = iter(["first", "second", "third", "fourth"])
+
+        def next_trial():  # what Tune's SearchGenerator asks of the limiter
+            trial_id = next(ids)
+            return trial_id if searcher.suggest(trial_id) is not None else None
+    else:
+        tune.register_trainable("tuner-test-noop", lambda config: None)
+        searcher.add_configurations({"limit": {"run": "tuner-test-noop", "config": search.param_space(spec)}})
+
+        def next_trial():
+            trial = searcher.next_trial()
+            return trial.trial_id if trial is not None else None
+
+    first, second = next_trial(), next_trial()
+    assert first is not None and second is not None
+    assert next_trial() is None  # two running: the limit
+    searcher.on_pause(first)
+    third = next_trial()
+    assert third is not None  # the paused one's place went to a new configuration
+    searcher.on_unpause(first)
+    searcher.on_trial_complete(second, result={PREF: 0.5, "training_iteration": 1})
+    searcher.on_pause(third)
+    searcher.on_trial_complete(third, result={PREF: 0.5, "training_iteration": 1})  # a paused trial can end
+    assert not searcher.paused_trials
+
+
+# ----------------------------------------------------------------------------------------------- a real search
+
+# First-rung score of each configuration (train.beta); each later report adds 0.01.
+FIRST_SCORES = {0.1: 0.1, 0.2: 0.9, 0.3: 0.5, 0.4: 0.6, 0.5: 0.7}
+
+
+def scripted_resumable_trial(config, *, events: str):
+    """Three reports with checkpoints; resumes from its checkpoint as tuner's trainable does. Writes when it
+    (re)starts and each report, before reporting (a paused trial's report never returns)."""
+    from ray import tune
+
+    beta = config["train.beta"]
+    checkpoint = tune.get_checkpoint()
+    done = json.loads(Path(checkpoint.to_directory(), "step.json").read_text())["step"] if checkpoint else 0
+
+    def note(**event):
+        with open(events, "a") as handle:
+            handle.write(json.dumps({"beta": beta, "time": time.time(), **event}) + "\n")
+
+    note(event="start", from_step=done)
+    for step in range(done + 1, 4):
+        time.sleep(0.3)
+        note(event="report", step=step)
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "step.json").write_text(json.dumps({"step": step}))
+            tune.report({PREF: FIRST_SCORES[beta] + 0.01 * (step - 1), "step": step, "max_steps": 3},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("algorithm", ["optuna", "grid"])
+def test_a_real_search_scores_every_configuration_before_any_trial_trains_past_the_first_rung(algorithm, tmp_path):
+    import ray
+    from ray import tune
+
+    from tuner.experiment import Experiment, check_storage
+
+    betas = list(FIRST_SCORES)
+    space = ({"train.beta": {"type": "grid", "values": betas}} if algorithm == "grid"
+             else {"train.beta": {"type": "choice", "values": betas}})
+    points = [{"train.beta": beta} for beta in betas] if algorithm == "optuna" else []
+    # One trial at a time on two CPUs: only the running-trial limit (which must count paused trials out, or the
+    # search deadlocks) keeps a second one from starting.
+    spec = validate_spec({"search": {"algorithm": algorithm, "num_samples": 5 if algorithm == "optuna" else 1,
+                                     "max_concurrent_trials": 1, "metric": PREF, "space": space,
+                                     "points_to_evaluate": points},
+                          "scheduler": {"grace_period": 1, "reduction_factor": 2, "max_t": 3},
+                          "train": {"max_steps": 3, "eval_steps": 1}})
+    experiment = Experiment.create(spec, check_storage(str(tmp_path / "results"), "paused"))
+    events = tmp_path / "events.jsonl"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        tune.Tuner(
+            tune.with_resources(tune.with_parameters(scripted_resumable_trial, events=str(events)), {"cpu": 1}),
+            param_space=search.param_space(spec),
+            tune_config=tune.TuneConfig(metric=PREF, mode="max", search_alg=search.build_searcher(spec, experiment),
+                                        scheduler=search.build_scheduler(spec, 100),
+                                        num_samples=spec.search.num_samples, reuse_actors=True,
+                                        time_budget_s=120),  # a deadlock ends, and fails the asserts below
+            run_config=tune.RunConfig(name="paused", storage_path=str(tmp_path / "tune"), verbose=0),
+        ).fit()
+    finally:
+        ray.shutdown()
+    log = [json.loads(line) for line in events.read_text().splitlines()]
+    by_beta = {beta: [e for e in log if e["beta"] == beta] for beta in betas}
+    first_starts = [next(e["time"] for e in by_beta[beta] if e["event"] == "start") for beta in betas]
+    later_reports = [e["time"] for e in log if e["event"] == "report" and e["step"] >= 2]
+    assert max(first_starts) < min(later_reports)  # every configuration started before any trained further
+
+    def reports(beta):
+        return [e["step"] for e in by_beta[beta] if e["event"] == "report"]
+
+    def starts(beta):
+        return [e["from_step"] for e in by_beta[beta] if e["event"] == "start"]
+
+    # Beta 0.1 and 0.3 (first scores 0.1 and 0.5, below the cutoff 0.6 over all five) end where they paused; 0.2
+    # and 0.4 resume from the checkpoint of step 1; 0.5, the last to start, found nothing waiting and never paused.
+    assert reports(0.1) == [1] and reports(0.3) == [1]
+    assert starts(0.2) == [0, 1] and reports(0.2) == [1, 2, 3]
+    assert starts(0.4) == [0, 1] and reports(0.4)[:2] == [1, 2]
+    assert starts(0.5) == [0] and reports(0.5)[:2] == [1, 2]
+    # One at a time, resumed trials included: each run of a trial, from its start to its last report before it
+    # paused or ended, overlaps no other.
+    runs, current = [], {}
+    for event in sorted(log, key=lambda e: e["time"]):
+        if event["event"] == "start":
+            current[event["beta"]] = [event["time"], event["time"]]
+            runs.append(current[event["beta"]])
+        else:
+            current[event["beta"]][1] = event["time"]
+    runs.sort()
+    assert all(earlier[1] < later[0] for earlier, later in zip(runs, runs[1:]))
+
+
+def test_a_resumed_trial_keeps_its_own_result_files_and_a_resumed_search_gets_the_stored_ones(tmp_path):
+    import pyarrow.fs
+
+    stored, own = tmp_path / "stored", tmp_path / "own"
+    stored.mkdir()
+    own.mkdir()
+    trial = SimpleNamespace(checkpoint=object(), local_path=str(own),
+                            storage=SimpleNamespace(trial_fs_path=str(stored),
+                                                    storage_filesystem=pyarrow.fs.LocalFileSystem()))
+    for callback in search.result_file_callbacks():
+        name = "result.json" if "Json" in type(callback).__name__ else "progress.csv"
+        (stored / name).write_text("stored, a few seconds old\n")
+        (own / name).write_text("stored, a few seconds old\nthe report since\n")
+        callback._restore_from_remote(name, trial)  # what Tune's writers do as a trial (re)starts
+        assert (own / name).read_text().endswith("the report since\n")
+        (own / name).unlink()
+        callback._restore_from_remote(name, trial)
+        assert (own / name).read_text() == "stored, a few seconds old\n"
