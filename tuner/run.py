@@ -76,7 +76,7 @@ def describe_space(spec: Spec) -> str:
     if spec.scheduler.type == "asha":
         lines.append(f"scheduler: ASHA, grace {spec.scheduler.grace_period} eval rounds, "
                      f"reduction {spec.scheduler.reduction_factor:g}, max_t {spec.scheduler.max_t or 'all rounds'}"
-                     + ("; trials pause at the first rung until every configuration has a score"
+                     + ("; a trial pauses at the first rung while configurations wait to start"
                         if spec.scheduler.pause_at_first_rung else ""))
     lines.append(f"resources per trial: {spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU")
     return "\n".join(lines)

@@ -183,13 +183,14 @@ def max_eval_rounds(spec: Spec, train_rows: int) -> int:
 def _nan_safe_asha():
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+    from ray.tune.utils import flatten_dict
 
     class NanSafeASHA(ASHAScheduler):
         """ASHA that ranks a NaN or infinite metric as the worst value, and, with `pause_at_first_rung`, pauses a
-        trial that reaches the first rung (grace_period eval rounds) while configurations are still waiting for
-        their first turn: every configuration gets its first score before any trial trains further (the time to
-        signal), and a paused trial then resumes from the checkpoint it reported there (optimizer state included),
-        or ends there if it is below the rung's cutoff among all of them.
+        trial that reaches the first rung (grace_period eval rounds) while configurations are still waiting to
+        start: no trial trains past the first rung while one waits (the time to signal). Once all have started, a
+        paused trial ends if it is below the rung's cutoff among the scores there are, else resumes from the
+        checkpoint it reported there (optimizer state included).
 
         Ray's ASHA compares `value < cutoff`, which is False for NaN, so a diverged trial would never be stopped.
         Only the scheduler sees the substitute; the reported result (and so the ranking, which never ranks NaN)
@@ -223,10 +224,22 @@ def _nan_safe_asha():
 
         def on_trial_add(self, tune_controller, trial):
             super().on_trial_add(tune_controller, trial)
-            if getattr(trial, "status", None) == Trial.PENDING and trial.last_result:
-                # Requeued by --resume, after the searcher's state was restored: whether it had paused or not, it
-                # runs again now, and the running-trial limit counts it.
-                tune_controller.search_alg.searcher.on_unpause(trial.trial_id)
+            if trial.trial_id in tune_controller.search_alg.searcher.paused_trials:
+                # Paused when the driver stopped, and requeued by --resume as pending (Tune would start it at once,
+                # past the running-trial limit and unjudged): it stays paused, its first-rung score back on the rung
+                # (ASHA's rungs are not saved), to be judged or resumed in its turn. Tune files the trial under its
+                # status after this call.
+                trial.set_status(Trial.PAUSED)
+                self._record_first_rung(trial)
+
+        def _record_first_rung(self, trial) -> None:
+            result = self._sanitized(trial.last_result)
+            bracket = self._trial_info.get(trial.trial_id)
+            if bracket is None or result.get(self._time_attr) != self.first_rung or self._metric not in result:
+                return
+            for milestone, recorded in bracket._rungs:
+                if milestone == self.first_rung:
+                    recorded[trial.trial_id] = self._metric_op * result[self._metric]
 
         def choose_trial_to_run(self, tune_controller):
             trials = tune_controller.get_trials()
@@ -244,7 +257,11 @@ def _nan_safe_asha():
                 if trial.status != Trial.PAUSED:
                     continue
                 if self.below_first_rung_cutoff(trial):
-                    tune_controller.stop_trial(trial)  # judged against every configuration's first score
+                    # Ended where it paused, as ASHA ends a running trial: the searcher gets its score first (Tune
+                    # would tell it of a paused trial's end without one, which Optuna records as pruned, no value).
+                    tune_controller.search_alg.on_trial_complete(trial.trial_id,
+                                                                 result=flatten_dict(trial.last_result))
+                    tune_controller.stop_trial(trial)
                     continue
                 tune_controller.search_alg.searcher.on_unpause(trial.trial_id)
                 return trial
@@ -268,11 +285,11 @@ def _nan_safe_asha():
                     and not result.get("done") and result.get("step", 0) < result.get("max_steps", math.inf)
                     and self._configurations_waiting(tune_controller))
 
-        @staticmethod
-        def _configurations_waiting(tune_controller) -> bool:
-            # A pending trial with a result is a paused one on its way back, not a configuration still waiting.
+        def _configurations_waiting(self, tune_controller) -> bool:
+            # A pending trial that has reported is a paused one on its way back, not a configuration still waiting
+            # (Tune's last_result always holds the trial id).
             return (not tune_controller.search_alg.is_finished()
-                    or any(trial.status == Trial.PENDING and not trial.last_result
+                    or any(trial.status == Trial.PENDING and self._time_attr not in trial.last_result
                            for trial in tune_controller.get_trials()))
 
     return NanSafeASHA

@@ -81,8 +81,9 @@ def asha_with_two_trials():
     scheduler = search.build_scheduler(spec, 100)
     scheduler.set_search_properties("eval_pref_accuracy", "max")
     trials = [SimpleNamespace(trial_id=name) for name in ("good", "diverged")]
+    controller = SimpleNamespace(search_alg=SimpleNamespace(searcher=SimpleNamespace(paused_trials=set())))
     for trial in trials:
-        scheduler.on_trial_add(None, trial)
+        scheduler.on_trial_add(controller, trial)
     return scheduler, trials
 
 

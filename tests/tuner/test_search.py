@@ -17,31 +17,18 @@ from tuner.spec import validate_spec
 PREF = "eval_pref_accuracy"
 
 
-class FakeSearchAlg:
-    def __init__(self, searcher, finished: bool):
-        self.searcher, self.finished = searcher, finished
+class FakeTrial:
+    def __init__(self, trial_id: str, status: str = "RUNNING", last_result: dict | None = None):
+        self.trial_id, self.status = trial_id, status
+        self.last_result = {"trial_id": trial_id, **(last_result or {})}  # Tune's always holds the id
 
-    def is_finished(self) -> bool:
-        return self.finished
-
-
-class FakeController:
-    """The part of Tune's controller a scheduler sees (TrialRunnerWrapper's whitelist)."""
-
-    def __init__(self, trials, searcher, finished=False):
-        self.trials, self.search_alg, self.stopped = trials, FakeSearchAlg(searcher, finished), []
-
-    def get_trials(self):
-        return self.trials
-
-    def stop_trial(self, trial):
-        self.stopped.append(trial.trial_id)
-        trial.status = "TERMINATED"
-        self.search_alg.searcher.on_trial_complete(trial.trial_id)
+    def set_status(self, status: str) -> None:
+        self.status = status
 
 
 class RecordingSearcher:
-    def __init__(self):
+    def __init__(self, paused=()):
+        self.paused_trials = set(paused)
         self.paused, self.unpaused, self.completed = [], [], []
 
     def on_pause(self, trial_id):
@@ -51,17 +38,44 @@ class RecordingSearcher:
         self.unpaused.append(trial_id)
 
     def on_trial_complete(self, trial_id, result=None, error=False):
-        self.completed.append(trial_id)
+        self.completed.append((trial_id, (result or {}).get(PREF)))
 
 
-def scheduler_with(names, **scheduler):
+class FakeSearchAlg:
+    def __init__(self, searcher, finished: bool):
+        self.searcher, self.finished = searcher, finished
+
+    def is_finished(self) -> bool:
+        return self.finished
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.searcher.on_trial_complete(trial_id, result, error)
+
+
+class FakeController:
+    """The part of Tune's controller a scheduler sees (TrialRunnerWrapper's whitelist)."""
+
+    def __init__(self, trials, searcher=None, finished=False):
+        self.trials, self.stopped = trials, []
+        self.search_alg = FakeSearchAlg(searcher or RecordingSearcher(), finished)
+
+    def get_trials(self):
+        return self.trials
+
+    def stop_trial(self, trial):  # as Tune stops a paused trial: the searcher hears of it without a result
+        self.stopped.append(trial.trial_id)
+        trial.status = "TERMINATED"
+        self.search_alg.on_trial_complete(trial.trial_id)
+
+
+def scheduler_with(names, controller=None, **scheduler):
     spec = validate_spec({"scheduler": {"grace_period": 1, "reduction_factor": 2, **scheduler},
                           "train": {"max_steps": 16}})
     asha = search.build_scheduler(spec, 100)
     asha.set_search_properties(PREF, "max")
-    trials = [SimpleNamespace(trial_id=name, status="RUNNING") for name in names]
+    trials = [FakeTrial(name) for name in names]
     for trial in trials:
-        asha.on_trial_add(None, trial)
+        asha.on_trial_add(controller or FakeController([]), trial)
     return asha, trials
 
 
@@ -87,19 +101,18 @@ def test_no_pause_once_every_configuration_has_started_or_when_turned_off():
     from ray.tune.schedulers import TrialScheduler
 
     asha, (first,) = scheduler_with(["first"])
-    started = FakeController([first], RecordingSearcher(), finished=True)
-    assert asha.on_trial_result(started, first, result(1, 0.8)) == TrialScheduler.CONTINUE
-    pending = SimpleNamespace(trial_id="pending", status="PENDING", last_result={})  # not yet started: waiting
-    asha, (first,) = scheduler_with(["first"])
-    assert asha.on_trial_result(FakeController([first, pending], RecordingSearcher(), finished=True), first,
-                                result(1, 0.8)) == TrialScheduler.PAUSE
-    returning = SimpleNamespace(trial_id="returning", status="PENDING", last_result={PREF: 0.5})  # was paused
-    asha, (first,) = scheduler_with(["first"])
-    assert asha.on_trial_result(FakeController([first, returning], RecordingSearcher(), finished=True), first,
-                                result(1, 0.8)) == TrialScheduler.CONTINUE
-    asha, (first,) = scheduler_with(["first"], pause_at_first_rung=False)
-    assert asha.on_trial_result(FakeController([first], RecordingSearcher()), first, result(1, 0.8)) == \
+    assert asha.on_trial_result(FakeController([first], finished=True), first, result(1, 0.8)) == \
         TrialScheduler.CONTINUE
+    pending = FakeTrial("pending", status="PENDING")  # created, waiting for a place: still waiting
+    asha, (first,) = scheduler_with(["first"])
+    assert asha.on_trial_result(FakeController([first, pending], finished=True), first, result(1, 0.8)) == \
+        TrialScheduler.PAUSE
+    returning = FakeTrial("returning", status="PENDING", last_result=result(1, 0.5))  # a paused one, resuming
+    asha, (first,) = scheduler_with(["first"])
+    assert asha.on_trial_result(FakeController([first, returning], finished=True), first, result(1, 0.8)) == \
+        TrialScheduler.CONTINUE
+    asha, (first,) = scheduler_with(["first"], pause_at_first_rung=False)
+    assert asha.on_trial_result(FakeController([first]), first, result(1, 0.8)) == TrialScheduler.CONTINUE
 
 
 def test_paused_trials_wait_for_new_configurations_then_are_judged_against_every_first_score():
@@ -110,6 +123,7 @@ def test_paused_trials_wait_for_new_configurations_then_are_judged_against_every
     asha.on_trial_result(controller, early_low, result(1, 0.2))  # first at the rung: ASHA alone lets it pass
     asha.on_trial_result(controller, early_high, result(1, 0.9))
     early_low.status = early_high.status = "PAUSED"
+    early_low.last_result.update(result(1, 0.2))
     late_a.status = "PENDING"
     assert asha.choose_trial_to_run(controller) is late_a  # a new configuration first
     late_a.status = "RUNNING"
@@ -119,21 +133,27 @@ def test_paused_trials_wait_for_new_configurations_then_are_judged_against_every
     asha.on_trial_result(controller, late_b, result(1, 0.7))
     assert asha.choose_trial_to_run(controller) is None  # two running: search.max_concurrent_trials
     asha.on_trial_result(controller, late_b, result(4, 0.7, step=16))  # its last report: its place is free
-    # The rung now holds 0.2, 0.9, 0.6, 0.7 (cutoff 0.65): the early low one ends where it paused.
+    # The rung now holds 0.2, 0.9, 0.6, 0.7 (cutoff 0.65): the early low one ends where it paused, and the
+    # searcher gets its score with the end (Optuna records a completed trial, not a pruned one without a value).
     assert asha.choose_trial_to_run(controller) is early_high
     assert controller.stopped == ["early_low"]
-    assert searcher.unpaused == ["early_high"] and searcher.completed == ["early_low"]
+    assert searcher.unpaused == ["early_high"] and searcher.completed[0] == ("early_low", 0.2)
 
 
-def test_a_trial_requeued_by_resume_counts_as_running_again():
+def test_resume_keeps_a_trial_paused_and_judges_it_on_its_first_rung_score():
+    """--resume requeues every unfinished trial as pending, and ASHA's rungs start empty."""
+    searcher = RecordingSearcher(paused=["paused_low", "paused_high"])
+    restored = [FakeTrial("paused_low", "PENDING", result(1, 0.2)), FakeTrial("paused_high", "PENDING", result(1, 0.9)),
+                FakeTrial("was_running", "PENDING", result(2, 0.7))]
+    controller = FakeController(restored, searcher, finished=True)
     asha, _ = scheduler_with([])
-    searcher = RecordingSearcher()
-    controller = FakeController([], searcher)
-    restored = SimpleNamespace(trial_id="paused-before", status="PENDING", last_result={PREF: 0.5})
-    new = SimpleNamespace(trial_id="new", status="PENDING", last_result={})
-    asha.on_trial_add(controller, restored)
-    asha.on_trial_add(controller, new)
-    assert searcher.unpaused == ["paused-before"]
+    for trial in restored:
+        asha.on_trial_add(controller, trial)
+    assert [trial.status for trial in restored] == ["PAUSED", "PAUSED", "PENDING"]
+    assert asha.choose_trial_to_run(controller) is restored[2]
+    restored[2].status = "RUNNING"
+    assert asha.choose_trial_to_run(controller) is restored[1]  # 0.2 is below the cutoff of 0.2 and 0.9
+    assert controller.stopped == ["paused_low"]
 
 
 @pytest.mark.parametrize("algorithm", ["optuna", "grid"])
@@ -150,7 +170,7 @@ def test_the_running_trial_limit_counts_paused_trials_out(algorithm, tmp_path):
     searcher = search.build_searcher(spec, experiment)
     searcher.set_search_properties(PREF, "max", search.param_space(spec))
     if algorithm == "optuna":
-        ids = iter(["first", "second", "third", "fourth"])
+        ids = iter(f"trial-{n}" for n in range(10))
 
         def next_trial():  # what Tune's SearchGenerator asks of the limiter
             trial_id = next(ids)
@@ -170,10 +190,14 @@ def test_the_running_trial_limit_counts_paused_trials_out(algorithm, tmp_path):
     third = next_trial()
     assert third is not None  # the paused one's place went to a new configuration
     searcher.on_unpause(first)
+    assert next_trial() is None  # three running again: the limit holds until two remain
     searcher.on_trial_complete(second, result={PREF: 0.5, "training_iteration": 1})
+    assert next_trial() is None  # two running
     searcher.on_pause(third)
     searcher.on_trial_complete(third, result={PREF: 0.5, "training_iteration": 1})  # a paused trial can end
     assert not searcher.paused_trials
+    searcher.on_trial_complete(first, result={PREF: 0.5, "training_iteration": 1})
+    assert not searcher._live()
 
 
 # ----------------------------------------------------------------------------------------------- a real search
@@ -239,6 +263,12 @@ def test_a_real_search_scores_every_configuration_before_any_trial_trains_past_t
         ).fit()
     finally:
         ray.shutdown()
+    if algorithm == "optuna":  # the trials ended where they paused are scored in the study, as ASHA's stops are
+        import optuna
+
+        study = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment.optuna_file}")
+        assert [trial.state.name for trial in study.trials] == ["COMPLETE"] * 5
+        assert all(trial.value is not None for trial in study.trials)
     log = [json.loads(line) for line in events.read_text().splitlines()]
     by_beta = {beta: [e for e in log if e["beta"] == beta] for beta in betas}
     first_starts = [next(e["time"] for e in by_beta[beta] if e["event"] == "start") for beta in betas]
