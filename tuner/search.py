@@ -234,12 +234,17 @@ def _nan_safe_asha():
 
         def _record_first_rung(self, trial) -> None:
             result = self._sanitized(trial.last_result)
+            rung = self._first_rung_of(trial)
+            if rung is not None and result.get(self._time_attr) == self.first_rung and self._metric in result:
+                rung[1][trial.trial_id] = self._metric_op * result[self._metric]
+
+        def _first_rung_of(self, trial):
+            """ASHA's first rung in the trial's bracket, as (bracket, {trial id: score}); None if it has none."""
             bracket = self._trial_info.get(trial.trial_id)
-            if bracket is None or result.get(self._time_attr) != self.first_rung or self._metric not in result:
-                return
-            for milestone, recorded in bracket._rungs:
+            for milestone, recorded in bracket._rungs if bracket is not None else []:
                 if milestone == self.first_rung:
-                    recorded[trial.trial_id] = self._metric_op * result[self._metric]
+                    return bracket, recorded
+            return None
 
         def choose_trial_to_run(self, tune_controller):
             trials = tune_controller.get_trials()
@@ -271,12 +276,12 @@ def _nan_safe_asha():
             """Whether the trial's first-rung score is below the rung's cutoff now. ASHA let the first trials pass
             the rung against the few scores there were when they reached it; a paused trial is judged again against
             every score the rung holds when it would resume, as synchronous successive halving judges."""
-            bracket = self._trial_info.get(trial.trial_id)
-            for milestone, recorded in bracket._rungs if bracket is not None else []:
-                if milestone == self.first_rung and trial.trial_id in recorded:
-                    cutoff = bracket.cutoff(recorded)
-                    return cutoff is not None and recorded[trial.trial_id] < cutoff
-            return False
+            rung = self._first_rung_of(trial)
+            if rung is None or trial.trial_id not in rung[1]:
+                return False
+            bracket, recorded = rung
+            cutoff = bracket.cutoff(recorded)
+            return cutoff is not None and recorded[trial.trial_id] < cutoff
 
         def _pauses_at(self, tune_controller, result: dict) -> bool:
             # Exactly at the first rung, so a trial resumed (or restored by --resume) past it never pauses again;
