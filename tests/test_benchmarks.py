@@ -74,8 +74,19 @@ def test_harness_and_shared_reference_dry_runs(tmp_path, embedded_model):
     assert reference["shared_trial_s"] > 0 and reference["own_trial_s"] > 0
 
 
+def test_sensitivity_dry_run_maps_the_grid_on_the_test_split(tmp_path, embedded_model):
+    stdout = dry_run("sensitivity", tmp_path / "grid.json")
+    rows = json.loads((tmp_path / "grid.json").read_text())
+    assert "test split accuracy per group" in stdout and "base model" in stdout
+    assert len(rows) == 2 and {row["learning_rate"] for row in rows} == {1.0e-4, 3.0e-4}
+    for row in rows:
+        assert set(row["guards"]) == {"wrong_fact", "style_matched"}  # dpo.yaml's, checked on the test split
+        assert row["difference"][1] <= row["difference"][0] <= row["difference"][2]
+        assert all(low <= value <= high for value, low, high, _ in row["groups"].values())
+
+
 @pytest.mark.parametrize("name", ["eval_round", "default_search", "vs_loop", "harness_overhead",
-                                  "shared_reference", "gpu_packing"])
+                                  "shared_reference", "gpu_packing", "sensitivity"])
 def test_every_benchmark_answers_help_as_a_script(name):
     # Nothing of the repo on PYTHONPATH: `benchmarks` is found only because the script puts the repo root first.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from tuner import logprobs
-from tuner.quality import PairScores, pair_ids
+from tuner.quality import PairScores, pair_groups, pair_ids
 
 # TRL DPO's per-token eval metrics that take extra passes over the vocabulary at every answer position.
 EXTRA_DPO_METRICS = ("entropy", "mean_token_accuracy", "logits/chosen", "logits/rejected")
@@ -39,10 +39,11 @@ class PairEvaluation:
     fast: bool = True  # tuner.logprobs' forward (transformers backend); False: TRL's forward, recorded
     keep_extras: bool = False  # compute EXTRA_DPO_METRICS (the spec ranks on one)
     base: PairScores | None = None  # the base model's scores: the drift reference where the trainer has none
+    guard_groups: tuple = ()  # search.guard_groups: compared with the reference, left out of eval_pref_accuracy
     latest: PairScores | None = None
 
     def outcomes(self) -> dict | None:
-        return self.latest.outcomes() if self.latest is not None else None
+        return self.latest.outcomes(self.guard_groups) if self.latest is not None else None
 
 
 def trainer_class(method: str, shared_reference: bool = False):
@@ -69,7 +70,8 @@ class _PairEval:
     def get_eval_dataloader(self, eval_dataset=None):
         dataset = (self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else
                    eval_dataset if eval_dataset is not None else self.eval_dataset)
-        self._eval_pairs = pair_ids(dataset)  # before Trainer drops the columns the model does not take
+        # before Trainer drops the columns the model does not take
+        self._eval_pairs, self._eval_groups = pair_ids(dataset), pair_groups(dataset)
         return super().get_eval_dataloader(eval_dataset)
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
@@ -77,12 +79,14 @@ class _PairEval:
         self._policy, self._reference = PairScores(), PairScores()
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
                                          metric_key_prefix)
-        pairs = getattr(self, "_eval_pairs", None)
+        pairs, groups = getattr(self, "_eval_pairs", None), getattr(self, "_eval_groups", [])
         if pairs is None or len(pairs) != len(self._policy.chosen_logps):
-            pairs = list(range(len(self._policy.chosen_logps)))
+            pairs, groups = list(range(len(self._policy.chosen_logps))), []
         self._policy.pairs = self._reference.pairs = pairs
+        self._policy.groups = self._reference.groups = groups
         reference = self._reference if len(self._reference.chosen_logps) == len(pairs) else self.pair_evaluation.base
-        output.metrics.update(self._policy.metrics(reference, prefix=metric_key_prefix))
+        output.metrics.update(self._policy.metrics(reference, prefix=metric_key_prefix,
+                                                   guard_groups=self.pair_evaluation.guard_groups))
         self.pair_evaluation.latest = self._policy
         return output
 

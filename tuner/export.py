@@ -104,13 +104,15 @@ def summarize_test_split(experiment: Experiment, best: Best) -> dict | None:
     if results is None:
         return None
     exported = next(t for t in results.trials if t.checkpoint == str(best.checkpoint))
-    results = verdict.ScoredSplit(results.pairs, results.base, [exported], results.group_name)
+    results = verdict.ScoredSplit(results.pairs, results.base, [exported], results.group_name, results.guard_groups)
     accuracy, base, difference = (results.accuracy(exported), results.accuracy(results.base),
                                   results.difference(exported))
-    return {"pairs": int(results.mask.sum()), "pref_accuracy": [accuracy.value, accuracy.low, accuracy.high],
+    return {"pairs": int(results.selected.sum()), "pref_accuracy": [accuracy.value, accuracy.low, accuracy.high],
             "base_pref_accuracy": [base.value, base.low, base.high],
             "difference": [difference.estimate.value, difference.estimate.low, difference.estimate.high],
             "mcnemar_p": difference.p_value, "distinguishable": difference.distinguishable,
+            "guards": {group: {"difference": [g.estimate.value, g.estimate.low, g.estimate.high], "broken": broken}
+                       for group, (g, broken) in results.guards(exported).items()},
             "headline": verdict.headline(results)}
 
 

@@ -6,6 +6,14 @@ answer's tokens and their count.
 
 - `eval_pref_accuracy`: the share of pairs where the model gives the chosen answer a higher mean per-token
   log-likelihood than the rejected one. Means, not sums: a sum favours the shorter answer whatever its content.
+- `eval_pref_margin`: the same preference as a continuous number, on the same pairs: the mean over pairs of the
+  chosen answer's mean per-token log-likelihood minus the rejected one's (nats per token). It moves before a pair
+  changes side, so it separates trials whose accuracies tie (tuner.ranking breaks ties with it).
+- `eval_pref_accuracy/GROUP`: the accuracy on each group of pairs (data.group_column), when the pairs have groups.
+- Guard groups (`search.guard_groups`): groups that must not get worse than the base model. `eval_pref_accuracy`
+  and `eval_pref_margin` then cover the other groups (what the search optimises), and each guard group is compared
+  with the base model pair by pair: `eval_guard/GROUP` is the change in accuracy (trial minus base), and
+  `eval_guard_broken` counts the guard groups where the trial is clearly worse (see `guard_broken`).
 - `eval_drift`: how far the policy moved from its reference on the eval answers, as the mean per-token log-ratio
   log pi(token) - log ref(token) over every token of the chosen and rejected answers (`eval_drift_chosen`,
   `eval_drift_rejected`: over each side). 0 for the untrained policy; negative when training made the eval answers
@@ -24,13 +32,50 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 METRIC = "eval_pref_accuracy"
+MARGIN = "eval_pref_margin"
+GUARD = "eval_guard"  # eval_guard/GROUP: accuracy change on a guard group, trial minus base model
+GUARD_BROKEN = "eval_guard_broken"  # how many guard groups the trial is clearly worse on
 DRIFT = "eval_drift"
+GROUP = "group"  # the dataset column holding each pair's group (tuner.data)
+# The one-sided level at which a guard group counts as broken (see guard_broken): a guard errs on the side of
+# refusing a trial.
+GUARD_LEVEL = 0.05
+# The most a trial may lose on a guard group, net of the pairs it fixed, as a share of the group's pairs, however
+# little the group's pairs can prove: on the few pairs of an eval split, a loss that no test calls significant is
+# the first sign of one on the questions no split holds (measured: a trial that lost 3 of 24 eval fact pairs, not
+# significant, lost 14 points on fact pairs about new questions).
+GUARD_TOLERANCE = 0.05
 PAIR_ID = "pair_id"  # a column of the data when it has stable ids; else the row's index in the eval split
 OUTCOMES_FILE = "pair_outcomes.json"
 
 
 def pair_ids(dataset) -> list:
     return list(dataset[PAIR_ID]) if PAIR_ID in dataset.column_names else list(range(len(dataset)))
+
+
+def pair_groups(dataset) -> list:
+    """Each pair's group, or [] when the pairs have none."""
+    return [str(g) for g in dataset[GROUP]] if GROUP in dataset.column_names else []
+
+
+def guard_broken(trial: list[int], base: list[int], margin_shifts=()) -> bool:
+    """Whether a trial fell below the base model on one guard group, from their 0/1 outcomes on the same pairs and
+    each pair's margin change (trial minus base). It did when it broke more pairs than it fixed by more than
+    GUARD_TOLERANCE of the group's pairs, or clearly more, or when its margins fell on clearly more pairs than they
+    rose, with a mean fall. "Clearly" is an exact one-sided sign test at GUARD_LEVEL. The margins see a preference
+    weaken before pairs change side."""
+    broken = sum(1 for t, b in zip(trial, base) if b and not t)
+    fixed = sum(1 for t, b in zip(trial, base) if t and not b)
+    fell, rose = sum(1 for s in margin_shifts if s < 0), sum(1 for s in margin_shifts if s > 0)
+    return (broken - fixed > GUARD_TOLERANCE * len(trial) or _clearly_more(broken, fixed)
+            or (_clearly_more(fell, rose) and sum(margin_shifts) < 0))
+
+
+def _clearly_more(worse: int, better: int) -> bool:
+    from scipy import stats
+
+    return worse > better and float(stats.binomtest(worse, worse + better, 0.5,
+                                                     alternative="greater").pvalue) < GUARD_LEVEL
 
 
 def with_pair_ids(dataset):
@@ -48,6 +93,7 @@ class PairScores:
     rejected_logps: list[float] = field(default_factory=list)
     chosen_tokens: list[int] = field(default_factory=list)
     rejected_tokens: list[int] = field(default_factory=list)
+    groups: list = field(default_factory=list)  # each pair's group (data.group_column); [] when ungrouped
 
     def extend(self, chosen_logps, rejected_logps, chosen_tokens, rejected_tokens) -> None:
         self.chosen_logps += [float(v) for v in chosen_logps]
@@ -63,19 +109,62 @@ class PairScores:
         return [int(self.chosen_logps[i] / self.chosen_tokens[i] > self.rejected_logps[i] / self.rejected_tokens[i])
                 for i in self.scored()]
 
-    def outcomes(self) -> dict[str, list]:
-        kept = self.scored()
-        return {"pairs": [self.pairs[i] for i in kept], "correct": self.correct()}
+    def margin(self, i: int) -> float:
+        """Pair i's chosen minus rejected mean per-token log-likelihood: > 0 when the model prefers the chosen."""
+        return (self.chosen_logps[i] / self.chosen_tokens[i] - self.rejected_logps[i] / self.rejected_tokens[i])
 
-    def accuracy(self) -> dict[str, float]:
-        correct = self.correct()
-        if not correct:
+    def group_of(self, i: int) -> str | None:
+        return str(self.groups[i]) if self.groups else None
+
+    def outcomes(self, guard_groups=()) -> dict[str, list]:
+        """The 0/1 outcomes behind eval_pref_accuracy: the scored pairs outside `guard_groups`."""
+        guards = set(guard_groups)
+        kept = [i for i in self.scored() if self.group_of(i) not in guards]
+        return {"pairs": [self.pairs[i] for i in kept], "correct": [int(self.margin(i) > 0) for i in kept]}
+
+    def accuracy(self, guard_groups=()) -> dict[str, float]:
+        """eval_pref_accuracy and eval_pref_margin over the scored pairs outside `guard_groups`."""
+        guards = set(guard_groups)
+        kept = [i for i in self.scored() if self.group_of(i) not in guards]
+        if not kept:
             return {}
-        if not all(math.isfinite(self.chosen_logps[i]) and math.isfinite(self.rejected_logps[i])
-                   for i in self.scored()):
+        if not all(math.isfinite(self.chosen_logps[i]) and math.isfinite(self.rejected_logps[i]) for i in kept):
             # NaN compares as False: a diverged model would score as "always wrong", a number that gets ranked
-            return {METRIC: float("nan")}
-        return {METRIC: sum(correct) / len(correct)}
+            return {METRIC: float("nan"), MARGIN: float("nan")}
+        margins = [self.margin(i) for i in kept]
+        return {METRIC: sum(m > 0 for m in margins) / len(kept), MARGIN: sum(margins) / len(kept)}
+
+    def by_group(self) -> dict[str, float]:
+        """eval_pref_accuracy/GROUP for every group of the scored pairs."""
+        members: dict[str, list[int]] = {}
+        for i in self.scored():
+            if self.group_of(i) is not None:
+                members.setdefault(self.group_of(i), []).append(i)
+        return {f"{METRIC}/{group}": sum(self.margin(i) > 0 for i in kept) / len(kept)
+                for group, kept in sorted(members.items())}
+
+    def guard(self, base: PairScores, guard_groups) -> dict[str, float]:
+        """Per guard group, the accuracy change from `base` on the pairs both scored on the same tokens
+        (eval_guard/GROUP), and how many guard groups are clearly worse (eval_guard_broken)."""
+        theirs = {pair: i for i, pair in enumerate(base.pairs)}
+        result, broken = {}, 0
+        for group in guard_groups:
+            mine, others, shifts = [], [], []
+            for i in self.scored():
+                j = theirs.get(self.pairs[i])
+                if (self.group_of(i) != group or j is None or base.chosen_tokens[j] != self.chosen_tokens[i]
+                        or base.rejected_tokens[j] != self.rejected_tokens[i]):
+                    continue
+                if base.chosen_tokens[j] > 0 and base.rejected_tokens[j] > 0:
+                    mine.append(int(self.margin(i) > 0))
+                    others.append(int(base.margin(j) > 0))
+                    shifts.append(self.margin(i) - base.margin(j))
+            if not mine:
+                continue
+            result[f"{GUARD}/{group}"] = (sum(mine) - sum(others)) / len(mine)
+            result[f"{GUARD}_margin/{group}"] = sum(shifts) / len(shifts)
+            broken += guard_broken(mine, others, shifts)
+        return {**result, GUARD_BROKEN: float(broken)} if result else {}
 
     def drift(self, reference: PairScores) -> dict[str, float]:
         """Mean per-token log-ratio to `reference`, over the pairs both scored on the same tokens (same ids, same
@@ -99,11 +188,16 @@ class PairScores:
         result.update({f"{DRIFT}_{side}": s / n for side, (s, n) in sums.items() if n})
         return result
 
-    def metrics(self, reference: PairScores | None = None, prefix: str = "eval") -> dict[str, float]:
-        """eval_pref_accuracy and, with a reference, eval_drift(_chosen, _rejected); under `prefix` (e.g. test_)."""
-        result = self.accuracy()
+    def metrics(self, reference: PairScores | None = None, prefix: str = "eval",
+                guard_groups=()) -> dict[str, float]:
+        """eval_pref_accuracy, eval_pref_margin and the per-group accuracies and, with a reference (the base model:
+        DPO's reference, or the base model's own scores), eval_drift(_chosen, _rejected) and the guard; under
+        `prefix` (e.g. test_)."""
+        result = {**self.accuracy(guard_groups), **self.by_group()}
         if reference is not None:
             result.update(self.drift(reference))
+            if guard_groups:
+                result.update(self.guard(reference, guard_groups))
         return {f"{prefix}_{k.removeprefix('eval_')}": v for k, v in result.items()}
 
     def means(self, ids: list) -> tuple[list[float], list[float]]:
@@ -154,5 +248,5 @@ def pair_lengths(tokenizer, pairs) -> list[tuple[int, int]]:
     return lengths
 
 
-def write_outcomes(scores: PairScores, path: Path) -> None:
-    path.write_text(json.dumps(scores.outcomes()))
+def write_outcomes(scores: PairScores, path: Path, guard_groups=()) -> None:
+    path.write_text(json.dumps(scores.outcomes(guard_groups)))

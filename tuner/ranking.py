@@ -6,7 +6,12 @@ only those count, so that a ranking row always describes an adapter that can be 
 numbers and its checkpoint are one report's. NaN and infinite values never count; a trial with no finite value,
 and a trial that ended in an error (its run did not complete), are listed unranked. Ties go to the earlier report
 within a trial, and across trials to the trial that reached the score in fewer steps, then to the smaller trial id,
-so a ranking is the same on every run.
+so a ranking is the same on every run. On preference accuracy, ties are first broken by evidence: the larger
+eval_pref_margin (the same preference, measured continuously, on the same pairs) of the tied reports.
+
+With guard groups (search.guard_groups), a report whose trial is clearly worse than the base model on a guard group
+(`eval_guard_broken` > 0) never counts: a trial is scored on its best report that holds every guard, and a trial
+with none is listed unranked with `guard` = "broken", so it never wins.
 
 A ranking on a share of eval pairs (preference accuracy) also carries each trial's 95% interval and marks the
 trials whose interval overlaps the leader's as tied with it (`add_intervals`): a one-pair difference on 24 pairs is
@@ -29,6 +34,8 @@ MARGIN_METRIC = "eval_rewards/margins"
 ACCURACY_METRIC = "eval_rewards/accuracies"
 PREF_ACCURACY_METRIC = "eval_pref_accuracy"  # shared by every method and the base model
 DRIFT_METRIC = "eval_drift"  # mean per-token log-ratio of policy to reference on the eval answers
+MARGIN_TIE_BREAK = "eval_pref_margin"  # breaks ties of eval_pref_accuracy (tuner.quality.MARGIN)
+GUARD_BROKEN = "eval_guard_broken"  # guard groups a report is clearly worse on (tuner.quality.GUARD_BROKEN)
 DRIFT_PENALISED = "pref_accuracy_drift_penalised"  # eval_pref_accuracy - lambda x |eval_drift|
 
 
@@ -54,21 +61,31 @@ def summarize(history: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
                             f"{', '.join(available_metrics(history)) or '(none)'}")
     rows = []
     order = [c for c in ("training_iteration", "step") if c in history]
+    guarded = GUARD_BROKEN in history
     for trial_id, reports in history.groupby("trial_id", sort=True):
         reports = reports.sort_values(order, kind="mergesort") if order else reports
         values = pd.to_numeric(reports[metric], errors="coerce")
         finite = reports[np.isfinite(values)]
         if CHECKPOINT_COLUMN in finite and finite[CHECKPOINT_COLUMN].notna().any():
             finite = finite[finite[CHECKPOINT_COLUMN].notna()]  # only reports whose adapter is still kept
-        steps = finite["step"] if "step" in finite else finite["training_iteration"]
         row = {"trial_id": trial_id, "best": math.nan, "best_step": math.nan, "last": math.nan, "last_step": math.nan}
+        if guarded:
+            holds = ~(pd.to_numeric(finite[GUARD_BROKEN], errors="coerce").fillna(0) > 0)
+            row["guard"] = "held" if holds.all() else ("broken" if not holds.any() else "held (earlier)")
+            finite = finite[holds]
+        steps = finite["step"] if "step" in finite else finite["training_iteration"]
         if not finite.empty:
             finite_values = pd.to_numeric(finite[metric])
-            # argmax takes the first of equal values: on a tie, the earlier report (fewer steps) stands
-            best_position = int(np.argmax(finite_values.to_numpy() if mode == "max" else -finite_values.to_numpy()))
+            signed = -finite_values.to_numpy() if mode == "max" else finite_values.to_numpy()
+            margin = (-pd.to_numeric(finite[MARGIN_TIE_BREAK], errors="coerce").fillna(-np.inf).to_numpy()
+                      if metric == PREF_ACCURACY_METRIC and MARGIN_TIE_BREAK in finite else np.zeros(len(finite)))
+            # lexsort's last key sorts first; on a full tie the earlier report (fewer steps) stands
+            best_position = int(np.lexsort((np.arange(len(finite)), margin, signed))[0])
             row.update(best=float(finite_values.iloc[best_position]), best_step=float(steps.iloc[best_position]),
                        last=float(finite_values.iloc[-1]), last_step=float(steps.iloc[-1]),
                        best_report=finite.index[best_position], last_report=finite.index[-1])
+            if MARGIN_TIE_BREAK in finite:
+                row["margin_at_best"] = float(pd.to_numeric(finite[MARGIN_TIE_BREAK]).iloc[best_position])
             if ACCURACY_METRIC in finite:
                 row["accuracy_at_best"] = float(finite[ACCURACY_METRIC].iloc[best_position])
             if PREF_ACCURACY_METRIC in finite:
@@ -104,11 +121,13 @@ def rank_trials(trials: pd.DataFrame, history: pd.DataFrame, metric: str, mode: 
     errored = ranked["status"].eq("errored") if "status" in ranked else False
     has_score = ranked["score"].notna() & ~errored
     signed = ranked["score"] if mode == "min" else -ranked["score"]
-    ranked = ranked.assign(_missing=~has_score, _signed=signed).sort_values(
-        ["_missing", "_signed", "score_step", "trial_id"], kind="mergesort", na_position="last"
+    tie_break = (-ranked["margin_at_best"].fillna(-np.inf)
+                 if metric == PREF_ACCURACY_METRIC and "margin_at_best" in ranked else 0.0)
+    ranked = ranked.assign(_missing=~has_score, _signed=signed, _tie_break=tie_break).sort_values(
+        ["_missing", "_signed", "_tie_break", "score_step", "trial_id"], kind="mergesort", na_position="last"
     ).reset_index(drop=True)
     ranked["rank"] = np.where(~ranked["_missing"], np.arange(1, len(ranked) + 1), np.nan)
-    ranked = ranked.drop(columns=["_missing", "_signed"])
+    ranked = ranked.drop(columns=["_missing", "_signed", "_tie_break"])
     ranked.attrs.update(metric=metric, mode=mode, scope=scope)
     return ranked
 

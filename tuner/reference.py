@@ -113,7 +113,7 @@ def _reference_pass_class():
 
     from tuner import logprobs
     from tuner.compat import dpo_classes
-    from tuner.quality import PairScores, pair_ids
+    from tuner.quality import PairScores, pair_groups, pair_ids
 
     _, DPOTrainer = dpo_classes()
 
@@ -126,7 +126,7 @@ def _reference_pass_class():
             super().__init__(*args, **kwargs)
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
-            scores = PairScores(pairs=pair_ids(dataset))
+            scores = PairScores(pairs=pair_ids(dataset), groups=pair_groups(dataset))
             loader = DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
             fast = logprobs.supports(self.model)
             columns = {"ref_chosen_logps": [], "ref_rejected_logps": []}

@@ -73,6 +73,9 @@ def describe_space(spec: Spec) -> str:
     for key, d in spec.search.space.items():
         shape = f"{d.values}" if d.values is not None else f"[{d.low:g}, {d.high:g}]{' log' if d.log else ''}"
         lines.append(f"  {key}: {d.type} {shape}")
+    if spec.search.guard_groups:
+        lines.append(f"guard groups: {', '.join(spec.search.guard_groups)} (must not get worse than the base model: "
+                     f"left out of {spec.metric}; a trial clearly worse on one is stopped and never wins)")
     if spec.scheduler.type == "asha":
         lines.append(f"scheduler: ASHA, grace {spec.scheduler.grace_period} eval rounds, "
                      f"reduction {spec.scheduler.reduction_factor:g}, max_t {spec.scheduler.max_t or 'all rounds'}"
@@ -244,6 +247,8 @@ def _checked_pairs(spec: Spec, splits):
     from tuner import experiment as experiments
 
     if line := experiments.check_eval_pairs(spec, splits.eval):
+        splits.notes.append(line)
+    if line := experiments.check_guard_groups(spec, splits.eval):
         splits.notes.append(line)
     return splits
 

@@ -84,7 +84,7 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
         pairs[column] = [_text(v) for v in pairs[column]]
     return ScoredSplit(pairs, scored(f"base:{model_name}", BASE_LABEL),
                        [scored(key, best.trial_id, best) for key, best in keys.items()],
-                       experiment.spec.data.groups)
+                       experiment.spec.data.groups, tuple(experiment.spec.search.guard_groups))
 
 
 class _Bases:

@@ -18,8 +18,24 @@ from tuner.experiment import Experiment
 from tuner.spec import Distribution, Spec, with_sampled
 from tuner.spec.schema import EVAL_ROUND_FIELDS
 
-# What ASHA sees in place of a NaN or infinite metric: the worst value, finite so that its percentiles stay numbers.
+# What ASHA sees in place of a NaN or infinite metric, or of a report that breaks a guard group: the worst value,
+# finite so that its percentiles stay numbers.
 WORST_FOR_ASHA = 1e300
+GUARD_ATTR = "guard_broken"  # the Optuna trial's user attribute: guard groups its last report broke
+
+
+def breaks_guard(result: dict | None) -> bool:
+    """Whether a report is clearly worse than the base model on a guard group (search.guard_groups)."""
+    from tuner.quality import GUARD_BROKEN
+
+    value = (result or {}).get(GUARD_BROKEN)
+    return isinstance(value, (int, float)) and value > 0
+
+
+def guard_constraint(trial) -> list[float]:
+    """Optuna's constraints_func: feasible (<= 0) when the trial's last report held every guard group, so that TPE
+    learns where the guard breaks instead of treating those trials as good or as missing."""
+    return [float(trial.user_attrs.get(GUARD_ATTR, 0.0))]
 
 # ---------------------------------------------------------------------------------------------- search space
 
@@ -62,6 +78,10 @@ def _resumable_optuna_search():
                 pass
 
         def on_trial_complete(self, trial_id, result=None, error=False):
+            from tuner.quality import GUARD_BROKEN
+
+            if trial_id in self._ot_trials and result and GUARD_BROKEN in result:
+                self._ot_trials[trial_id].set_user_attr(GUARD_ATTR, float(result[GUARD_BROKEN]))
             try:
                 super().on_trial_complete(trial_id, result, error)
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -81,7 +101,8 @@ def build_searcher(spec: Spec, experiment: Experiment):
         from tuner import study
 
         searcher = _resumable_optuna_search()(
-            sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
+            sampler=optuna.samplers.TPESampler(seed=spec.search.seed,
+                                               constraints_func=guard_constraint if spec.search.guard_groups else None),
             storage=study.storage_for(spec.search.storage, experiment.uri),
             study_name=experiment.name,
             points_to_evaluate=points,
@@ -191,6 +212,8 @@ def _nan_safe_asha():
         start: no trial trains past the first rung while one waits (the time to signal). Once all have started, a
         paused trial ends if it is below the rung's cutoff among the scores there are, else resumes from the
         checkpoint it reported there (optimizer state included).
+        A report clearly worse than the base model on a guard group (search.guard_groups) stops its trial at once,
+        and counts as the worst value on ASHA's rung.
 
         Ray's ASHA compares `value < cutoff`, which is False for NaN, so a diverged trial would never be stopped.
         Only the scheduler sees the substitute; the reported result (and so the ranking, which never ranks NaN)
@@ -206,12 +229,15 @@ def _nan_safe_asha():
 
         def _sanitized(self, result: dict) -> dict:
             value = result.get(self._metric)
-            if isinstance(value, (int, float)) and not math.isfinite(value):
+            if (isinstance(value, (int, float)) and not math.isfinite(value)) or breaks_guard(result):
+                # a trial clearly worse than the base model on a guard group is stopped at the next rung
                 return {**result, self._metric: -WORST_FOR_ASHA * self._metric_op}
             return result
 
         def on_trial_result(self, tune_controller, trial, result):
             decision = super().on_trial_result(tune_controller, trial, self._sanitized(result))
+            if breaks_guard(result):  # training on moves further from the base model, not back to it
+                decision = TrialScheduler.STOP
             if decision == TrialScheduler.CONTINUE and self._pauses_at(tune_controller, result):
                 tune_controller.search_alg.searcher.on_pause(trial.trial_id)
                 return TrialScheduler.PAUSE

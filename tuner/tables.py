@@ -11,7 +11,8 @@ def ranking_columns(ranked: pd.DataFrame) -> list[str]:
     configs = [c for c in ranked.columns if c.startswith("config/")]
     metric = ranked.attrs.get("metric")
     same_as_score = {ACCURACY_METRIC: "accuracy_at_best", PREF_ACCURACY_METRIC: "pref_accuracy_at_best"}.get(metric)
-    extra = [c for c in ("margin/beta", "accuracy_at_best", "pref_accuracy_at_best", "pref_gain")
+    extra = [c for c in ("margin_at_best", "guard", "margin/beta", "accuracy_at_best", "pref_accuracy_at_best",
+                         "pref_gain")
              if c in ranked and ranked[c].notna().any() and c != same_as_score]
     uncertainty = ["ci_low", "ci_high", "tied"] if "ci_low" in ranked else []
     return ["rank", "trial_id", "method", "status", *configs, "score", *uncertainty, "score_step", *extra]
@@ -29,7 +30,8 @@ def display_frame(ranked: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
         table["tied"] = ["leader" if position == 0 and pd.notna(rank) else ("tied" if tied else "")
                          for position, (rank, tied) in enumerate(zip(shown["rank"], table["tied"]))]
     return table.rename(columns={"score": ranked.attrs.get("metric", "score"), "score_step": "at step",
-                                 "accuracy_at_best": ACCURACY_METRIC, "pref_accuracy_at_best": PREF_ACCURACY_METRIC})
+                                 "accuracy_at_best": ACCURACY_METRIC, "pref_accuracy_at_best": PREF_ACCURACY_METRIC,
+                                 "margin_at_best": "margin"})
 
 
 def ranking_table(ranked: pd.DataFrame, top: int | None = None) -> str:

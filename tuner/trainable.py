@@ -85,7 +85,7 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
         train, held_out = raw_train, raw_eval
     pair_evaluation = evaluation.PairEvaluation(
         fast=backend == "hf", keep_extras=evaluation.keeps_extra_metrics([spec.metric_for(spec.method)]),
-        base=(base_scores or {}).get(spec.model.name))
+        base=(base_scores or {}).get(spec.model.name), guard_groups=tuple(spec.search.guard_groups))
     clock.lap("data")
 
     reporter = TuneReportCallback(loaded.tokenizer, extra_files={"tuner_spec.yaml": to_yaml(spec)},

@@ -1,6 +1,11 @@
 """What the test split says about the winner, from per-pair scores: each model's accuracy with its interval, the
 paired difference from the base model, accuracy per group, the pairs that regressed (and those that improved),
 and how far each adapter moved from the base model. Pure: tuner.evaluation does the scoring and the file.
+
+With guard groups (search.guard_groups), the headline's accuracy and difference cover the other groups (what the
+search optimised), and each guard group is reported apart: held, or WORSE than the base model by the rule the
+search applied to every eval round (tuner.quality.guard_broken). A winner that is not better than the base model
+ends with what to change so that the next search can find something.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tuner import stats
+from tuner.quality import guard_broken
 
 
 @dataclass
@@ -42,6 +48,7 @@ class ScoredSplit:
     base: Scored
     trials: list[Scored]  # by the search's ranking; trials[0] is the winner
     group_name: str | None = None  # data.group_column's name, for headings
+    guard_groups: tuple = ()  # search.guard_groups: reported apart, left out of the headline's accuracy
 
     @property
     def winner(self) -> Scored | None:
@@ -55,16 +62,39 @@ class ScoredSplit:
             mask &= trial.scored
         return mask
 
-    def outcomes(self, scored: Scored) -> np.ndarray:
-        return scored.correct[self.mask].astype(int)
+    def in_groups(self, names) -> np.ndarray:
+        groups = self.pairs["group"].astype(str).to_numpy() if "group" in self.pairs else None
+        return np.isin(groups, list(names)) if groups is not None else np.zeros(len(self.pairs), dtype=bool)
+
+    @property
+    def selected(self) -> np.ndarray:
+        """The pairs the headline covers: every scored pair outside the guard groups."""
+        return self.mask & ~self.in_groups(self.guard_groups)
+
+    def outcomes(self, scored: Scored, members: np.ndarray | None = None) -> np.ndarray:
+        return scored.correct[self.selected if members is None else members].astype(int)
 
     def accuracy(self, scored: Scored) -> stats.Estimate:
         return stats.accuracy(self.outcomes(scored))
 
-    def difference(self, scored: Scored) -> stats.PairedDifference:
-        """`scored` minus the base model, resampling prompts."""
-        prompts = self.pairs["prompt"].astype(str).to_numpy()[self.mask]
-        return stats.paired_difference(self.outcomes(scored), self.outcomes(self.base), clusters=prompts)
+    def difference(self, scored: Scored, members: np.ndarray | None = None) -> stats.PairedDifference:
+        """`scored` minus the base model on `members` (default: the selected pairs), resampling prompts."""
+        members = self.selected if members is None else members
+        prompts = self.pairs["prompt"].astype(str).to_numpy()[members]
+        return stats.paired_difference(self.outcomes(scored, members), self.outcomes(self.base, members),
+                                       clusters=prompts)
+
+    def guards(self, scored: Scored) -> dict[str, tuple[stats.PairedDifference, bool]]:
+        """Per guard group with scored pairs: `scored` minus the base model there, and whether the guard broke."""
+        result = {}
+        for group in self.guard_groups:
+            members = self.mask & self.in_groups([group])
+            if members.any():
+                shifts = ((scored.chosen - scored.rejected) - (self.base.chosen - self.base.rejected))[members]
+                result[group] = (self.difference(scored, members),
+                                 guard_broken(list(self.outcomes(scored, members)),
+                                              list(self.outcomes(self.base, members)), list(shifts)))
+        return result
 
     def drift(self, scored: Scored) -> float:
         """Mean over the test answers (chosen and rejected) of the per-token log-ratio of the model to the base
@@ -118,6 +148,9 @@ def headline(results: ScoredSplit) -> list[str]:
     prompts = results.pairs["prompt"].astype(str)[mask].nunique()
     lines = [f"Test split: {int(mask.sum())} pairs on {prompts} prompts that no trial trained on and no search "
              f"step (ASHA, Optuna, ranking) saw; 95% intervals"]
+    if results.guard_groups:
+        lines.append(f"  searched on the {int(results.selected.sum())} pairs outside the guard groups "
+                     f"({', '.join(results.guard_groups)}), which are reported apart")
     b = results.accuracy(base)
     if winner is None:
         return lines + [f"  base model: preference accuracy {b.value:.3f} [{b.low:.3f}, {b.high:.3f}]",
@@ -129,15 +162,34 @@ def headline(results: ScoredSplit) -> list[str]:
               f"  difference: {_points(d.estimate.value)} points [{_points(d.estimate.low)}, "
               f"{_points(d.estimate.high)}] (paired bootstrap over {d.clusters} prompts; {d.a_only} pairs fixed, "
               f"{d.b_only} broken; exact McNemar p = {d.p_value:.2g})"]
+    guards = results.guards(winner)
+    for group, (g, broken) in guards.items():
+        members = results.mask & results.in_groups([group])
+        w_acc, b_acc = results.outcomes(winner, members).mean(), results.outcomes(base, members).mean()
+        lines.append(f"  guard {group}: winner {w_acc:.3f}, base model {b_acc:.3f}, {_points(g.estimate.value)} "
+                     f"points [{_points(g.estimate.low)}, {_points(g.estimate.high)}] ({g.a_only} fixed, "
+                     f"{g.b_only} broken): {'WORSE' if broken else 'held'}")
+    worse = [group for group, (_, broken) in guards.items() if broken]
     if not d.distinguishable:
         lines.append("  verdict: the winner is not distinguishable from the base model on the test split")
     elif d.estimate.value > 0:
+        held = (f"; but WORSE on guard group(s) {', '.join(worse)}" if worse else
+                "; every guard group held" if guards else "")
         lines.append(f"  verdict: the winner is better than the base model on the test split, by "
-                     f"{100 * d.estimate.low:.1f} to {100 * d.estimate.high:.1f} points")
+                     f"{100 * d.estimate.low:.1f} to {100 * d.estimate.high:.1f} points{held}")
     else:
         lines.append(f"  verdict: the winner is WORSE than the base model on the test split, by "
                      f"{-100 * d.estimate.high:.1f} to {-100 * d.estimate.low:.1f} points")
     return lines
+
+
+def found_something(results: ScoredSplit) -> bool:
+    """Whether the winner is better than the base model on the test split with every guard group held."""
+    if results.winner is None:
+        return False
+    d = results.difference(results.winner)
+    return (d.distinguishable and d.estimate.value > 0
+            and not any(broken for _, broken in results.guards(results.winner).values()))
 
 
 def closing_lines(results: ScoredSplit) -> list[str]:
@@ -153,4 +205,34 @@ def closing_lines(results: ScoredSplit) -> list[str]:
         regressed, improved = changed_pairs(results)
         lines.append(f"regressions: {len(regressed)} test pair(s) the base model gets right and the winner gets "
                      f"wrong; {len(improved)} the reverse (python -m analysis lists them)")
-    return lines + [""] + headline(results)
+    lines += [""] + headline(results)
+    return lines + (what_to_change(results) if results.trials and not found_something(results) else [])
+
+
+# Drift (mean per-token log-ratio to the base model on the test answers) below which an adapter barely moved.
+BARELY_MOVED = 0.05
+
+
+def what_to_change(results: ScoredSplit) -> list[str]:
+    """When the search found nothing (the winner is not better than the base model, or broke a guard): say so,
+    and what to change, from what the test split shows of the winner."""
+    winner = results.winner
+    d, drift = results.difference(winner), results.drift(winner)
+    worse = [group for group, (_, broken) in results.guards(winner).items() if broken]
+    lines = ["the search found nothing better than the base model: the winner above is the best of what was tried, "
+             "not an improvement"]
+    if worse:
+        lines.append(f"  it moved too far: guard group(s) {', '.join(worse)} got worse. Lower the learning-rate "
+                     f"range (search.space.train.learning_rate), train fewer steps (train.max_steps), or raise "
+                     f"train.beta")
+    elif abs(drift) < BARELY_MOVED:
+        lines.append(f"  the adapters barely moved (drift {drift:+.3f} nats a token): train longer "
+                     f"(train.max_steps) or raise the learning-rate range (search.space.train.learning_rate)")
+    elif not d.distinguishable:
+        lines.append(f"  the winner moved (drift {drift:+.3f}) but changed too few test pairs to tell "
+                     f"({d.a_only} fixed, {d.b_only} broken): score more pairs (data.max_eval_rows, "
+                     f"data.max_test_rows, or a larger data.test_fraction), or train longer (train.max_steps)")
+    else:
+        lines.append("  training made the searched groups worse: check that `chosen` holds the preferred answer "
+                     "(data.columns), and lower the learning-rate range")
+    return lines

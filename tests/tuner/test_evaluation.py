@@ -165,3 +165,24 @@ def test_answer_log_probs_equal_the_full_forward(tiny_llama):
     with torch.no_grad():
         expected = model(input_ids=left, attention_mask=left_mask, labels=left_labels, fused_lm_head=True).log_probs
     assert torch.allclose(answer_log_probs(model, left, left_mask, left_labels), expected, atol=1e-5)
+
+
+def test_the_eval_reports_each_group_the_margin_and_the_guard_from_its_one_pass(tiny_llama, prepared, tmp_path):
+    from tuner.quality import GUARD, GUARD_BROKEN, MARGIN
+
+    spec = tiny_spec(tiny_llama)
+    _, held_out, folder, base = prepared
+    shared_train, shared_eval = load_prepared(folder)
+    assert base.groups == [str(g) for g in held_out["group"]]  # the driver's pass keeps each pair's group
+    pairs = PairEvaluation(base=base, guard_groups=("wrong_fact",))
+    trainer = build_trainer(spec, backends.load("hf", str(tiny_llama), spec), shared_train, shared_eval,
+                            str(tmp_path), [], on_gpu=False, shared_reference=True, pair_evaluation=pairs)
+    untrained = trainer.evaluate()
+    groups = sorted(set(held_out["group"]))
+    assert {f"eval_pref_accuracy/{g}" for g in groups} <= set(untrained)
+    # the policy is the base model: the selection measures are the base model's outside the guard, guard intact
+    assert untrained[METRIC] == pytest.approx(base.accuracy(["wrong_fact"])[METRIC])
+    assert untrained[MARGIN] == pytest.approx(base.accuracy(["wrong_fact"])[MARGIN], abs=1e-5)
+    assert untrained[f"{GUARD}/wrong_fact"] == 0 and untrained[GUARD_BROKEN] == 0
+    kept = pairs.outcomes()
+    assert len(kept["pairs"]) == len(held_out) - held_out["group"].count("wrong_fact")

@@ -88,3 +88,21 @@ def test_a_failed_start_removes_the_folders_it_created_and_nothing_else(tmp_path
     kept = experiment.Experiment.create(validate_spec({}), tmp_path / "kept")
     experiment.Experiment(kept.path).discard()  # not this object's: left alone
     assert kept.spec_file.is_file()
+
+
+def test_guard_groups_with_no_eval_pair_guard_nothing_and_say_so():
+    from datasets import Dataset
+
+    from tuner.errors import InputError
+
+    held_out = Dataset.from_dict({"prompt": ["a", "b", "c"], "group": ["fact", "style", "style"]})
+    spec = validate_spec({"search": {"guard_groups": ["fact"]}})
+    assert experiment.check_guard_groups(spec, held_out) is None
+    spec = validate_spec({"search": {"guard_groups": ["fact", "tone"]}})
+    assert experiment.check_guard_groups(spec, held_out) == (
+        "search.guard_groups: no eval pair is in tone (the eval groups are ['fact', 'style']): those guard nothing")
+    ungrouped = held_out.remove_columns("group")
+    assert experiment.check_guard_groups(spec, ungrouped).endswith(
+        "(the eval pairs have no groups (data.group_column)): no guard applies")
+    with pytest.raises(InputError, match="every eval group is a guard"):
+        experiment.check_guard_groups(validate_spec({"search": {"guard_groups": ["fact", "style"]}}), held_out)

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tuner import reference
 from tuner.backends import load_base
-from tuner.quality import DRIFT, METRIC, PairScores, pair_ids, with_pair_ids
+from tuner.quality import DRIFT, GUARD, GUARD_BROKEN, MARGIN, METRIC, PairScores, guard_broken, pair_ids, with_pair_ids
 from tuner.spec import validate_spec
 
 PAIRS = [
@@ -68,7 +68,7 @@ def test_base_scores_from_the_reference_pass_equal_a_direct_base_model_pass(tiny
             direct_mean_logp(model, tokenizer, pair["prompt"], pair["chosen"]), abs=1e-4)
         assert scores.rejected_logps[i] / scores.rejected_tokens[i] == pytest.approx(
             direct_mean_logp(model, tokenizer, pair["prompt"], pair["rejected"]), abs=1e-4)
-    assert scores.accuracy() == {METRIC: pytest.approx(expected)}
+    assert scores.accuracy()[METRIC] == pytest.approx(expected)
     assert scores.outcomes() == outcomes
 
 
@@ -89,14 +89,14 @@ def fabricated(pairs=("a", "b", "c"), chosen=(-2.0, -9.0, -4.0), rejected=(-6.0,
 def test_accuracy_compares_means_per_token_not_sums():
     scores = fabricated()  # means: a -1 vs -2 (right), b -3 vs -1 (wrong), c -1 vs -2 (right; sums tie)
     assert scores.correct() == [1, 0, 1]
-    assert scores.accuracy() == {METRIC: pytest.approx(2 / 3)}
+    assert scores.accuracy() == {METRIC: pytest.approx(2 / 3), MARGIN: pytest.approx((1 - 2 + 1) / 3)}
     assert scores.outcomes() == {"pairs": ["a", "b", "c"], "correct": [1, 0, 1]}
 
 
 def test_pairs_without_tokens_are_left_out():
     scores = fabricated(chosen_tokens=(2, 0, 4))
     assert scores.outcomes() == {"pairs": ["a", "c"], "correct": [1, 1]}
-    assert scores.accuracy() == {METRIC: 1.0}
+    assert scores.accuracy()[METRIC] == 1.0
     assert PairScores().accuracy() == {}
 
 
@@ -117,8 +117,8 @@ def test_drift_is_the_mean_per_token_log_ratio_over_matching_pairs():
 
 def test_metrics_take_the_prefix_of_the_split_and_scores_round_trip(tmp_path):
     policy, base = fabricated(chosen=(-1.0, -6.0, -4.0)), fabricated()
-    assert set(policy.metrics(base)) == {METRIC, DRIFT, f"{DRIFT}_chosen", f"{DRIFT}_rejected"}
-    assert set(policy.metrics(None, prefix="test")) == {"test_pref_accuracy"}
+    assert set(policy.metrics(base)) == {METRIC, MARGIN, DRIFT, f"{DRIFT}_chosen", f"{DRIFT}_rejected"}
+    assert set(policy.metrics(None, prefix="test")) == {"test_pref_accuracy", "test_pref_margin"}
     policy.write(tmp_path / "scores.json")
     assert PairScores.read(tmp_path / "scores.json") == policy
 
@@ -134,7 +134,7 @@ def test_pair_ids_come_from_the_data_or_the_row_index():
 def test_a_nan_log_likelihood_is_never_scored_as_a_number():
     """NaN compares as False: without the check a diverged model scores 0.0, a number that gets ranked."""
     scored = fabricated(chosen=(-2.0, float("nan"), -4.0)).accuracy()
-    assert list(scored) == [METRIC] and scored[METRIC] != scored[METRIC]  # NaN
+    assert list(scored) == [METRIC, MARGIN] and scored[METRIC] != scored[METRIC]  # NaN
 
 
 def test_pair_lengths_say_which_max_length_keeps_an_answer(tiny_llama):
@@ -147,3 +147,53 @@ def test_pair_lengths_say_which_max_length_keeps_an_answer(tiny_llama):
         at = reference.base_scores(tiny_spec(tiny_llama, max_length=needed), base, Dataset.from_list([row]))
         below = reference.base_scores(tiny_spec(tiny_llama, max_length=needed - 1), base, Dataset.from_list([row]))
         assert len(at.scored()) == 1 and below.scored() == []
+
+
+def grouped(margins: list[float], groups: list[str], tokens: int = 2) -> PairScores:
+    """Scores whose per-pair margin (chosen minus rejected mean log-likelihood) is `margins`."""
+    n = len(margins)
+    return PairScores([f"p{i}" for i in range(n)], [tokens * m for m in margins], [0.0] * n, [tokens] * n,
+                      [tokens] * n, list(groups))
+
+
+def test_the_margin_separates_what_accuracy_ties():
+    small, large = grouped([0.1, 0.2, -0.1], "aaa"), grouped([0.5, 0.9, -0.05], "aaa")
+    assert small.accuracy()[METRIC] == large.accuracy()[METRIC] == pytest.approx(2 / 3)
+    assert large.accuracy()[MARGIN] > small.accuracy()[MARGIN]
+    assert large.accuracy()[MARGIN] == pytest.approx((0.5 + 0.9 - 0.05) / 3)
+
+
+def test_guard_groups_leave_the_search_metric_and_are_compared_with_the_base_model():
+    groups = ["style"] * 4 + ["fact"] * 8
+    base = grouped([-1, -1, 1, 1] + [1] * 8, groups)
+    # style: all four right now; fact: 6 of 8 broken, none fixed
+    policy = grouped([1, 1, 1, 1] + [1, 1] + [-1] * 6, groups)
+    metrics = policy.metrics(base, guard_groups=["fact"])
+    assert metrics[METRIC] == 1.0  # the style pairs only
+    assert metrics[f"{METRIC}/fact"] == 0.25 and metrics[f"{METRIC}/style"] == 1.0
+    assert metrics[f"{GUARD}/fact"] == pytest.approx(-0.75)
+    assert metrics[GUARD_BROKEN] == 1.0
+    assert policy.outcomes(["fact"]) == {"pairs": ["p0", "p1", "p2", "p3"], "correct": [1, 1, 1, 1]}
+    # the same policy with no fact pair lost, and weaker margins on half of them
+    holding = grouped([1, 1, 1, 1] + [1] * 4 + [0.5] * 4, groups)
+    assert holding.metrics(base, guard_groups=["fact"])[GUARD_BROKEN] == 0.0
+    # without guard groups every pair counts and nothing is guarded
+    assert GUARD_BROKEN not in policy.metrics(base) and policy.metrics(base)[METRIC] == pytest.approx(6 / 12)
+
+
+def test_a_guard_breaks_on_a_net_loss_past_its_tolerance_or_clearly_more_pairs_lost_than_won():
+    assert not guard_broken([1] * 40, [1] * 40)
+    assert not guard_broken([0, 0] + [1] * 38, [1] * 40)  # 2 of 40 lost: within 5% of the pairs
+    assert guard_broken([0, 0, 0] + [1] * 37, [1] * 40)  # 3 of 40 lost: past it
+    assert not guard_broken([0, 0, 0, 1] + [1] * 36, [1, 1, 1, 0] + [1] * 36)  # 3 lost, 1 won: net 2
+    many = 1000  # on many pairs, a net loss within the tolerance that a sign test calls clear breaks it too
+    assert guard_broken([0] * 30 + [1] * (many - 30), [1] * (many - 10) + [0] * 10)
+    assert guard_broken([0] * 5 + [1] * 5, [1] * 9 + [0])  # 5 lost, 1 won: net 4 of 10
+    assert not guard_broken([1] * 5, [0] * 5)  # better is never broken
+
+
+def test_a_guard_breaks_when_its_margins_fall_clearly_before_any_pair_changes_side():
+    assert guard_broken([1] * 10, [1] * 10, [-0.1] * 10)  # every preference weaker: p = 1/1024
+    assert not guard_broken([1] * 10, [1] * 10, [-0.1] * 6 + [0.1] * 4)  # as many ways as chance gives
+    assert not guard_broken([1] * 10, [1] * 10, [0.2] * 10)  # stronger is never broken
+    assert not guard_broken([1] * 10, [1] * 10, [-0.01] * 9 + [5.0])  # fell on most, but rose in the mean

@@ -140,3 +140,27 @@ def test_ranking_table_shows_the_interval_and_the_tie_marks():
     line = describe_uncertainty(ranked)
     assert line.startswith("1 trial(s) tied with the leader") and "24 eval pairs" in line
     assert "would take about" in line
+
+
+def test_preference_accuracy_ties_break_on_the_margin_not_on_order():
+    trials, history = frames({"a": [0.75, 0.75], "b": [0.75, 0.75], "c": [0.5, 0.5]}, metric="eval_pref_accuracy")
+    margins = {("a", 1): 0.10, ("a", 2): 0.20, ("b", 1): 0.30, ("b", 2): 0.25, ("c", 1): 0.9, ("c", 2): 0.9}
+    history["eval_pref_margin"] = [margins[(t, i)] for t, i in zip(history["trial_id"], history["training_iteration"])]
+    ranked = rank_trials(trials, history, "eval_pref_accuracy", "max")
+    assert list(ranked["trial_id"]) == ["b", "a", "c"]  # b's larger margin wins the tie; c's never beats accuracy
+    assert ranked.iloc[0]["margin_at_best"] == 0.30 and ranked.iloc[0]["score_step"] == 2  # b's report 1
+    assert ranked.iloc[1]["score_step"] == 4  # a's later report has the larger margin
+
+
+def test_a_trial_that_breaks_a_guard_never_wins():
+    """A scripted search in which the best-scoring trial breaks a guard group: it is listed, unranked, and the
+    winner is the best trial that held every guard, scored on a report that held it."""
+    trials, history = frames({"best": [0.9, 0.95], "safe": [0.7, 0.8], "late": [0.75, 0.85]},
+                             metric="eval_pref_accuracy")
+    broken = {("best", 1): 1, ("best", 2): 1, ("safe", 1): 0, ("safe", 2): 0, ("late", 1): 0, ("late", 2): 2}
+    history["eval_guard_broken"] = [broken[(t, i)] for t, i in zip(history["trial_id"], history["training_iteration"])]
+    ranked = rank_trials(trials, history, "eval_pref_accuracy", "max")
+    assert list(ranked["trial_id"]) == ["safe", "late", "best"]
+    assert ranked.iloc[0]["rank"] == 1 and ranked.iloc[0]["score"] == 0.8
+    assert ranked.iloc[1]["score"] == 0.75 and ranked.iloc[1]["guard"] == "held (earlier)"  # its guarded report
+    assert math.isnan(ranked.iloc[2]["rank"]) and ranked.iloc[2]["guard"] == "broken"

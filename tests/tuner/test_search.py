@@ -318,3 +318,34 @@ def test_a_resumed_trial_keeps_its_own_result_files_and_a_resumed_search_gets_th
         (own / name).unlink()
         callback._restore_from_remote(name, trial)
         assert (own / name).read_text() == "stored, a few seconds old\n"
+
+
+def test_a_report_that_breaks_a_guard_stops_its_trial_and_counts_as_worst_on_the_rung():
+    from ray.tune.schedulers import TrialScheduler
+
+    asha, (broken, holding) = scheduler_with(["broken", "holding"])
+    controller = FakeController([broken, holding], finished=True)
+    # a high score, but below the base model on a guard group: stopped at once, whatever the rung would say
+    assert asha.on_trial_result(controller, broken, {**result(1, 0.99), "eval_guard_broken": 1.0}) == \
+        TrialScheduler.STOP
+    assert asha.on_trial_result(controller, holding, {**result(1, 0.5), "eval_guard_broken": 0.0}) == \
+        TrialScheduler.CONTINUE
+    assert asha._sanitized({PREF: 0.99, "eval_guard_broken": 1.0})[PREF] < 0 < asha._sanitized({PREF: 0.5})[PREF]
+
+
+def test_optuna_learns_which_trials_broke_a_guard_as_a_constraint(tmp_path):
+    spec = validate_spec({"search": {"guard_groups": ["fact"], "seed": 0,
+                                     "space": {"train.learning_rate": {"type": "loguniform", "low": 1e-5,
+                                                                       "high": 1e-3}}}})
+    (tmp_path / "tuner").mkdir()
+    experiment = SimpleNamespace(uri=str(tmp_path), name="guarded")
+    limiter = search.build_searcher(spec, experiment)
+    limiter.set_search_properties(PREF, "max", search.param_space(spec))
+    searcher = limiter.searcher
+    assert searcher._sampler._constraints_func is search.guard_constraint
+    for trial_id, broken in (("a", 1.0), ("b", 0.0)):
+        assert limiter.suggest(trial_id) is not None
+        limiter.on_trial_complete(trial_id, {PREF: 0.9, "eval_guard_broken": broken})
+    trials = searcher._ot_study.get_trials()
+    assert [t.user_attrs.get(search.GUARD_ATTR) for t in trials] == [1.0, 0.0]
+    assert [search.guard_constraint(t) for t in trials] == [[1.0], [0.0]]  # > 0: infeasible

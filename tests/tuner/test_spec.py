@@ -253,3 +253,17 @@ def test_set_dotted_under_space_finds_existing_keys_with_dots():
     raw = {"search": {"space": {"train.learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1e-3}}}}
     set_dotted(raw, "search.space.train.learning_rate.low", 1e-6)
     assert raw["search"]["space"]["train.learning_rate"]["low"] == 1e-6
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    ({"data": {"eval_groups": ["style"]}, "search": {"guard_groups": ["fact"]}},
+     "search.guard_groups: ['fact'] not in data.eval_groups ['style']"),
+    ({"data": {"eval_groups": ["fact"]}, "search": {"guard_groups": ["fact"]}},
+     "search.guard_groups: every eval group is a guard"),
+])
+def test_guard_groups_must_be_eval_groups_and_leave_one_to_search_on(raw, problem):
+    problems = problems_of(raw)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+    validate_spec({"data": {"eval_groups": ["fact", "style"]}, "search": {"guard_groups": ["fact"]}})
+    # data whose groups are not the spec's (another source): the driver says the guard applies to nothing
+    validate_spec({"data": {"source": "pairs.jsonl"}, "search": {"guard_groups": ["fact"]}})

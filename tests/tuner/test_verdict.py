@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuner.verdict import ALL_PAIRS, Scored, ScoredSplit, changed_pairs, closing_lines, group_table, headline
+from tuner.verdict import (ALL_PAIRS, Scored, ScoredSplit, changed_pairs, closing_lines, found_something, group_table,
+                           headline)
 
 
 def scored(label: str, right: list[int], drift: float = 0.0, **extra) -> Scored:
@@ -19,7 +20,7 @@ def scored(label: str, right: list[int], drift: float = 0.0, **extra) -> Scored:
 
 
 def split(base: list[int], trials: dict[str, list[int]], groups: list[str] | None = None,
-          prompts_per_pair: int = 1) -> ScoredSplit:
+          prompts_per_pair: int = 1, guard_groups: tuple = ()) -> ScoredSplit:
     n = len(base)
     pairs = pd.DataFrame({"pair_id": [f"p{i}" for i in range(n)],
                           "prompt": [f"question {i // prompts_per_pair}?" for i in range(n)],
@@ -28,7 +29,7 @@ def split(base: list[int], trials: dict[str, list[int]], groups: list[str] | Non
         pairs["group"] = groups
     return ScoredSplit(pairs, scored("base model", base),
                        [scored(t, r, trial_id=t, method="dpo", step=24) for t, r in trials.items()],
-                       "kind" if groups is not None else None)
+                       "kind" if groups is not None else None, guard_groups)
 
 
 def test_group_table_counts_each_group_for_every_model():
@@ -98,3 +99,35 @@ def test_closing_lines_end_with_the_headline():
                                "60 the reverse") for line in lines)
     assert any(line.startswith("drift from the base model") for line in lines)
     assert "(all)" in "\n".join(lines)
+
+
+def test_guard_groups_are_reported_apart_from_the_headline():
+    groups = ["style"] * 60 + ["fact"] * 30
+    base = [0] * 30 + [1] * 30 + [1] * 30
+    better_style = [1] * 60
+    held = split(base, {"w": better_style + [1] * 29 + [0]}, groups, guard_groups=("fact",))
+    lines = headline(held)
+    assert "searched on the 60 pairs outside the guard groups (fact)" in lines[1]
+    assert "winner w (dpo, step 24): preference accuracy 1.000" in "\n".join(lines)  # the style pairs only
+    assert any(line.startswith("  guard fact: winner 0.967, base model 1.000") and line.endswith("held")
+               for line in lines)
+    assert lines[-1].endswith("every guard group held") and found_something(held)
+    worse = split(base, {"w": better_style + [1] * 20 + [0] * 10}, groups, guard_groups=("fact",))
+    lines = headline(worse)
+    assert any(line.startswith("  guard fact:") and line.endswith("WORSE") for line in lines)
+    assert lines[-1].endswith("but WORSE on guard group(s) fact") and not found_something(worse)
+    closing = closing_lines(worse)
+    assert closing[-2].startswith("the search found nothing better than the base model")
+    assert "guard group(s) fact got worse" in closing[-1] and "learning-rate" in closing[-1]
+
+
+def test_a_search_that_found_nothing_says_so_and_what_to_change():
+    base = [1, 0] * 60
+    unmoved = split(base, {"w": list(base)})  # the winner equals the base model on every pair
+    lines = closing_lines(unmoved)
+    assert lines[-3] == "  verdict: the winner is not distinguishable from the base model on the test split"
+    assert lines[-2].startswith("the search found nothing better than the base model")
+    assert "barely moved" in lines[-1] and "train.max_steps" in lines[-1]
+    moved = split(base, {"w": list(base)})
+    moved.trials = [scored("w", [0, 1] * 3 + [1, 0] * 57, drift=-0.5, trial_id="w", method="dpo", step=24)]
+    assert "changed too few test pairs to tell (3 fixed, 3 broken)" in closing_lines(moved)[-1]

@@ -305,7 +305,26 @@ def cross_check(raw: dict[str, Any]) -> list[str]:
         problems.append(f"search.metric: required when method is searched (each method reports its own metric; "
                         f"eval_loss is reported by both), got None")
     problems += _check_metric(search.get("metric"), possible_methods_)
+    problems += _check_guard_groups(raw)
     return problems
+
+
+def _check_guard_groups(raw: dict[str, Any]) -> list[str]:
+    """Guard groups are groups of the eval pairs, and leave at least one group for the search metric."""
+    guards = _search(raw).get("guard_groups")
+    if not isinstance(guards, list) or not guards:
+        return []
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    eval_groups = data.get("eval_groups")
+    if isinstance(eval_groups, list):
+        outside = [g for g in guards if g not in eval_groups]
+        if outside:
+            return [f"search.guard_groups: {outside} not in data.eval_groups {eval_groups}: a guard is checked on "
+                    f"the eval pairs, got {guards}"]
+        if not [g for g in eval_groups if g not in guards]:
+            return [f"search.guard_groups: every eval group is a guard, which leaves no pairs for the search "
+                    f"metric (data.eval_groups {eval_groups}), got {guards}"]
+    return []
 
 
 def _check_metric(metric: Any, methods_: list[str]) -> list[str]:

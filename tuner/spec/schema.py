@@ -156,6 +156,10 @@ class SearchSpec(_Section):
     # When the search ends: how many of the top trials (by the search metric) are scored once on the test split,
     # beside the base model; 0 scores none.
     test_top_k: int = Field(3, ge=0)
+    # Groups of pairs (data.group_column) that must not get worse than the base model: the search metric's pair
+    # measures (eval_pref_accuracy, eval_pref_margin) cover the other groups, and a trial clearly worse than the base
+    # model on a guard group is stopped by ASHA, infeasible to Optuna and never ranked first (tuner.quality).
+    guard_groups: list[str] = []
     # The Optuna study: an RDB URL or a journal file path (tuner.study); None: SQLite in the experiment's tuner folder.
     storage: str | None = None
 
