@@ -183,6 +183,7 @@ class Splits:
     test: Dataset | None  # None: data.test_fraction is 0 and there is no data.test_source
     notes: list[str] = field(default_factory=list)  # what the user should know about the split
     read: Shape | None = None  # the shape data.source was recognised in, and what was done to it
+    summary: list[str] = field(default_factory=list)  # lines on what was read, for the console's data line
 
 
 def load_pairs(spec: DataSpec, cache_dir: str | None = None) -> Splits:
@@ -225,6 +226,28 @@ def load_pairs(spec: DataSpec, cache_dir: str | None = None) -> Splits:
     if test is not None:
         test = first_rows(test, spec.max_test_rows)
     return Splits(train, held_out, test, notes, read[0])
+
+
+LENGTH_SAMPLE = 1000  # pairs tokenized for the length line: a few seconds; the train pairs are a seeded shuffle
+
+
+def describe_pairs(spec, splits: Splits) -> list[str]:
+    """Lines for the console's data line: the shape data.source was read as and what was done to it, and the token
+    lengths of the pairs the search uses (the train pairs a trial can consume, and the eval pairs; at most
+    LENGTH_SAMPLE) against the shortest model.max_length, by model.name's tokenizer as TRL tokenizes them."""
+    from transformers import AutoTokenizer
+
+    from tuner import models, quality
+
+    lines = [f"data read: {splits.read.describe()}"] if splits.read is not None else []
+    used = min(spec.rows_consumed() or len(splits.train), len(splits.train))
+    train = splits.train.select(range(min(used, LENGTH_SAMPLE)))
+    held_out = splits.eval.select(range(min(len(splits.eval), LENGTH_SAMPLE - len(train))))
+    what = f"{len(train)} train and {len(held_out)} eval pairs"
+    if len(train) < used or len(held_out) < len(splits.eval):
+        what += " (a sample)"
+    tokenizer = AutoTokenizer.from_pretrained(models.resolve(spec.model.name))
+    return [*lines, quality.length_line(tokenizer, [*train, *held_out], quality.shortest_max_length(spec), what)]
 
 
 def only_groups(held_out: Dataset, spec: DataSpec) -> Dataset:

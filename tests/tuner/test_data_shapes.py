@@ -223,3 +223,46 @@ def test_a_folder_of_hub_files_has_named_splits(tmp_path):
         load_pairs(DataSpec(source=source))
     with pytest.raises(DataError, match=r"^data.test_split: .* has no split 'test'"):
         load_pairs(DataSpec(source=source, split="train_prefs", test_source=source))
+
+
+class WordTokenizer:
+    """One token per word, no chat template: lengths easy to count."""
+
+    chat_template = None
+
+    def __call__(self, text):
+        return {"input_ids": text.split()}
+
+
+def test_the_data_line_names_the_shape_and_the_token_lengths_against_max_length(tmp_path):
+    from tuner import data, models
+    from tuner.quality import length_line
+    from tuner.spec import validate_spec
+
+    pairs = [{"prompt": "w " * p, "chosen": "a " * c, "rejected": "b " * r}
+             for p, c, r in [(2, 3, 1), (4, 1, 1), (3, 10, 2), (5, 2, 2)]]
+    # prompts 2, 4, 3, 5 tokens; each pair's longer answer 3, 1, 10, 2; whole pairs 5, 5, 13, 7
+    assert length_line(WordTokenizer(), pairs, 6, "4 pairs") == (
+        "data tokens (median / 95th percentile over 4 pairs): prompts 3 / 5, answers 2 / 10; 2 of 4 pairs longer "
+        "than model.max_length=6, truncated")
+    spec = validate_spec({"data": {"source": str(write(tmp_path / "hh.parquet", [hh_row(i) for i in range(8)]))},
+                          "model": {"max_length": 64}, "train": {"max_steps": 1, "per_device_train_batch_size": 2},
+                          "search": {"space": {"model.max_length": {"type": "choice", "values": [32, 16]}}}})
+    splits = data.load_pairs(spec.data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models, "resolve", lambda name: name)
+        patch.setattr("transformers.AutoTokenizer.from_pretrained", lambda name: WordTokenizerWithTemplate())
+        lines = data.describe_pairs(spec, splits)
+    assert lines[0] == ("data read: hh-rlhf text turns, split at the last \\n\\nAssistant: into conversations; up to "
+                        "4 turns")
+    # the pairs a trial consumes (1 step x 2) and the eval pairs, against the shortest max_length searched
+    assert lines[1].startswith(f"data tokens (median / 95th percentile over 2 train and {len(splits.eval)} eval "
+                               f"pairs): prompts ")
+    assert lines[1].endswith("longer than model.max_length=16, truncated")
+
+
+class WordTokenizerWithTemplate(WordTokenizer):
+    chat_template = "turns"
+
+    def apply_chat_template(self, turns, add_generation_prompt=False, tokenize=True):
+        return [word for turn in turns for word in [turn["role"], *turn["content"].split()]]
