@@ -157,7 +157,8 @@ def main() -> None:
             print(f"  {line}")
     print(f"first trial {first_trial:.1f} s after start: {first_trial / FIRST_TRIAL_TARGET_S:.2f}x the "
           f"{FIRST_TRIAL_TARGET_S} s target (wall {wall:.0f} s)")
-    print(f"driver peak memory {peak / 1e9:.2f} GB: {peak / 1e9 / PEAK_TARGET_GB:.2f}x the {PEAK_TARGET_GB:g} GB target")
+    print(f"driver peak memory {peak / 1e9:.2f} GB: {peak / 1e9 / PEAK_TARGET_GB:.2f}x the {PEAK_TARGET_GB:g} GB "
+          f"target")
     print(f"Ray's object store: {in_store / 1e6:.1f} MB, put once for every trial ({store['train pairs']} train and "
           f"{store['eval pairs']} eval pairs: the pairs trials consume"
           + (f"; shared reference {store['shared reference'] / 1e6:.1f} MB" if "shared reference" in store else "")

@@ -98,7 +98,8 @@ def read_pairs(prompts: list | None, chosen: list, rejected: list) -> tuple[list
 
 
 def _is_turns(value) -> bool:
-    return bool(value) and (is_conversational({"chosen": value}) or is_conversational_from_value({"conversations": value}))
+    return bool(value) and (is_conversational({"chosen": value})
+                            or is_conversational_from_value({"conversations": value}))
 
 
 def why_bad_text(prompt, chosen, rejected) -> str | None:
@@ -157,8 +158,8 @@ def _hh_pair(chosen, rejected) -> Pair:
 
 
 def _hh_turns(text: str) -> list[dict]:
-    """'\\n\\nHuman: Q\\n\\nAssistant: A\\n\\nHuman: R' as user/assistant turns; text before the first marker (hh-rlhf has
-    none) becomes a system turn rather than being lost."""
+    """'\\n\\nHuman: Q\\n\\nAssistant: A\\n\\nHuman: R' as user/assistant turns; text before the first marker
+    (hh-rlhf has none) becomes a system turn rather than being lost."""
     if text.lstrip().startswith(("Human:", "Assistant:")):
         text = "\n\n" + text.lstrip()
     parts = HH_TURN.split(text)

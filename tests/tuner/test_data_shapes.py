@@ -179,7 +179,8 @@ def test_bad_conversations_are_named_by_line_and_reason_and_dropped_on_request(t
             "assistant), line 8 (chosen == rejected)") in message
     splits = load(path, drop_bad_rows=True)
     assert len(every_pair(splits)) == 8
-    assert splits.notes[0].startswith("data: dropped 6 bad row(s) of 14 (chosen and rejected do not share a prompt: 2, ")
+    assert splits.notes[0].startswith(
+        "data: dropped 6 bad row(s) of 14 (chosen and rejected do not share a prompt: 2, ")
 
 
 def test_each_reason_from_the_reader():
@@ -266,3 +267,17 @@ class WordTokenizerWithTemplate(WordTokenizer):
 
     def apply_chat_template(self, turns, add_generation_prompt=False, tokenize=True):
         return [word for turn in turns for word in [turn["role"], *turn["content"].split()]]
+
+
+def test_conversations_need_a_model_with_a_chat_template(tmp_path):
+    from tuner import experiment, models
+    from tuner.errors import InputError
+    from tuner.spec import validate_spec
+
+    spec = validate_spec({"data": {"source": str(write(tmp_path / "trl.json", [trl_row(i) for i in range(8)]))}})
+    splits = load_pairs(spec.data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models, "resolve", lambda name: name)
+        patch.setattr("transformers.AutoTokenizer.from_pretrained", lambda name: WordTokenizer())
+        with pytest.raises(InputError, match=r"^model.name: embedded has no chat template, which the conversations"):
+            experiment.check_eval_pairs(spec, splits.eval)
