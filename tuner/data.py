@@ -89,10 +89,10 @@ def standardize(dataset: Dataset, spec: DataSpec, where: str, source: str | None
     columns = {"prompt": [pairs[i].prompt for i in kept], "chosen": [pairs[i].chosen for i in kept],
                "rejected": [pairs[i].rejected for i in kept]}
     if group is not None:
-        values = dataset[group]
+        values = list(dataset[group])
         columns[GROUP] = [("" if values[i] is None else str(values[i])) for i in kept]
     if PAIR_ID in dataset.column_names and PAIR_ID not in mapping.values():
-        values = dataset[PAIR_ID]
+        values = list(dataset[PAIR_ID])
         columns[PAIR_ID] = [values[i] for i in kept]
     return _with_pair_ids(Dataset.from_dict(columns), where)
 
