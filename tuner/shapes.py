@@ -60,7 +60,7 @@ class Shape:
     def describe(self) -> str:
         parts = ["; ".join(name for name, _ in self.shapes.most_common())] if self.shapes else ["no pair"]
         if self.ignored_prompt:
-            parts.append("its prompt column not used (the conversations repeat it)")
+            parts.append("its prompt column not used (chosen/rejected hold the prompt, as TRL reads them)")
         if self.conversational:
             parts.append(f"up to {self.most_turns} turns")
             if self.system_turns:

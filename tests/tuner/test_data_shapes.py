@@ -70,7 +70,7 @@ def test_h4_shape_takes_the_prompt_from_the_conversations_and_ignores_the_other_
         assert pair["chosen"] == turns(("assistant", f"Answer {i}, right."))
         assert pair["rejected"] == turns(("assistant", f"Answer {i}, wrong."))
     assert splits.read.describe() == ("conversations, prompt taken from chosen/rejected; its prompt column not used "
-                                      "(the conversations repeat it); up to 2 turns")
+                                      "(chosen/rejected hold the prompt, as TRL reads them); up to 2 turns")
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl", ".json"])
