@@ -224,6 +224,10 @@ def test_a_folder_of_hub_files_has_named_splits(tmp_path):
         load_pairs(DataSpec(source=source))
     with pytest.raises(DataError, match=r"^data.test_split: .* has no split 'test'"):
         load_pairs(DataSpec(source=source, split="train_prefs", test_source=source))
+    from tuner.spec import SpecError, validate_spec
+
+    with pytest.raises(SpecError, match=r"data: test_split names a split of test_source, which is not set"):
+        validate_spec({"data": {"source": source, "split": "train_prefs", "test_split": "test_prefs"}})
 
 
 class WordTokenizer:
