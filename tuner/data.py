@@ -1,9 +1,9 @@
 """Preference pairs: loaded once by the driver from the bundled set, a local file or folder, or a hub dataset, in
 any shape TRL's trainers read, brought to the one form of tuner.shapes under the `prompt` / `chosen` / `rejected`
-columns TRL expects, and split three ways by prompt: train (what trials learn
-from), eval (what ASHA, Optuna and the ranking see) and test (what nobody selects on; scored once when a search
-ends). No prompt is in two splits. Each pair keeps a stable `pair_id` and, with a group column, its `group`.
-The driver saves them as Arrow (tuner.experiment.prepare) for every trial to load.
+columns TRL expects, and split three ways by prompt: train (what trials learn from), eval (what ASHA, Optuna and
+the ranking see) and test (what nobody selects on; scored once when a search ends). No prompt is in two splits (for
+a conversation, every turn before the answer). Each pair keeps a stable `pair_id` and, with a group column, its
+`group`. The driver saves them as Arrow (tuner.experiment.prepare) for every trial to load.
 """
 
 from __future__ import annotations
