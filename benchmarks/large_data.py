@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: put the repo root on the path, as -m does
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import TINY_MODEL, build_model, machine, tuner_command  # noqa: E402
+from benchmarks.common import REPO, TINY_MODEL, build_model, machine, tuner_command  # noqa: E402
 
 FIRST_TRIAL_TARGET_S, PEAK_TARGET_GB = 90, 4.0
 PAIRS, DRY_RUN_PAIRS = 60_000, 600
@@ -79,7 +79,7 @@ def run_watched(command: list[str], log: Path) -> tuple[float, float, float]:
 
     started = time.time()
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         peak = [0]
 
         def watch():

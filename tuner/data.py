@@ -15,7 +15,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 from datasets import Dataset, load_dataset, load_from_disk
+from datasets.fingerprint import generate_random_fingerprint
+from datasets.table import InMemoryTable
 
 from tuner.errors import UserError
 from tuner.shapes import Pair, Shape, read_pairs
@@ -94,8 +97,14 @@ def standardize(dataset: Dataset, spec: DataSpec, where: str, source: str | None
         columns[GROUP] = [("" if values[i] is None else str(values[i])) for i in kept]
     if PAIR_ID in dataset.column_names and PAIR_ID not in mapping.values():
         values = list(dataset[PAIR_ID])
-        columns[PAIR_ID] = [values[i] for i in kept]
-    return _with_pair_ids(Dataset.from_dict(columns), where)
+        columns[PAIR_ID] = [str(values[i]) for i in kept]
+    return _with_pair_ids(_in_memory(columns), where)
+
+
+def _in_memory(columns: dict[str, list]) -> Dataset:
+    """A Dataset of these columns, with a random fingerprint: `datasets` would otherwise hash the whole table to make
+    one, a transient copy of it (1 GB for 60k pairs of a few hundred tokens)."""
+    return Dataset(InMemoryTable(pa.table(columns)), fingerprint=generate_random_fingerprint())
 
 
 def _without_bad_rows(pairs: list[Pair], spec: DataSpec, where: str, source: str | None,
