@@ -85,8 +85,19 @@ def test_sensitivity_dry_run_maps_the_grid_on_the_test_split(tmp_path, embedded_
         assert all(low <= value <= high for value, low, high, _ in row["groups"].values())
 
 
+def test_large_data_dry_run_prints_first_trial_memory_and_object_store(tmp_path, embedded_model):
+    stdout = dry_run("large_data", tmp_path / "large.json")
+    figures = json.loads((tmp_path / "large.json").read_text())
+    assert "first trial" in stdout and "driver peak memory" in stdout and "Ray's object store" in stdout
+    assert "data read: conversations, prompt taken from chosen/rejected" in stdout
+    assert 0 < figures["first_trial_s"] < figures["wall_s"] and figures["driver_peak_gb"] > 0
+    # only the pairs trials consume go to the object store, not the whole set
+    store = figures["object_store"]
+    assert store["train pairs"] == 4 and store["eval pairs"] == 24 and figures["pairs"] == 600
+
+
 @pytest.mark.parametrize("name", ["eval_round", "default_search", "vs_loop", "harness_overhead",
-                                  "shared_reference", "gpu_packing", "sensitivity"])
+                                  "shared_reference", "gpu_packing", "sensitivity", "large_data"])
 def test_every_benchmark_answers_help_as_a_script(name):
     # Nothing of the repo on PYTHONPATH: `benchmarks` is found only because the script puts the repo root first.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -1,8 +1,9 @@
-"""Preference pairs: loaded once by the driver from the bundled set, a local file or a hub dataset, mapped to the
-`prompt` / `chosen` / `rejected` columns TRL expects, and split three ways by prompt: train (what trials learn
-from), eval (what ASHA, Optuna and the ranking see) and test (what nobody selects on; scored once when a search
-ends). No prompt is in two splits. Each pair keeps a stable `pair_id` and, with a group column, its `group`.
-The driver saves them as Arrow (tuner.experiment.prepare) for every trial to load.
+"""Preference pairs: loaded once by the driver from the bundled set, a local file or folder, or a hub dataset, in
+any shape TRL's trainers read, brought to the one form of tuner.shapes under the `prompt` / `chosen` / `rejected`
+columns TRL expects, and split three ways by prompt: train (what trials learn from), eval (what ASHA, Optuna and
+the ranking see) and test (what nobody selects on; scored once when a search ends). No prompt is in two splits (for
+a conversation, every turn before the answer). Each pair keeps a stable `pair_id` and, with a group column, its
+`group`. The driver saves them as Arrow (tuner.experiment.prepare) for every trial to load.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 from datasets import Dataset, load_dataset, load_from_disk
+from datasets.fingerprint import generate_random_fingerprint
+from datasets.table import InMemoryTable
 
 from tuner.errors import UserError
+from tuner.shapes import Pair, Shape, read_pairs
 from tuner.spec import BUNDLED_DATA, DataSpec
 
 BUNDLED_PATH = Path(__file__).parent / "data" / "preferences.jsonl"
@@ -31,8 +36,10 @@ class DataError(UserError):
     pass
 
 
-def load_source(source: str, split: str, cache_dir: str | None = None) -> Dataset:
-    """`cache_dir`: where `datasets` writes its Arrow copy of the source (default: the HF datasets cache)."""
+def load_source(source: str, split: str, cache_dir: str | None = None, split_key: str = "data.split") -> Dataset:
+    """`cache_dir`: where `datasets` writes its Arrow copy of the source (default: the HF datasets cache). A file
+    is one split; a folder (a hub set's files, e.g. data/train_prefs-00000-of-00001.parquet) and a hub set have the
+    splits their file names give, chosen by `split` (the spec's `split_key`)."""
     if source == BUNDLED_DATA:
         source = str(BUNDLED_PATH)
     path = Path(source).expanduser()
@@ -43,21 +50,32 @@ def load_source(source: str, split: str, cache_dir: str | None = None) -> Datase
             return load_dataset(FILE_FORMATS[path.suffix], data_files=str(path), split="train", cache_dir=cache_dir)
         except Exception as error:  # datasets raises many types for a malformed file
             raise DataError(f"data.source: cannot read {path} as {path.suffix[1:]}: {_first_line(error)}") from None
-    if path.exists():
-        raise DataError(f"data.source: expected a .jsonl, .json, .parquet or .csv file, got {source!r}")
+    if path.exists() and not path.is_dir():
+        raise DataError(f"data.source: expected a .jsonl, .json, .parquet or .csv file or a folder, got {source!r}")
+    if path.is_dir():
+        source = str(path)
     try:
         return load_dataset(source, split=split, cache_dir=cache_dir)
+    except ValueError as error:
+        if "Unknown split" in str(error) or "Bad split" in str(error):
+            raise DataError(f"{split_key}: {source!r} has no split {split!r}: {_first_line(error)}") from None
+        raise DataError(f"data.source: {source!r} cannot be loaded (split {split!r}): {_first_line(error)}") from None
     except Exception as error:
         raise DataError(f"data.source: {source!r} is neither a local file nor a loadable hub dataset "
                         f"(split {split!r}): {_first_line(error)}") from None
 
 
 def standardize(dataset: Dataset, spec: DataSpec, where: str, source: str | None = None,
-                notes: list[str] | None = None) -> Dataset:
-    """The pairs under TRL's column names. A bad row (see `why_bad`) refuses the file, naming the first ones and
-    the count per reason; with `data.drop_bad_rows` they are dropped and the count goes to `notes`."""
+                notes: list[str] | None = None, read: list[Shape] | None = None) -> Dataset:
+    """The pairs under TRL's column names, in the one form of tuner.shapes (whatever shape of TRL's the source is
+    in; what was recognised goes to `read`). A bad row refuses the file, naming the first ones and the count per
+    reason; with `data.drop_bad_rows` they are dropped and the count goes to `notes`."""
     mapping = spec.columns.model_dump()
-    missing = [f"{role}={column!r}" for role, column in mapping.items() if column not in dataset.column_names]
+    # No prompt column under the default name: the prompt is implicit in chosen/rejected, as TRL reads them. A prompt
+    # column the user named must be there.
+    implicit = mapping["prompt"] not in dataset.column_names and spec.columns.prompt == "prompt"
+    missing = [f"{role}={column!r}" for role, column in mapping.items()
+               if column not in dataset.column_names and not (role == "prompt" and implicit)]
     if missing:
         raise DataError(f"data.columns: {where} has no column {', '.join(missing)}; "
                         f"its columns are {dataset.column_names}")
@@ -65,51 +83,50 @@ def standardize(dataset: Dataset, spec: DataSpec, where: str, source: str | None
     if group is not None and group not in dataset.column_names:
         raise DataError(f"data.group_column: {where} has no column {group!r}; its columns are "
                         f"{dataset.column_names}, got {spec.group_column!r}")
-    extra = [c for c in (PAIR_ID, group) if c is not None and c not in mapping.values()]
-    dataset = dataset.select_columns(list(mapping.values()) + [c for c in extra if c in dataset.column_names])
-    dataset = dataset.rename_columns({column: role for role, column in mapping.items() if column != role})
-    kept = _without_bad_rows(dataset, spec, where, source, notes)
+    pairs, shape = read_pairs(None if implicit else list(dataset[mapping["prompt"]]),
+                              list(dataset[mapping["chosen"]]), list(dataset[mapping["rejected"]]))
+    if read is not None:
+        read.append(shape)
+    kept = _without_bad_rows(pairs, spec, where, source, notes)
+    # Only the pairs and their ids and groups go on: the source's other columns (H4's `messages`, scores, ...) are
+    # not read by anything downstream, and would be saved and shipped to every trial.
+    columns = {"prompt": [pairs[i].prompt for i in kept], "chosen": [pairs[i].chosen for i in kept],
+               "rejected": [pairs[i].rejected for i in kept]}
     if group is not None:
-        values = [("" if v is None else str(v)) for v in kept[group]]
-        kept = kept.remove_columns(group).add_column(GROUP, values)
-    return _with_pair_ids(kept, where)
+        values = list(dataset[group])
+        columns[GROUP] = [("" if values[i] is None else str(values[i])) for i in kept]
+    if PAIR_ID in dataset.column_names and PAIR_ID not in mapping.values():
+        values = list(dataset[PAIR_ID])
+        columns[PAIR_ID] = [str(values[i]) for i in kept]
+    return _with_pair_ids(_in_memory(columns), where)
 
 
-def _without_bad_rows(dataset: Dataset, spec: DataSpec, where: str, source: str | None,
-                      notes: list[str] | None) -> Dataset:
-    # Nothing is dropped silently: a dropped row changes what the search trains and selects on.
-    bad = [(i, reason) for i, row in enumerate(dataset.select_columns(list(COLUMNS))) if (reason := why_bad(row))]
+def _in_memory(columns: dict[str, list]) -> Dataset:
+    """A Dataset of these columns, with a random fingerprint: `datasets` would otherwise hash the whole table to make
+    one, a transient copy of it (1 GB for 60k pairs of a few hundred tokens)."""
+    return Dataset(InMemoryTable(pa.table(columns)), fingerprint=generate_random_fingerprint())
+
+
+def _without_bad_rows(pairs: list[Pair], spec: DataSpec, where: str, source: str | None,
+                      notes: list[str] | None) -> list[int]:
+    """The indices of the rows that are pairs. Nothing is dropped silently: a dropped row changes what the search
+    trains and selects on."""
+    bad = [(i, pair.reason) for i, pair in enumerate(pairs) if pair.reason]
     if not bad:
-        return dataset
+        return list(range(len(pairs)))
     counts = Counter(reason for _, reason in bad)
-    summary = f"{len(bad)} bad row(s) of {len(dataset)} ({', '.join(f'{r}: {n}' for r, n in counts.items())})"
+    summary = f"{len(bad)} bad row(s) of {len(pairs)} ({', '.join(f'{r}: {n}' for r, n in counts.items())})"
     if not spec.drop_bad_rows:
-        place = _row_place(source, len(dataset))
+        place = _row_place(source, len(pairs))
         first = ", ".join(f"{place(i)} ({reason})" for i, reason in bad[:SHOWN_BAD_ROWS])
         raise DataError(f"data: {where} has {summary}; first: {first}. Fix them, or set data.drop_bad_rows: true "
                         f"to drop them")
-    if len(bad) == len(dataset):
+    if len(bad) == len(pairs):
         raise DataError(f"data: {where} has no usable pair: {summary}")
     if notes is not None:
         notes.append(f"data: dropped {summary} of {where} (data.drop_bad_rows)")
     bad_rows = {i for i, _ in bad}
-    return dataset.select([i for i in range(len(dataset)) if i not in bad_rows])
-
-
-def why_bad(row: dict) -> str | None:
-    """Why a row cannot be a training pair, or None: each of prompt, chosen and rejected must be non-empty text
-    (or chat turns), and chosen must differ from rejected."""
-    for column in COLUMNS:
-        value = row[column]
-        if value is None:
-            return f"missing {column}"
-        if not isinstance(value, (str, list)):
-            return f"{column} not text"
-        if len(value) == 0 or (isinstance(value, str) and not value.strip()):
-            return f"empty {column}"
-    if row["chosen"] == row["rejected"]:
-        return "chosen == rejected"
-    return None
+    return [i for i in range(len(pairs)) if i not in bad_rows]
 
 
 def _row_place(source: str | None, rows: int):
@@ -165,7 +182,8 @@ def split_by_prompt(dataset: Dataset, seed: int, **fractions: float) -> dict[str
 
 
 def _prompt_key(prompt) -> str:
-    return prompt if isinstance(prompt, str) else repr(prompt)
+    """A prompt as one string; for a conversation, every turn before the answer (system turns included)."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
 
 
 @dataclass
@@ -174,23 +192,26 @@ class Splits:
     eval: Dataset
     test: Dataset | None  # None: data.test_fraction is 0 and there is no data.test_source
     notes: list[str] = field(default_factory=list)  # what the user should know about the split
+    read: Shape | None = None  # the shape data.source was recognised in, and what was done to it
+    summary: list[str] = field(default_factory=list)  # lines on what was read, for the console's data line
 
 
 def load_pairs(spec: DataSpec, cache_dir: str | None = None) -> Splits:
     """`cache_dir`: where `datasets` writes its Arrow copies of the sources (default: the HF datasets cache). Lines
     for the user (bad rows dropped, pairs dropped for the test source) are in the result's `notes`."""
     notes: list[str] = []
+    read: list[Shape] = []
     dataset = standardize(load_source(spec.source, spec.split, cache_dir), spec, f"data.source {spec.source!r}",
-                          _local(spec.source), notes)
+                          _local(spec.source), notes, read)
     carve = {"eval": spec.eval_fraction if spec.eval_source is None else 0.0,
              "test": spec.test_fraction if spec.test_source is None else 0.0}
     parts = split_by_prompt(dataset, spec.seed, **carve)
     train, held_out, test = parts["train"], parts["eval"], parts["test"] if carve["test"] else None
     if spec.eval_source is not None:
-        held_out = standardize(load_source(spec.eval_source, spec.eval_split, cache_dir), spec,
+        held_out = standardize(load_source(spec.eval_source, spec.eval_split, cache_dir, "data.eval_split"), spec,
                                f"data.eval_source {spec.eval_source!r}", _local(spec.eval_source), notes)
     if spec.test_source is not None:
-        test = standardize(load_source(spec.test_source, spec.test_split, cache_dir), spec,
+        test = standardize(load_source(spec.test_source, spec.test_split, cache_dir, "data.test_split"), spec,
                            f"data.test_source {spec.test_source!r}", _local(spec.test_source), notes)
         # A test prompt must be one no trial trained on and no ranking looked at.
         test_prompts = {_prompt_key(p) for p in test["prompt"]}
@@ -214,7 +235,29 @@ def load_pairs(spec: DataSpec, cache_dir: str | None = None) -> Splits:
     held_out = first_rows(held_out, spec.max_eval_rows)
     if test is not None:
         test = first_rows(test, spec.max_test_rows)
-    return Splits(train, held_out, test, notes)
+    return Splits(train, held_out, test, notes, read[0])
+
+
+LENGTH_SAMPLE = 1000  # pairs tokenized for the length line: a few seconds; the train pairs are a seeded shuffle
+
+
+def describe_pairs(spec, splits: Splits) -> list[str]:
+    """Lines for the console's data line: the shape data.source was read as and what was done to it, and the token
+    lengths of the pairs the search uses (the train pairs a trial can consume, and the eval pairs; at most
+    LENGTH_SAMPLE) against the shortest model.max_length, by model.name's tokenizer as TRL tokenizes them."""
+    from transformers import AutoTokenizer
+
+    from tuner import models, quality
+
+    lines = [f"data read: {splits.read.describe()}"] if splits.read is not None else []
+    used = min(spec.rows_consumed() or len(splits.train), len(splits.train))
+    train = splits.train.select(range(min(used, LENGTH_SAMPLE)))
+    held_out = splits.eval.select(range(min(len(splits.eval), LENGTH_SAMPLE - len(train))))
+    what = f"{len(train)} train and {len(held_out)} eval pairs"
+    if len(train) < used or len(held_out) < len(splits.eval):
+        what += " (a sample)"
+    tokenizer = AutoTokenizer.from_pretrained(models.resolve(spec.model.name))
+    return [*lines, quality.length_line(tokenizer, [*train, *held_out], quality.shortest_max_length(spec), what)]
 
 
 def only_groups(held_out: Dataset, spec: DataSpec) -> Dataset:

@@ -551,11 +551,14 @@ def check_eval_pairs(spec: Spec, held_out) -> str | None:
 
     from tuner import models, quality
 
-    searched = spec.search.space.get("model.max_length")
-    max_length = spec.model.max_length if searched is None else int(min(searched.values or [searched.low]))
+    max_length = quality.shortest_max_length(spec)
     note = None
     for name in spec.model_names():
-        lengths = quality.pair_lengths(AutoTokenizer.from_pretrained(models.resolve(name)), held_out)
+        tokenizer = AutoTokenizer.from_pretrained(models.resolve(name))
+        if not tokenizer.chat_template and len(held_out) and not isinstance(held_out[0]["prompt"], str):
+            raise InputError(f"model.name: {name} has no chat template, which the conversations of data.source "
+                             f"{spec.data.source!r} need; use a chat model, or data in text, got {name!r}")
+        lengths = quality.pair_lengths(tokenizer, held_out)
         scored = sum(needed <= max_length for needed, _ in lengths)
         whole = max((w for _, w in lengths), default=0)
         model = f" with {name}" if len(spec.model_names()) > 1 else ""

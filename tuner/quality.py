@@ -248,5 +248,32 @@ def pair_lengths(tokenizer, pairs) -> list[tuple[int, int]]:
     return lengths
 
 
+def shortest_max_length(spec) -> int:
+    """model.max_length, or its shortest value when it is searched: where truncation cuts most."""
+    searched = spec.search.space.get("model.max_length")
+    return spec.model.max_length if searched is None else int(min(searched.values or [searched.low]))
+
+
+def length_line(tokenizer, pairs, max_length: int, what: str) -> str:
+    """The token lengths of the prompts and answers of `pairs` (median and 95th percentile; per pair, its longer
+    answer) against `max_length`, and how many pairs it truncates: what a user needs to choose model.max_length
+    before paying for a search."""
+    lengths = pair_lengths(tokenizer, pairs)
+    if not lengths:
+        return f"data tokens: no pair in {what}"
+    prompts = [needed - 1 for needed, _ in lengths]
+    answers = [whole - prompt for (_, whole), prompt in zip(lengths, prompts)]
+    truncated = sum(whole > max_length for _, whole in lengths)
+    return (f"data tokens (median / 95th percentile over {what}): prompts {_median_p95(prompts)}, answers "
+            f"{_median_p95(answers)}; {truncated} of {len(lengths)} pairs longer than model.max_length={max_length}, "
+            f"truncated")
+
+
+def _median_p95(values: list[int]) -> str:
+    ordered = sorted(values)
+    rank = max(0, math.ceil(0.95 * len(ordered)) - 1)  # nearest rank
+    return f"{ordered[(len(ordered) - 1) // 2]} / {ordered[rank]}"
+
+
 def write_outcomes(scores: PairScores, path: Path, guard_groups=()) -> None:
     path.write_text(json.dumps(scores.outcomes(guard_groups)))

@@ -243,13 +243,14 @@ def _check_environment(spec: Spec, address: str | None) -> None:
 
 def _checked_pairs(spec: Spec, splits):
     """The loaded pairs, once truncation is known to leave eval pairs to score (a line in `notes` when it leaves
-    only some)."""
-    from tuner import experiment as experiments
+    only some); with the lines saying what was read and how long its pairs are in `splits.summary`."""
+    from tuner import data, experiment as experiments
 
     if line := experiments.check_eval_pairs(spec, splits.eval):
         splits.notes.append(line)
     if line := experiments.check_guard_groups(spec, splits.eval):
         splits.notes.append(line)
+    splits.summary = data.describe_pairs(spec, splits)
     return splits
 
 
@@ -278,7 +279,8 @@ def _prepare(spec: Spec, experiment: Experiment, splits, on_failure) -> list[str
     from tuner import experiment as experiments
 
     try:
-        return [*experiments.prepare(spec, experiment, splits.train, splits.eval, splits.test), *splits.notes]
+        lines = experiments.prepare(spec, experiment, splits.train, splits.eval, splits.test)
+        return [*lines[:1], *splits.summary, *lines[1:], *splits.notes]
     except BaseException as error:
         on_failure()
         kept = experiment.path.is_dir()

@@ -93,6 +93,17 @@ class DataSpec(_Section):
                              f"{self.eval_fraction:g} + {self.test_fraction:g}")
         return self
 
+    @model_validator(mode="after")
+    def _split_of_a_source(self) -> DataSpec:
+        # eval_split and test_split name splits of eval_source and test_source: without one, a split would be
+        # carved from data.source by fraction and the named split silently not read.
+        for name in ("eval", "test"):
+            split = getattr(self, f"{name}_split")
+            if split != "test" and getattr(self, f"{name}_source") is None:
+                raise ValueError(f"{name}_split names a split of {name}_source, which is not set (for a split of "
+                                 f"data.source, set {name}_source to the same source), got {name}_split={split!r}")
+        return self
+
     @property
     def groups(self) -> str | None:
         """The column that groups pairs: group_column, else the bundled data's `kind`."""
