@@ -9,9 +9,13 @@ The trial's trainer is TRL's DPOTrainer / ORPOTrainer with the hooks below mixed
   only once. On a CPU, training steps use the same forward with gradients (same loss and gradients as TRL's, about
   half the time: the prompt runs once per pair instead of twice, and TRL's CPU head projects every position); the
   training logs then lack the same four metrics.
-- ORPO: TRL's forward (ORPO's loss needs every position's logits) is recorded where ORPO turns logits into
-  log-probs; the answer's tokens are the same as DPO's (ORPO appends an EOS the chat template did not write; it is
-  left out of the preference measures), so both methods and the base model are scored on the same tokens.
+- ORPO: the eval forward is answered, on a CPU, by tuner.logprobs too: the chosen rows' log-probs at every position
+  (ORPO's NLL term covers prompt and answer), the rejected rows' at the answer only (each prompt once); ORPO's
+  loss and metrics are computed from them as TRL computes them, but for the mean logits over every position
+  (`eval_logits/*`), which are not computed unless the spec ranks on them (then TRL's forward runs, recorded where
+  ORPO turns logits into log-probs). Training steps keep TRL's forward. The answer's tokens are the same as DPO's
+  (ORPO appends an EOS the chat template did not write; it is left out of the preference measures), so both
+  methods and the base model are scored on the same tokens.
 """
 
 from __future__ import annotations
@@ -129,6 +133,10 @@ class _DPOEval(_PairEval):
         return not self.args.gradient_checkpointing and self.args.disable_dropout
 
 
+# ORPO's eval metrics that need the logits at every position: not computed by the fast eval.
+ORPO_LOGIT_METRICS = ("logits/chosen", "logits/rejected")
+
+
 class _ORPOEval(_PairEval):
     def tokenize_row(self, feature, model=None):
         """ORPO's tokenization, plus how many of each answer's tokens are the answer as the chat template wrote it
@@ -158,11 +166,49 @@ class _ORPOEval(_PairEval):
         labels, logits = labels[:, 1:].clone(), logits[:, :-1, :]
         mask = labels != -100
         per_token = selective_log_softmax(logits, torch.where(mask, labels, 0)) * mask
+        sums = self._record_pairs(per_token, mask, inputs)
+        return sums / mask.sum(-1) if average_log_prob else sums
+
+    def _record_pairs(self, per_token: torch.Tensor, mask: torch.Tensor, inputs) -> torch.Tensor:
+        """Each pair's scores from its rows' per-token answer log-probs ([chosen; rejected], zero off `mask`), over
+        the answer's tokens as the chat template wrote them; returns each row's sum over `mask`."""
         counts = torch.tensor(list(inputs["pref_chosen_tokens"]) + list(inputs["pref_rejected_tokens"]),
                               device=mask.device)
         scored = mask & (mask.cumsum(-1) <= counts.unsqueeze(-1))
         chosen, rejected = (per_token * scored).sum(-1).chunk(2)
         chosen_tokens, rejected_tokens = scored.sum(-1).chunk(2)
         self._policy.extend(chosen.tolist(), rejected.tolist(), chosen_tokens.tolist(), rejected_tokens.tolist())
-        sums = per_token.sum(-1)
-        return sums / mask.sum(-1) if average_log_prob else sums
+        return per_token.sum(-1)
+
+    def concatenated_forward(self, model, batch):
+        """In eval on a CPU, ORPO's forward from tuner.logprobs (see the module docstring); else TRL's."""
+        causal = self.accelerator.unwrap_model(model)
+        causal = causal.get_base_model() if hasattr(causal, "get_base_model") else causal
+        inputs = getattr(self, "_eval_inputs", None)
+        self._fast_eval_ran = not (
+            self.model.training or inputs is None or "pref_chosen_tokens" not in inputs or self.is_encoder_decoder
+            or self.aux_loss_enabled or not self.pair_evaluation.fast or self.pair_evaluation.keep_extras
+            or not logprobs.supports(causal))
+        if not self._fast_eval_ran:
+            return super().concatenated_forward(model, batch)
+        batch = self.concatenated_inputs(batch, is_encoder_decoder=False, padding_value=self.padding_value,
+                                         device=self.accelerator.device)
+        input_ids, attention, labels = (batch["concatenated_input_ids"], batch["concatenated_attention_mask"],
+                                        batch["concatenated_labels"])
+        chosen_rows = len(input_ids) // 2
+        # ORPO's NLL: the chosen rows' every attended token after the first (TRL: CrossEntropyLoss, mean)
+        every = torch.where(attention == 1, input_ids, -100)[:chosen_rows]
+        chosen_every = logprobs.answer_log_probs(causal, input_ids[:chosen_rows], attention[:chosen_rows], every)
+        nll_loss = -chosen_every.sum() / (every[:, 1:] != -100).sum().clamp(min=1)
+        mask = labels[:, 1:] != -100
+        rejected = logprobs.answer_log_probs(causal, input_ids[chosen_rows:], attention[chosen_rows:],
+                                             labels[chosen_rows:])
+        per_token = torch.cat([chosen_every * mask[:chosen_rows], rejected])
+        all_logps = self._record_pairs(per_token, mask, inputs) / mask.sum(-1)  # average_log_prob=True
+        no_logits = torch.zeros(1, device=input_ids.device)
+        return all_logps[:chosen_rows], all_logps[chosen_rows:], no_logits, no_logits, nll_loss
+
+    def store_metrics(self, metrics, train_eval="train"):
+        if train_eval == "eval" and getattr(self, "_fast_eval_ran", False):  # placeholders, not measurements
+            metrics = {k: v for k, v in metrics.items() if k.removeprefix("eval_") not in ORPO_LOGIT_METRICS}
+        return super().store_metrics(metrics, train_eval)

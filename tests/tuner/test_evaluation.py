@@ -117,7 +117,15 @@ def test_orpo_eval_scores_the_same_answer_tokens_and_keeps_trls_metrics(tiny_lla
     trainer = build_trainer(spec, backends.load("hf", str(tiny_llama), spec), train, eval_pairs,
                             str(tmp_path / "ours"), [], on_gpu=False, pair_evaluation=pairs)
     ours = trainer.evaluate()
-    assert_same_metrics(ours, theirs, [k for k in theirs if k.startswith("eval_") and k not in TIMINGS])
+    # the fast eval computes TRL's loss and metrics from answer log-probs, all but the mean logits over every position
+    logit_metrics = {f"eval_{name}" for name in evaluation.ORPO_LOGIT_METRICS}
+    assert_same_metrics(ours, theirs, [k for k in theirs if k.startswith("eval_") and k not in TIMINGS | logit_metrics])
+    assert not logit_metrics & set(ours) and logit_metrics <= set(theirs)
+    pairs.fast = False  # TRL's own forward, recorded: the same numbers, the logits back
+    recorded = trainer.evaluate()
+    assert_same_metrics(recorded, theirs, [k for k in theirs if k.startswith("eval_") and k not in TIMINGS])
+    assert_same_metrics(recorded, ours, [METRIC, DRIFT, "eval_pref_margin"])
+    pairs.fast = True
     # ORPO appends an EOS to each answer; the preference measures leave it out and score DPO's tokens.
     assert ours[METRIC] == pytest.approx(base.accuracy()[METRIC])
     assert ours[DRIFT] == pytest.approx(0, abs=1e-6)

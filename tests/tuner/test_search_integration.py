@@ -93,17 +93,26 @@ def test_every_checkpoint_holds_the_per_pair_outcomes_of_its_eval(dpo_run):
     assert experiment.history["eval_drift"].notna().all()
     from datasets import load_from_disk
 
-    eval_ids = list(load_from_disk(str(experiment.data_dir / "eval"))["pair_id"])  # the data's own pair ids
+    held_out = load_from_disk(str(experiment.data_dir / "eval"))
+    eval_ids = list(held_out["pair_id"])  # the data's own pair ids
     assert len(eval_ids) == 4
+    # eval_pref_accuracy and its outcomes cover the pairs outside dpo.yaml's guard groups; every group is reported
+    guards = set(experiment.spec.search.guard_groups)
+    searched = [pair for pair, group in zip(eval_ids, held_out["group"]) if group not in guards]
+    assert searched and guards
+    for group in set(held_out["group"]):
+        assert experiment.history[f"eval_pref_accuracy/{group}"].notna().all()
+    if guards & set(held_out["group"]):
+        assert experiment.history["eval_guard_broken"].notna().all()
     kept = experiment.history.dropna(subset=["checkpoint_path"])
     assert len(kept) >= 3
     for _, report in kept.iterrows():
         outcomes = json.loads((Path(report["checkpoint_path"]) / "pair_outcomes.json").read_text())
-        assert outcomes["pairs"] == eval_ids
-        assert sum(outcomes["correct"]) / 4 == pytest.approx(report["eval_pref_accuracy"])
+        assert outcomes["pairs"] == searched
+        assert sum(outcomes["correct"]) / len(searched) == pytest.approx(report["eval_pref_accuracy"])
     base = json.loads(experiment.base_outcomes_file.read_text())
-    assert base["pairs"] == eval_ids
-    assert sum(base["correct"]) / 4 == pytest.approx(experiment.base["eval_pref_accuracy"])
+    assert base["pairs"] == searched
+    assert sum(base["correct"]) / len(searched) == pytest.approx(experiment.base["eval_pref_accuracy"])
 
 
 def test_dpo_search_samples_from_the_space_and_stores_the_optuna_study(dpo_run):
@@ -153,16 +162,23 @@ def test_cli_ends_with_the_test_split_headline(dpo_run):
     import json
 
     done, path = dpo_run
-    lines = done.stdout.rstrip().splitlines()
-    assert lines[-5].startswith("Test split: ") and "pairs on 24 prompts" in lines[-5]
-    assert lines[-4].startswith("  winner ") and "preference accuracy" in lines[-4]
-    assert lines[-3].startswith("  base model: preference accuracy ")
-    assert lines[-2].startswith("  difference: ") and "paired bootstrap over 24 prompts" in lines[-2]
-    assert lines[-1].startswith("  verdict: the winner is ")
+    headline, advice = ending_lines(done.stdout)
+    assert headline[0].startswith("Test split: ") and "pairs on 24 prompts" in headline[0]
+    assert headline[1].startswith("  searched on the ") and "(wrong_fact, style_matched)" in headline[1]
+    assert headline[2].startswith("  winner ") and "preference accuracy" in headline[2]
+    assert headline[3].startswith("  base model: preference accuracy ")
+    assert headline[4].startswith("  difference: ") and "paired bootstrap over 24 prompts" in headline[4]
+    assert [line.split(":")[0] for line in headline[5:7]] == ["  guard wrong_fact", "  guard style_matched"]
+    assert headline[-1].startswith("  verdict: the winner is ")
+    # a tiny random model finds nothing: the last lines say so, and what to change
+    if "better than the base model" not in headline[-1] or "WORSE on guard" in headline[-1]:
+        assert advice[0].startswith("the search found nothing better than the base model") and len(advice) == 2
+    else:
+        assert advice == []
     assert "Test preference accuracy per kind" in done.stdout and "regressions: " in done.stdout
     # the winner named is the ranking's, and the three top trials and the base model were scored once
     experiment = Experiment.open(path)
-    assert f"winner {experiment.best().trial_id} " in lines[-4]
+    assert f"winner {experiment.best().trial_id} " in headline[2]
     scores = json.loads(experiment.test_scores_file.read_text())
     assert len(scores["models"]) == 1 + experiment.spec.search.test_top_k and len(scores["pairs"]) == 144
     from tuner import scoring
@@ -221,7 +237,16 @@ def test_analysis_cli_writes_the_report_for_a_real_search(dpo_run, tmp_path):
                     "| kind | pairs | base model |", "| style_matched | 24 |", "Uncertainty: "):
         assert section in markdown, section
     assert "Test preference accuracy per group" in html and "verdict: the winner is" in html
-    assert done.stdout.rstrip().splitlines()[-1].startswith("  verdict: the winner is ")
+    assert ending_lines(done.stdout)[0][-1].startswith("  verdict: the winner is ")
+
+
+def ending_lines(stdout: str) -> tuple[list[str], list[str]]:
+    """The last lines of a search or a report: the test split's headline (from `Test split:` to the verdict), and
+    what follows it (what to change, when the search found nothing)."""
+    lines = stdout.rstrip().splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("Test split: "))
+    end = next(i for i, line in enumerate(lines) if i > start and line.startswith("  verdict: "))
+    return lines[start:end + 1], lines[end + 1:]
 
 
 def test_export_round_trip_loads_in_plain_peft_and_merges(dpo_run, tiny_llama, tmp_path):
