@@ -102,7 +102,8 @@ def optuna_importances(storage, study_name: str) -> dict[str, float]:
     except KeyError:
         return {}
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if len(finished) < MIN_TRIALS_FOR_IMPORTANCE or len(study.best_trial.params) < 2:
+    # every searched key is in every trial's params (best_trial would raise when no trial held its guard groups)
+    if len(finished) < MIN_TRIALS_FOR_IMPORTANCE or len(finished[-1].params) < 2:
         return {}
     return optuna.importance.get_param_importances(study)
 

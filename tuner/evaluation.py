@@ -84,11 +84,13 @@ class _PairEval:
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
                                          metric_key_prefix)
         pairs, groups = getattr(self, "_eval_pairs", None), getattr(self, "_eval_groups", [])
-        if pairs is None or len(pairs) != len(self._policy.chosen_logps):
+        known = pairs is not None and len(pairs) == len(self._policy.chosen_logps)
+        if not known:  # positions are not the data's pairs (eval pairs are sorted by prompt): nothing to match
             pairs, groups = list(range(len(self._policy.chosen_logps))), []
         self._policy.pairs = self._reference.pairs = pairs
         self._policy.groups = self._reference.groups = groups
-        reference = self._reference if len(self._reference.chosen_logps) == len(pairs) else self.pair_evaluation.base
+        reference = (self._reference if len(self._reference.chosen_logps) == len(pairs) else
+                     self.pair_evaluation.base if known else None)
         output.metrics.update(self._policy.metrics(reference, prefix=metric_key_prefix,
                                                    guard_groups=self.pair_evaluation.guard_groups))
         self.pair_evaluation.latest = self._policy

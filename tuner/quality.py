@@ -58,17 +58,23 @@ def pair_groups(dataset) -> list:
     return [str(g) for g in dataset[GROUP]] if GROUP in dataset.column_names else []
 
 
-def guard_broken(trial: list[int], base: list[int], margin_shifts=()) -> bool:
-    """Whether a trial fell below the base model on one guard group, from their 0/1 outcomes on the same pairs and
-    each pair's margin change (trial minus base). It did when it broke more pairs than it fixed by more than
-    GUARD_TOLERANCE of the group's pairs, or clearly more, or when its margins fell on clearly more pairs than they
-    rose, with a mean fall. "Clearly" is an exact one-sided sign test at GUARD_LEVEL. The margins see a preference
-    weaken before pairs change side."""
-    broken = sum(1 for t, b in zip(trial, base) if b and not t)
-    fixed = sum(1 for t, b in zip(trial, base) if t and not b)
-    fell, rose = sum(1 for s in margin_shifts if s < 0), sum(1 for s in margin_shifts if s > 0)
-    return (broken - fixed > GUARD_TOLERANCE * len(trial) or _clearly_more(broken, fixed)
-            or (_clearly_more(fell, rose) and sum(margin_shifts) < 0))
+def guard_broken(trial_margins, base_margins) -> bool:
+    """Whether a trial fell below the base model on one guard group, from each pair's margin (chosen minus rejected
+    mean per-token log-likelihood; > 0 is right) under the trial and under the base model, on the same pairs. It did
+    when it broke more pairs than it fixed by more than GUARD_TOLERANCE of the group's pairs, or clearly more; or
+    when its margins fell on clearly more pairs than they rose, by more than GUARD_TOLERANCE of the base model's mean
+    margin size on average. "Clearly" is an exact one-sided sign test at GUARD_LEVEL. The margins see a preference
+    weaken before pairs change side; a fall too small to matter is not one, however many pairs share it."""
+    pairs = list(zip(trial_margins, base_margins))
+    if not pairs:
+        return False
+    broken = sum(1 for t, b in pairs if b > 0 >= t)
+    fixed = sum(1 for t, b in pairs if t > 0 >= b)
+    shifts = [t - b for t, b in pairs]
+    fell, rose = sum(1 for s in shifts if s < 0), sum(1 for s in shifts if s > 0)
+    scale = sum(abs(b) for _, b in pairs) / len(pairs)
+    return (broken - fixed > GUARD_TOLERANCE * len(pairs) or _clearly_more(broken, fixed)
+            or (_clearly_more(fell, rose) and sum(shifts) / len(shifts) < -GUARD_TOLERANCE * scale))
 
 
 def _clearly_more(worse: int, better: int) -> bool:
@@ -116,16 +122,19 @@ class PairScores:
     def group_of(self, i: int) -> str | None:
         return str(self.groups[i]) if self.groups else None
 
-    def outcomes(self, guard_groups=()) -> dict[str, list]:
-        """The 0/1 outcomes behind eval_pref_accuracy: the scored pairs outside `guard_groups`."""
+    def selected(self, guard_groups=()) -> list[int]:
+        """Indices of the pairs eval_pref_accuracy covers: the scored pairs outside `guard_groups`."""
         guards = set(guard_groups)
-        kept = [i for i in self.scored() if self.group_of(i) not in guards]
+        return [i for i in self.scored() if self.group_of(i) not in guards]
+
+    def outcomes(self, guard_groups=()) -> dict[str, list]:
+        """The 0/1 outcomes behind eval_pref_accuracy."""
+        kept = self.selected(guard_groups)
         return {"pairs": [self.pairs[i] for i in kept], "correct": [int(self.margin(i) > 0) for i in kept]}
 
     def accuracy(self, guard_groups=()) -> dict[str, float]:
-        """eval_pref_accuracy and eval_pref_margin over the scored pairs outside `guard_groups`."""
-        guards = set(guard_groups)
-        kept = [i for i in self.scored() if self.group_of(i) not in guards]
+        """eval_pref_accuracy and eval_pref_margin over the pairs outside `guard_groups`."""
+        kept = self.selected(guard_groups)
         if not kept:
             return {}
         if not all(math.isfinite(self.chosen_logps[i]) and math.isfinite(self.rejected_logps[i]) for i in kept):
@@ -140,7 +149,8 @@ class PairScores:
         for i in self.scored():
             if self.group_of(i) is not None:
                 members.setdefault(self.group_of(i), []).append(i)
-        return {f"{METRIC}/{group}": sum(self.margin(i) > 0 for i in kept) / len(kept)
+        return {f"{METRIC}/{group}": (sum(self.margin(i) > 0 for i in kept) / len(kept)
+                                      if all(math.isfinite(self.margin(i)) for i in kept) else float("nan"))
                 for group, kept in sorted(members.items())}
 
     def guard(self, base: PairScores, guard_groups) -> dict[str, float]:
@@ -149,21 +159,20 @@ class PairScores:
         theirs = {pair: i for i, pair in enumerate(base.pairs)}
         result, broken = {}, 0
         for group in guard_groups:
-            mine, others, shifts = [], [], []
+            mine, others = [], []
             for i in self.scored():
                 j = theirs.get(self.pairs[i])
                 if (self.group_of(i) != group or j is None or base.chosen_tokens[j] != self.chosen_tokens[i]
                         or base.rejected_tokens[j] != self.rejected_tokens[i]):
                     continue
                 if base.chosen_tokens[j] > 0 and base.rejected_tokens[j] > 0:
-                    mine.append(int(self.margin(i) > 0))
-                    others.append(int(base.margin(j) > 0))
-                    shifts.append(self.margin(i) - base.margin(j))
+                    mine.append(self.margin(i))
+                    others.append(base.margin(j))
             if not mine:
                 continue
-            result[f"{GUARD}/{group}"] = (sum(mine) - sum(others)) / len(mine)
-            result[f"{GUARD}_margin/{group}"] = sum(shifts) / len(shifts)
-            broken += guard_broken(mine, others, shifts)
+            result[f"{GUARD}/{group}"] = (sum(m > 0 for m in mine) - sum(o > 0 for o in others)) / len(mine)
+            result[f"{GUARD}_margin/{group}"] = (sum(mine) - sum(others)) / len(mine)
+            broken += guard_broken(mine, others)
         return {**result, GUARD_BROKEN: float(broken)} if result else {}
 
     def drift(self, reference: PairScores) -> dict[str, float]:
@@ -275,5 +284,3 @@ def _median_p95(values: list[int]) -> str:
     return f"{ordered[(len(ordered) - 1) // 2]} / {ordered[rank]}"
 
 
-def write_outcomes(scores: PairScores, path: Path, guard_groups=()) -> None:
-    path.write_text(json.dumps(scores.outcomes(guard_groups)))

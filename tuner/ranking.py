@@ -28,14 +28,13 @@ import pandas as pd
 from tuner import stats
 from tuner.errors import UserError
 from tuner.methods import DEFAULT_METRIC  # one definition of what each method is ranked on
+from tuner.quality import GUARD_BROKEN, MARGIN as MARGIN_TIE_BREAK  # the margin breaks accuracy ties
 
 SHARED_METRIC = "eval_loss"  # reported by both methods, though on each method's own loss scale
 MARGIN_METRIC = "eval_rewards/margins"
 ACCURACY_METRIC = "eval_rewards/accuracies"
 PREF_ACCURACY_METRIC = "eval_pref_accuracy"  # shared by every method and the base model
 DRIFT_METRIC = "eval_drift"  # mean per-token log-ratio of policy to reference on the eval answers
-MARGIN_TIE_BREAK = "eval_pref_margin"  # breaks ties of eval_pref_accuracy (tuner.quality.MARGIN)
-GUARD_BROKEN = "eval_guard_broken"  # guard groups a report is clearly worse on (tuner.quality.GUARD_BROKEN)
 DRIFT_PENALISED = "pref_accuracy_drift_penalised"  # eval_pref_accuracy - lambda x |eval_drift|
 
 
@@ -71,7 +70,7 @@ def summarize(history: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
         row = {"trial_id": trial_id, "best": math.nan, "best_step": math.nan, "last": math.nan, "last_step": math.nan}
         if guarded:
             holds = ~(pd.to_numeric(finite[GUARD_BROKEN], errors="coerce").fillna(0) > 0)
-            row["guard"] = "held" if holds.all() else ("broken" if not holds.any() else "held (earlier)")
+            row["guard"] = ("held" if holds.all() else "broken" if not holds.any() else "held (some reports)")
             finite = finite[holds]
         steps = finite["step"] if "step" in finite else finite["training_iteration"]
         if not finite.empty:

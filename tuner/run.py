@@ -74,8 +74,9 @@ def describe_space(spec: Spec) -> str:
         shape = f"{d.values}" if d.values is not None else f"[{d.low:g}, {d.high:g}]{' log' if d.log else ''}"
         lines.append(f"  {key}: {d.type} {shape}")
     if spec.search.guard_groups:
+        stopped = "is stopped by ASHA and " if spec.scheduler.type == "asha" else ""
         lines.append(f"guard groups: {', '.join(spec.search.guard_groups)} (must not get worse than the base model: "
-                     f"left out of {spec.metric}; a trial clearly worse on one is stopped and never wins)")
+                     f"left out of {spec.metric}; a trial worse on one {stopped}never wins)")
     if spec.scheduler.type == "asha":
         lines.append(f"scheduler: ASHA, grace {spec.scheduler.grace_period} eval rounds, "
                      f"reduction {spec.scheduler.reduction_factor:g}, max_t {spec.scheduler.max_t or 'all rounds'}"

@@ -80,9 +80,9 @@ def _resumable_optuna_search():
         def on_trial_complete(self, trial_id, result=None, error=False):
             from tuner.quality import GUARD_BROKEN
 
-            if trial_id in self._ot_trials and result and GUARD_BROKEN in result:
-                self._ot_trials[trial_id].set_user_attr(GUARD_ATTR, float(result[GUARD_BROKEN]))
             try:
+                if trial_id in self._ot_trials and result and GUARD_BROKEN in result:
+                    self._ot_trials[trial_id].set_user_attr(GUARD_ATTR, float(result[GUARD_BROKEN]))
                 super().on_trial_complete(trial_id, result, error)
             except optuna.exceptions.UpdateFinishedTrialError:
                 self._ot_trials.pop(trial_id, None)

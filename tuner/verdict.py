@@ -90,10 +90,9 @@ class ScoredSplit:
         for group in self.guard_groups:
             members = self.mask & self.in_groups([group])
             if members.any():
-                shifts = ((scored.chosen - scored.rejected) - (self.base.chosen - self.base.rejected))[members]
                 result[group] = (self.difference(scored, members),
-                                 guard_broken(list(self.outcomes(scored, members)),
-                                              list(self.outcomes(self.base, members)), list(shifts)))
+                                 guard_broken(list((scored.chosen - scored.rejected)[members]),
+                                              list((self.base.chosen - self.base.rejected)[members])))
         return result
 
     def drift(self, scored: Scored) -> float:
@@ -223,8 +222,8 @@ def what_to_change(results: ScoredSplit) -> list[str]:
              "not an improvement"]
     if worse:
         lines.append(f"  it moved too far: guard group(s) {', '.join(worse)} got worse. Lower the learning-rate "
-                     f"range (search.space.train.learning_rate), train fewer steps (train.max_steps), or raise "
-                     f"train.beta")
+                     f"range (search.space.train.learning_rate) or train fewer steps (train.max_steps)"
+                     + (", or raise train.beta (DPO's pull towards the reference)" if winner.method == "dpo" else ""))
     elif abs(drift) < BARELY_MOVED:
         lines.append(f"  the adapters barely moved (drift {drift:+.3f} nats a token): train longer "
                      f"(train.max_steps) or raise the learning-rate range (search.space.train.learning_rate)")

@@ -181,19 +181,29 @@ def test_guard_groups_leave_the_search_metric_and_are_compared_with_the_base_mod
     assert GUARD_BROKEN not in policy.metrics(base) and policy.metrics(base)[METRIC] == pytest.approx(6 / 12)
 
 
+def outcomes_as_margins(outcomes) -> list[float]:
+    return [0.5 if right else -0.5 for right in outcomes]
+
+
 def test_a_guard_breaks_on_a_net_loss_past_its_tolerance_or_clearly_more_pairs_lost_than_won():
-    assert not guard_broken([1] * 40, [1] * 40)
-    assert not guard_broken([0, 0] + [1] * 38, [1] * 40)  # 2 of 40 lost: within 5% of the pairs
-    assert guard_broken([0, 0, 0] + [1] * 37, [1] * 40)  # 3 of 40 lost: past it
-    assert not guard_broken([0, 0, 0, 1] + [1] * 36, [1, 1, 1, 0] + [1] * 36)  # 3 lost, 1 won: net 2
+    def broken(trial, base):
+        return guard_broken(outcomes_as_margins(trial), outcomes_as_margins(base))
+
+    assert not broken([1] * 40, [1] * 40)
+    assert not broken([0, 0] + [1] * 38, [1] * 40)  # 2 of 40 lost: within 5% of the pairs
+    assert broken([0, 0, 0] + [1] * 37, [1] * 40)  # 3 of 40 lost: past it
+    assert not broken([0, 0, 0, 1] + [1] * 36, [1, 1, 1, 0] + [1] * 36)  # 3 lost, 1 won: net 2
     many = 1000  # on many pairs, a net loss within the tolerance that a sign test calls clear breaks it too
-    assert guard_broken([0] * 30 + [1] * (many - 30), [1] * (many - 10) + [0] * 10)
-    assert guard_broken([0] * 5 + [1] * 5, [1] * 9 + [0])  # 5 lost, 1 won: net 4 of 10
-    assert not guard_broken([1] * 5, [0] * 5)  # better is never broken
+    assert broken([0] * 30 + [1] * (many - 30), [1] * (many - 10) + [0] * 10)
+    assert broken([0] * 5 + [1] * 5, [1] * 9 + [0])  # 5 lost, 1 won: net 4 of 10
+    assert not broken([1] * 5, [0] * 5)  # better is never broken
+    assert not guard_broken([], [])
 
 
 def test_a_guard_breaks_when_its_margins_fall_clearly_before_any_pair_changes_side():
-    assert guard_broken([1] * 10, [1] * 10, [-0.1] * 10)  # every preference weaker: p = 1/1024
-    assert not guard_broken([1] * 10, [1] * 10, [-0.1] * 6 + [0.1] * 4)  # as many ways as chance gives
-    assert not guard_broken([1] * 10, [1] * 10, [0.2] * 10)  # stronger is never broken
-    assert not guard_broken([1] * 10, [1] * 10, [-0.01] * 9 + [5.0])  # fell on most, but rose in the mean
+    base = [0.5] * 10
+    assert guard_broken([0.4] * 10, base)  # every preference weaker by 20%: p = 1/1024
+    assert not guard_broken([0.4] * 6 + [0.6] * 4, base)  # as many ways as chance gives
+    assert not guard_broken([0.7] * 10, base)  # stronger is never broken
+    assert not guard_broken([0.49] * 9 + [5.0], base)  # fell on most, but rose in the mean
+    assert not guard_broken([0.49] * 10, base)  # fell on every pair, by 2% of the margins: too little to matter

@@ -162,5 +162,5 @@ def test_a_trial_that_breaks_a_guard_never_wins():
     ranked = rank_trials(trials, history, "eval_pref_accuracy", "max")
     assert list(ranked["trial_id"]) == ["safe", "late", "best"]
     assert ranked.iloc[0]["rank"] == 1 and ranked.iloc[0]["score"] == 0.8
-    assert ranked.iloc[1]["score"] == 0.75 and ranked.iloc[1]["guard"] == "held (earlier)"  # its guarded report
+    assert ranked.iloc[1]["score"] == 0.75 and ranked.iloc[1]["guard"] == "held (some reports)"  # its guarded report
     assert math.isnan(ranked.iloc[2]["rank"]) and ranked.iloc[2]["guard"] == "broken"

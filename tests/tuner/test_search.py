@@ -349,3 +349,18 @@ def test_optuna_learns_which_trials_broke_a_guard_as_a_constraint(tmp_path):
     trials = searcher._ot_study.get_trials()
     assert [t.user_attrs.get(search.GUARD_ATTR) for t in trials] == [1.0, 0.0]
     assert [search.guard_constraint(t) for t in trials] == [[1.0], [0.0]]  # > 0: infeasible
+
+
+def test_a_trial_the_study_already_finished_is_reported_again_after_a_resume_without_failing(tmp_path):
+    spec = validate_spec({"search": {"guard_groups": ["fact"], "seed": 0,
+                                     "space": {"train.learning_rate": {"type": "loguniform", "low": 1e-5,
+                                                                       "high": 1e-3}}}})
+    (tmp_path / "tuner").mkdir()
+    limiter = search.build_searcher(spec, SimpleNamespace(uri=str(tmp_path), name="resumed"))
+    limiter.set_search_properties(PREF, "max", search.param_space(spec))
+    limiter.suggest("a")
+    searcher = limiter.searcher
+    ot_trial = searcher._ot_trials["a"]
+    searcher._ot_study.tell(ot_trial, 0.5)  # the study saw the end before Tune's last snapshot
+    searcher.on_trial_complete("a", {PREF: 0.9, "eval_guard_broken": 1.0})  # Tune reports it again
+    assert searcher._ot_study.get_trials()[0].value == 0.5

@@ -171,6 +171,14 @@ class SearchSpec(_Section):
     # measures (eval_pref_accuracy, eval_pref_margin) cover the other groups, and a trial clearly worse than the base
     # model on a guard group is stopped by ASHA, infeasible to Optuna and never ranked first (tuner.quality).
     guard_groups: list[str] = []
+
+    @field_validator("guard_groups")
+    @classmethod
+    def _distinct_guards(cls, groups: list[str]) -> list[str]:
+        repeated = sorted({g for g in groups if groups.count(g) > 1})
+        if repeated:
+            raise ValueError(f"each group once, got {repeated} more than once")
+        return groups
     # The Optuna study: an RDB URL or a journal file path (tuner.study); None: SQLite in the experiment's tuner folder.
     storage: str | None = None
 
