@@ -134,8 +134,8 @@ def main() -> None:
     print(f"wrote {pairs} pairs in the H4 shape: {source} ({source.stat().st_size / 1e6:.0f} MB) in "
           f"{time.perf_counter() - began:.0f} s")
     model = args.model or str(build_model(work / "model", TINY_MODEL))
-    # The one-trial search on the file (the bundled data's eval groups do not apply); a test split capped as
-    # dpo.yaml caps the eval split, so that the end of the search does not score 12k test pairs.
+    # The one-trial search on the file (the bundled data's eval groups do not apply); the test split capped
+    # as dpo.yaml caps the eval split (144 pairs), so that the end of the search does not score 12k test pairs.
     overrides = [f"model.name={model}", f"data.source={source}", "data.eval_groups=null", "search.num_samples=1",
                  "train.max_steps=2", "train.eval_steps=2", "data.max_test_rows=24", "model.max_length=1024",
                  *args.overrides]

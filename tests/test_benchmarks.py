@@ -93,7 +93,11 @@ def test_large_data_dry_run_prints_first_trial_memory_and_object_store(tmp_path,
     assert 0 < figures["first_trial_s"] < figures["wall_s"] and figures["driver_peak_gb"] > 0
     # only the pairs trials consume go to the object store, not the whole set
     store = figures["object_store"]
-    assert store["train pairs"] == 4 and store["eval pairs"] == 24 and figures["pairs"] == 600
+    from tuner.spec import load_spec
+
+    spec = load_spec(REPO / "search_spaces" / "dpo.yaml")  # what the benchmark's search runs, with 2 steps
+    assert store["train pairs"] == 2 * spec.train_batch() and figures["pairs"] == 600
+    assert 0 < store["eval pairs"] <= spec.data.max_eval_rows
 
 
 @pytest.mark.parametrize("name", ["eval_round", "default_search", "vs_loop", "harness_overhead",
