@@ -42,6 +42,9 @@ def ranking_table(ranked: pd.DataFrame, top: int | None = None) -> str:
 
 def describe_best(ranked: pd.DataFrame) -> str:
     if ranked.empty or pd.isna(ranked.iloc[0]["rank"]):
+        if "guard" in ranked and ranked["guard"].eq("broken").any():
+            return (f"no trial to rank: {int(ranked['guard'].eq('broken').sum())} fell below the base model on a "
+                    f"guard group (guard: broken), and none of the others reported a finite value of the metric")
         return "no trial reported a finite value of the metric"
     best = ranked.iloc[0]
     config = {c.removeprefix("config/"): _plain(best[c]) for c in ranked.columns if c.startswith("config/")}

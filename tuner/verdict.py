@@ -152,8 +152,15 @@ def headline(results: ScoredSplit) -> list[str]:
                      f"({', '.join(results.guard_groups)}), which are reported apart")
     b = results.accuracy(base)
     if winner is None:
-        return lines + [f"  base model: preference accuracy {b.value:.3f} [{b.low:.3f}, {b.high:.3f}]",
-                        "  no trial to compare: none reported a finite score"]
+        nothing = ("none reported a finite score" if not results.guard_groups else
+                   "none reported a finite score on a report that held every guard group")
+        lines += [f"  base model: preference accuracy {b.value:.3f} [{b.low:.3f}, {b.high:.3f}]",
+                  f"  no trial to compare: {nothing}"]
+        if results.guard_groups:
+            lines.append("the search found nothing better than the base model: every trial that reported fell below it "
+                         "on a guard group. Lower the learning-rate range (search.space.train.learning_rate) or "
+                         "train fewer steps (train.max_steps)")
+        return lines
     w, d = results.accuracy(winner), results.difference(winner)
     where = f" ({winner.method}, step {winner.step})" if winner.method else ""
     lines += [f"  winner {winner.label}{where}: preference accuracy {w.value:.3f} [{w.low:.3f}, {w.high:.3f}]",

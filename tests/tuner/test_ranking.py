@@ -164,3 +164,12 @@ def test_a_trial_that_breaks_a_guard_never_wins():
     assert ranked.iloc[0]["rank"] == 1 and ranked.iloc[0]["score"] == 0.8
     assert ranked.iloc[1]["score"] == 0.75 and ranked.iloc[1]["guard"] == "held (some reports)"  # its guarded report
     assert math.isnan(ranked.iloc[2]["rank"]) and ranked.iloc[2]["guard"] == "broken"
+
+
+def test_a_search_whose_every_trial_broke_a_guard_names_no_best_trial():
+    from tuner.tables import describe_best
+
+    trials, history = frames({"a": [0.9], "b": [0.8]}, metric="eval_pref_accuracy")
+    history["eval_guard_broken"] = 1.0
+    ranked = rank_trials(trials, history, "eval_pref_accuracy", "max")
+    assert ranked["rank"].isna().all() and describe_best(ranked).startswith("no trial to rank: 2 fell below")

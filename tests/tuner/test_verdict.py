@@ -131,3 +131,12 @@ def test_a_search_that_found_nothing_says_so_and_what_to_change():
     moved = split(base, {"w": list(base)})
     moved.trials = [scored("w", [0, 1] * 3 + [1, 0] * 57, drift=-0.5, trial_id="w", method="dpo", step=24)]
     assert "changed too few test pairs to tell (3 fixed, 3 broken)" in closing_lines(moved)[-1]
+
+
+def test_a_search_whose_every_trial_broke_a_guard_says_so():
+    results = split([1, 0] * 10, {}, groups=["style", "fact"] * 10, guard_groups=("fact",))
+    lines = headline(results)
+    assert lines[-2] == ("  no trial to compare: none reported a finite score on a report that held every guard "
+                         "group")
+    assert lines[-1].startswith("the search found nothing better than the base model: every trial")
+    assert not found_something(results)
