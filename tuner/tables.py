@@ -65,7 +65,12 @@ def describe_uncertainty(ranked: pd.DataFrame) -> str | None:
     if needed is not None:
         scores = ranked.loc[ranked["rank"].notna(), "score"].astype(float)
         gap = 100 * abs(scores.iloc[0] - scores.iloc[1])
-        line += ("; the top two score the same, so no number of eval pairs separates them" if needed == float("inf")
+        margins = ranked.loc[ranked["rank"].notna()].get("margin_at_best")
+        tie_break = (f" (the leader's larger eval_pref_margin, {margins.iloc[0]:.3f} vs {margins.iloc[1]:.3f}, breaks "
+                     f"the tie)" if margins is not None and margins.iloc[:2].notna().all()
+                     and margins.iloc[0] != margins.iloc[1] else "")
+        line += (f"; the top two score the same, so no number of eval pairs separates them{tie_break}"
+                 if needed == float("inf")
                  else f"; separating the top two at their gap of {gap:.1f} points would take about {needed:,.0f} "
                       f"eval pairs (two-sided 5% test, 80% power)")
     return line

@@ -150,6 +150,11 @@ def test_preference_accuracy_ties_break_on_the_margin_not_on_order():
     assert list(ranked["trial_id"]) == ["b", "a", "c"]  # b's larger margin wins the tie; c's never beats accuracy
     assert ranked.iloc[0]["margin_at_best"] == 0.30 and ranked.iloc[0]["score_step"] == 2  # b's report 1
     assert ranked.iloc[1]["score_step"] == 4  # a's later report has the larger margin
+    from tuner.ranking import add_intervals
+    from tuner.tables import describe_uncertainty
+
+    line = describe_uncertainty(add_intervals(ranked, 24))
+    assert "the top two score the same" in line and "(the leader's larger eval_pref_margin, 0.300 vs 0.200" in line
 
 
 def test_a_trial_that_breaks_a_guard_never_wins():
