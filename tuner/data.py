@@ -21,6 +21,7 @@ from datasets.fingerprint import generate_random_fingerprint
 from datasets.table import InMemoryTable
 
 from tuner.errors import UserError
+from tuner.quality import GROUP  # the values of data.group_column, under one name (one owner)
 from tuner.shapes import Pair, Shape, read_pairs
 from tuner.spec import BUNDLED_DATA, DataSpec
 
@@ -28,7 +29,6 @@ BUNDLED_PATH = Path(__file__).parent / "data" / "preferences.jsonl"
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 COLUMNS = ("prompt", "chosen", "rejected")
 PAIR_ID = "pair_id"  # a stable id per pair (the source's own `pair_id` column, else a hash of the pair's text)
-GROUP = "group"  # the values of data.group_column, under one name
 SHOWN_BAD_ROWS = 5  # bad rows named in the message; the count per reason covers all of them
 
 
