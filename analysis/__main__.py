@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots, report
-from tuner import scoring, verdict
+from tuner.evidence import scoring, verdict
 from tuner.errors import UserError, guarded
 from tuner.experiment import Experiment
-from tuner.ranking import (DRIFT_METRIC, DRIFT_PENALISED, MARGIN_METRIC, PREF_ACCURACY_METRIC, rank_trials,
+from tuner.experiment.ranking import (DRIFT_METRIC, DRIFT_PENALISED, MARGIN_METRIC, PREF_ACCURACY_METRIC, rank_trials,
                            rankings_for, with_drift_penalty)
-from tuner.tables import describe_best, describe_uncertainty, ranking_table
-from tuner.trust import TRUST_HINT, owner_only_files
+from tuner.experiment.tables import describe_best, describe_uncertainty, ranking_table
+from tuner.experiment.trust import TRUST_HINT, owner_only_files
 
 
 def parse_args(argv):
@@ -100,7 +100,7 @@ def analyze(args) -> int:
     figures = plots.plot_curves(experiment.history, best, out / "figures")
     figures += plots.plot_parameters(first, out / "figures")
     if experiment.spec.search.algorithm == "optuna" and experiment.has_study:
-        from tuner import study
+        from tuner.search import study
 
         storage = study.storage_for(experiment.spec.search.storage, experiment.uri)
         importance = plots.plot_importances(plots.optuna_importances(storage, experiment.name), out / "figures")

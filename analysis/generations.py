@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tuner.errors import UserError, guarded
 from tuner.experiment import Experiment
-from tuner.trust import TRUST_HINT, owner_only_files
+from tuner.experiment.trust import TRUST_HINT, owner_only_files
 
 
 @dataclass(frozen=True)

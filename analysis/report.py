@@ -12,10 +12,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from tuner import verdict
+from tuner.evidence import verdict
 from tuner.experiment import Experiment
 from tuner.spec import to_yaml
-from tuner.tables import describe_uncertainty, display_frame
+from tuner.experiment.tables import describe_uncertainty, display_frame
 
 TEXT_WIDTH = 90  # characters of a pair's text shown in the regression lists
 

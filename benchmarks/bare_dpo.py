@@ -109,8 +109,8 @@ def main(argv=None) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from tuner.data import as_conversation, load_pairs
-    from tuner.embedded import embedded_model_path
+    from tuner.data.loading import as_conversation, load_pairs
+    from tuner.trial.embedded import embedded_model_path
     from tuner.spec import DataSpec
 
     if args.threads:

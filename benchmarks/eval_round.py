@@ -1,5 +1,5 @@
 """One eval round of the default search, the way tuner did it before (TRL's eval, then a second preference-accuracy
-pass over the same pairs: benchmarks/bare_dpo.py's LegacyPreferenceAccuracy) vs tuner.evaluation's one pass, on the
+pass over the same pairs: benchmarks/bare_dpo.py's LegacyPreferenceAccuracy) vs tuner.trial.evaluation's one pass, on the
 default search's eval pairs, model and trial settings (one torch thread, as a trial gets), after a few training
 steps. Both run side by side in one process, repeated and interleaved. Prints both times, their ratio (target >= 2x),
 how far each metric moved (target <= 1e-4), and the one pass under bf16 autocast (tuner uses it only where it is
@@ -51,11 +51,12 @@ def main() -> None:
     from transformers import PrinterCallback
 
     from benchmarks.bare_dpo import LegacyPreferenceAccuracy
-    from tuner import backends, data, models, reference
-    from tuner.evaluation import PairEvaluation
-    from tuner.quality import with_pair_ids
+    from tuner.trial import backends, models, reference
+    from tuner.data import loading as data
+    from tuner.trial.evaluation import PairEvaluation
+    from tuner.evidence.quality import with_pair_ids
     from tuner.spec import load_spec
-    from tuner.trainable import build_trainer
+    from tuner.trial.trainable import build_trainer
 
     print(machine())
     work = Path(tempfile.mkdtemp(prefix="bench-eval-round-"))

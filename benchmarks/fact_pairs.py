@@ -116,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     from peft import PeftModel
 
     from benchmarks.common import machine
-    from tuner import backends, reference, stats
-    from tuner.quality import with_pair_ids
+    from tuner.trial import backends, reference
+    from tuner.evidence import stats
+    from tuner.evidence.quality import with_pair_ids
     from tuner.spec import validate_spec
 
     print(machine())

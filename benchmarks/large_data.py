@@ -103,7 +103,7 @@ def run_watched(command: list[str], log: Path) -> tuple[float, float, float]:
 def object_store_bytes(path: Path) -> dict[str, int]:
     """What tune.with_parameters puts into Ray's object store: the prepared pairs as the driver loads them for it
     (tuner.search.trainable), pickled."""
-    from tuner import data
+    from tuner.data import loading as data
     from tuner.experiment import Experiment
 
     experiment = Experiment.open(path)

@@ -47,7 +47,7 @@ def sensitivity_table(path: Path, guards: list[str]) -> list[dict]:
     as the guard groups."""
     from dataclasses import replace
 
-    from tuner import scoring, stats
+    from tuner.evidence import scoring, stats
     from tuner.experiment import Experiment
 
     experiment = Experiment.open(path)

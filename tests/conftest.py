@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def embedded_model(tmp_path_factory) -> Path:
     """The real embedded-model conversion, once per test session, in the user's cache (reused across runs)."""
-    from tuner.embedded import embedded_model_path
+    from tuner.trial.embedded import embedded_model_path
 
     return embedded_model_path()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from benchmarks.fact_pairs import FACTS, main, pairs
-from tuner.data import BUNDLED_PATH
+from tuner.data.loading import BUNDLED_PATH
 
 
 def test_fact_pairs_are_about_questions_outside_the_bundled_data():

@@ -22,8 +22,8 @@ import yaml
 
 from tuner.errors import UserError, guarded
 from tuner.experiment import Best, Experiment
-from tuner.reporting import RESUME_FILES
-from tuner.trust import TRUST_HINT, owner_only_files
+from tuner.trial.reporting import RESUME_FILES
+from tuner.experiment.trust import TRUST_HINT, owner_only_files
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -98,7 +98,7 @@ def _test_section(test: dict | None) -> str:
 
 def summarize_test_split(experiment: Experiment, best: Best) -> dict | None:
     """The exported trial and the base model on the test split (scored once, then read from the experiment)."""
-    from tuner import scoring, verdict
+    from tuner.evidence import scoring, verdict
 
     results = scoring.score_test_split(experiment, include=[best])
     if results is None:

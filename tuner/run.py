@@ -18,14 +18,15 @@ import shlex
 import sys
 import tempfile
 
-from tuner import cluster, console
+from tuner import console
+from tuner.search import cluster
 from tuner.console import TRIAL_LOG
 from tuner.errors import InputError, guarded
 from tuner.experiment import Experiment
 from tuner.spec import Spec, load_spec, read_spec, to_yaml
 from tuner.spec.schema import RunSpec
 from tuner.spec.secrets import missing_variables
-from tuner.trust import check_folder, owner_only_files
+from tuner.experiment.trust import check_folder, owner_only_files
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 FAILED = 1  # every trial of the search errored
@@ -136,7 +137,8 @@ def start(args: argparse.Namespace, early: cluster.EarlyStart | None = None) -> 
         print(to_yaml(spec))
         print(describe_space(spec))
         return 0
-    from tuner import data, experiment as experiments
+    from tuner import experiment as experiments
+    from tuner.data import loading as data
 
     _check_environment(spec, args.address)
     # The source's Arrow copy goes to a private folder removed once the pairs are saved in the experiment, not to
@@ -147,7 +149,7 @@ def start(args: argparse.Namespace, early: cluster.EarlyStart | None = None) -> 
         location = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
                                              experiments.default_name(spec))
         if spec.search.algorithm == "optuna" and spec.search.storage is not None:
-            from tuner import study
+            from tuner.search import study
 
             study.check(spec.search.storage, location.name)
         _warn_about_exposure(spec, args.address, location.is_local)
@@ -168,7 +170,8 @@ def start(args: argparse.Namespace, early: cluster.EarlyStart | None = None) -> 
 def resume(args: argparse.Namespace) -> int:
     from ray import tune
 
-    from tuner import data, experiment as experiments, search
+    from tuner import experiment as experiments, search
+    from tuner.data import loading as data
 
     experiment = Experiment(args.resume)
     experiment.fetch_tuner_files()  # object storage: the spec, base metrics and study, before Tune restores
@@ -226,7 +229,8 @@ def _check_environment(spec: Spec, address: str | None) -> None:
     """Every check of what the spec names outside the data (model, Ray address, W&B, this machine's resources),
     before anything is written and before Ray is started or attached to (a new local search's Ray may be starting
     in the background meanwhile: _start_ray_early)."""
-    from tuner import compat, experiment as experiments, models
+    from tuner import experiment as experiments
+    from tuner.trial import compat, models
 
     cluster.check_exposure(address, spec.run.dashboard_host)
     _check_secrets(spec, address)
@@ -245,7 +249,8 @@ def _check_environment(spec: Spec, address: str | None) -> None:
 def _checked_pairs(spec: Spec, splits):
     """The loaded pairs, once truncation is known to leave eval pairs to score (a line in `notes` when it leaves
     only some); with the lines saying what was read and how long its pairs are in `splits.summary`."""
-    from tuner import data, experiment as experiments
+    from tuner import experiment as experiments
+    from tuner.data import loading as data
 
     if line := experiments.check_eval_pairs(spec, splits.eval):
         splits.notes.append(line)
@@ -372,7 +377,7 @@ def _fit_and_report(tuner, spec: Spec, experiment: Experiment, top: int) -> int:
 def report_test_split(experiment: Experiment) -> None:
     """The last lines of a finished search: the top trials and the base model scored once on the test split, per
     group, the regressions, and the headline."""
-    from tuner import scoring, verdict
+    from tuner.evidence import scoring, verdict
 
     results = scoring.score_test_split(experiment)
     if results is None:
@@ -389,8 +394,8 @@ def report(experiment: Experiment, top: int) -> None:
     """The end of a search: the ranking, errored trials and the best checkpoint, all from experiment.best()'s
     ranking, so that the table's numbers, the named trial and the checkpoint are one report's. A search in which
     no trial reported (all failed, or stopped before the first evaluation) shows its trials and their errors."""
-    from tuner.ranking import UnknownMetric
-    from tuner.tables import describe_best, describe_uncertainty, ranking_table
+    from tuner.experiment.ranking import UnknownMetric
+    from tuner.experiment.tables import describe_best, describe_uncertainty, ranking_table
 
     spec, path, trials = experiment.spec, shlex.quote(experiment.uri), experiment.trials
     try:

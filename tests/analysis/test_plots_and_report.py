@@ -9,7 +9,7 @@ from PIL import Image
 from analysis import plots, report
 from tuner.experiment import Experiment
 from tuner.spec import validate_spec
-from tuner.ranking import rank_trials
+from tuner.experiment.ranking import rank_trials
 from tests.analysis.fabricated import frames
 
 

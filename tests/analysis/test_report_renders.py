@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from analysis import plots, report
-from tuner.ranking import rank_trials
+from tuner.experiment.ranking import rank_trials
 from tests.analysis.test_plots_and_report import fabricated_experiment
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

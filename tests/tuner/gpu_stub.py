@@ -1,6 +1,6 @@
 """Test only: a Ray worker on this CPU machine made to believe it holds a CUDA GPU, with the model and training step
 replaced by a stub. Everything else in a trial is tuner's and Ray's own: Tune's scheduling of fractional GPUs,
-`tuner.trainable.run_trial`, `tuner.device.set_up`'s GPU branch, the prepared data, the report to Tune, and the
+`tuner.trial.trainable.run_trial`, `tuner.trial.device.set_up`'s GPU branch, the prepared data, the report to Tune, and the
 out-of-memory handling.
 
 Installed in every worker process of a test's Ray job with
@@ -36,7 +36,7 @@ def install() -> None:
     torch.cuda.reset_peak_memory_stats = lambda device=None: None
     torch.cuda.max_memory_allocated = lambda device=None: 0
 
-    from tuner import backends, trainable
+    from tuner.trial import backends, trainable
 
     backends.load = load_tokenizer_only
     trainable.build_trainer = StubTrainer
@@ -66,7 +66,7 @@ def load_tokenizer_only(backend: str, model_path: str, spec):
     """backends.load without the model: the trial still needs the real tokenizer for its data and reporting."""
     from transformers import AutoTokenizer
 
-    from tuner.backends import Loaded, _with_pad_token
+    from tuner.trial.backends import Loaded, _with_pad_token
 
     return Loaded(model=None, tokenizer=_with_pad_token(AutoTokenizer.from_pretrained(model_path)),
                   peft_config=None)
@@ -77,7 +77,7 @@ class _State:
 
 
 class StubTrainer:
-    """Stands in for TRL's trainer (same arguments as tuner.trainable.build_trainer): one training step that
+    """Stands in for TRL's trainer (same arguments as tuner.trial.trainable.build_trainer): one training step that
     waits for its GPU peers, reports one eval round to Tune, or raises CUDA OOM in the trial whose seed is
     OOM_SEED."""
 
@@ -91,7 +91,7 @@ class StubTrainer:
         import torch
         from ray import tune
 
-        from tuner import compat
+        from tuner.trial import compat
 
         trial_dir = _trial_dir()
         record("train_start", cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"), on_gpu=self.on_gpu,

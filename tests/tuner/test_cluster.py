@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from tests.conftest import REPO, spec_path
-from tuner import cluster
+from tuner.search import cluster
 from tuner.errors import InputError
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -32,7 +32,8 @@ import json, os, sys
 from pathlib import Path
 import ray
 from ray.util.state import list_actors
-from tuner import cluster, search
+from tuner import search
+from tuner.search import cluster
 from tuner.experiment import Experiment
 from tuner.spec import validate_spec
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
-from tuner.data import BUNDLED_PATH, DataError, as_conversation, load_pairs, split_by_prompt
+from tuner.data.loading import BUNDLED_PATH, DataError, as_conversation, load_pairs, split_by_prompt
 from tuner.spec import DataSpec
 
 

@@ -1,4 +1,4 @@
-"""Every shape of preference data TRL's trainers read, as files of each format, brought to one form (tuner.shapes),
+"""Every shape of preference data TRL's trainers read, as files of each format, brought to one form (tuner.data.shapes),
 and the rows that cannot be a pair named by line and reason."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from tuner.data import DataError, load_pairs, split_by_prompt
-from tuner.shapes import read_pairs
+from tuner.data.loading import DataError, load_pairs, split_by_prompt
+from tuner.data.shapes import read_pairs
 from tuner.spec import DataSpec
 
 
@@ -240,8 +240,9 @@ class WordTokenizer:
 
 
 def test_the_data_line_names_the_shape_and_the_token_lengths_against_max_length(tmp_path):
-    from tuner import data, models
-    from tuner.quality import length_line
+    from tuner.data import loading as data
+    from tuner.trial import models
+    from tuner.evidence.quality import length_line
     from tuner.spec import validate_spec
 
     pairs = [{"prompt": "w " * p, "chosen": "a " * c, "rejected": "b " * r}
@@ -274,7 +275,8 @@ class WordTokenizerWithTemplate(WordTokenizer):
 
 
 def test_conversations_need_a_model_with_a_chat_template(tmp_path):
-    from tuner import experiment, models
+    from tuner import experiment
+    from tuner.trial import models
     from tuner.errors import InputError
     from tuner.spec import validate_spec
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from tuner import device
+from tuner.trial import device
 
 
 def test_cpu_trial_takes_its_share_of_threads(tmp_path):

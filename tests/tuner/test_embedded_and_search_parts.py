@@ -8,7 +8,9 @@ from types import SimpleNamespace
 import pytest
 from ray import tune
 
-from tuner import cluster, embedded, search
+from tuner import search
+from tuner.search import cluster
+from tuner.trial import embedded
 from tuner.errors import InputError
 from tuner.spec import validate_spec
 
@@ -114,7 +116,7 @@ def test_the_optuna_storage_follows_a_moved_experiment_folder(tmp_path, monkeypa
 
     import optuna
 
-    from tuner import study as studies
+    from tuner.search import study as studies
     from tuner.experiment import Experiment
 
     old = Experiment(tmp_path / "old" / "exp")

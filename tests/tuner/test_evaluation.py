@@ -8,13 +8,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.tuner.test_quality import direct_accuracy
-from tuner import backends, evaluation, methods, reference
-from tuner.data import as_conversation, load_pairs, load_prepared
-from tuner.evaluation import PairEvaluation
-from tuner.logprobs import answer_log_probs
-from tuner.quality import DRIFT, METRIC, pair_ids, with_pair_ids
+from tuner.trial import backends, evaluation, methods, reference
+from tuner.data.loading import as_conversation, load_pairs, load_prepared
+from tuner.trial.evaluation import PairEvaluation
+from tuner.trial.logprobs import answer_log_probs
+from tuner.evidence.quality import DRIFT, METRIC, pair_ids, with_pair_ids
 from tuner.spec import validate_spec
-from tuner.trainable import build_trainer
+from tuner.trial.trainable import build_trainer
 
 # Eval metrics that measure time, not the model.
 TIMINGS = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_model_preparation_time"}
@@ -176,7 +176,7 @@ def test_answer_log_probs_equal_the_full_forward(tiny_llama):
 
 
 def test_the_eval_reports_each_group_the_margin_and_the_guard_from_its_one_pass(tiny_llama, prepared, tmp_path):
-    from tuner.quality import GUARD, GUARD_BROKEN, MARGIN
+    from tuner.evidence.quality import GUARD, GUARD_BROKEN, MARGIN
 
     spec = tiny_spec(tiny_llama)
     _, held_out, folder, base = prepared

@@ -5,7 +5,7 @@ import stat
 import pytest
 
 from tuner import experiment
-from tuner.methods import training_args
+from tuner.trial.methods import training_args
 from tuner.spec import validate_spec
 
 

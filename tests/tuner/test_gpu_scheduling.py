@@ -1,7 +1,7 @@
 """Four trials packed on one GPU, proven on a CPU: Ray accepts a declared GPU on a machine without one, so a real
 Tune search of tuner's real trainable (wrapped by tuner.search exactly as a run wraps it) is scheduled at
 `resources.gpu: 0.25`. Only the model and the training step are stubbed, inside the trial processes
-(tests/tuner/gpu_stub.py), and torch.cuda is made to say a GPU is there so that tuner.device takes its GPU branch.
+(tests/tuner/gpu_stub.py), and torch.cuda is made to say a GPU is there so that tuner.trial.device takes its GPU branch.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import pytest
 
 from tests.conftest import REPO, spec_path
 from tests.tuner import gpu_stub
-from tuner import data, device, experiment as experiments, search
+from tuner import experiment as experiments, search
+from tuner.data import loading as data
+from tuner.trial import device
 from tuner.experiment import Experiment
 from tuner.spec import load_spec
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 START_WITHOUT_DASHBOARD_PACKAGES = """
 import sys
 sys.modules["opencensus"] = None
-from tuner import cluster
+from tuner.search import cluster
 session = cluster.start(None)
 print("started, dashboard:", repr(session.context.dashboard_url))
 cluster.stop(session)

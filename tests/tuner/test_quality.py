@@ -7,9 +7,9 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tuner import reference
-from tuner.backends import load_base
-from tuner.quality import DRIFT, GUARD, GUARD_BROKEN, MARGIN, METRIC, PairScores, guard_broken, pair_ids, with_pair_ids
+from tuner.trial import reference
+from tuner.trial.backends import load_base
+from tuner.evidence.quality import DRIFT, GUARD, GUARD_BROKEN, MARGIN, METRIC, PairScores, guard_broken, pair_ids, with_pair_ids
 from tuner.spec import validate_spec
 
 PAIRS = [
@@ -138,7 +138,7 @@ def test_a_nan_log_likelihood_is_never_scored_as_a_number():
 
 
 def test_pair_lengths_say_which_max_length_keeps_an_answer(tiny_llama):
-    from tuner.quality import pair_lengths
+    from tuner.evidence.quality import pair_lengths
 
     lengths = pair_lengths(AutoTokenizer.from_pretrained(tiny_llama), Dataset.from_list(PAIRS))
     base = load_base(str(tiny_llama))

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from tuner.ranking import UnknownMetric, rank_by_method, rank_trials
+from tuner.experiment.ranking import UnknownMetric, rank_by_method, rank_trials
 from tests.analysis.fabricated import frames
 
 
@@ -79,7 +79,7 @@ def test_each_method_on_its_own_metric_and_together_on_eval_loss():
 
 
 def test_report_rankings_with_and_without_a_search_metric():
-    from tuner.ranking import rankings_for
+    from tuner.experiment.ranking import rankings_for
 
     trials, history = frames({"d1": [0.1, 0.3], "d2": [0.2, 0.2]})
     history["eval_pref_accuracy"] = [0.5, 0.75, 0.5, 1.0]
@@ -97,8 +97,8 @@ def pref_ranking(scores: dict[str, float]):
 
 
 def test_intervals_mark_the_trials_that_overlap_the_leader_as_tied():
-    from tuner.ranking import add_intervals
-    from tuner.stats import wilson
+    from tuner.experiment.ranking import add_intervals
+    from tuner.evidence.stats import wilson
 
     # 24 eval pairs: 24/24, 23/24 and 19/24 overlap the leader's [0.86, 1]; 12/24 does not
     ranked = add_intervals(pref_ranking({"a": 1.0, "b": 23 / 24, "c": 19 / 24, "d": 0.5}), pairs=24)
@@ -112,8 +112,8 @@ def test_intervals_mark_the_trials_that_overlap_the_leader_as_tied():
 
 
 def test_per_pair_outcomes_give_the_interval_when_a_checkpoint_saved_them():
-    from tuner.ranking import add_intervals
-    from tuner.stats import accuracy
+    from tuner.experiment.ranking import add_intervals
+    from tuner.evidence.stats import accuracy
 
     outcomes = {"a": [1] * 90 + [0] * 10, "b": [1] * 60 + [0] * 40}
     ranked = add_intervals(pref_ranking({"a": 0.9, "b": 0.6}), pairs=None, outcomes=outcomes)
@@ -122,7 +122,7 @@ def test_per_pair_outcomes_give_the_interval_when_a_checkpoint_saved_them():
 
 
 def test_no_interval_for_a_metric_that_is_not_a_share_of_pairs():
-    from tuner.ranking import add_intervals
+    from tuner.experiment.ranking import add_intervals
 
     trials, history = frames({"a": [0.5], "b": [0.4]})
     ranked = add_intervals(rank_trials(trials, history, "eval_rewards/margins"), pairs=24)
@@ -130,8 +130,8 @@ def test_no_interval_for_a_metric_that_is_not_a_share_of_pairs():
 
 
 def test_ranking_table_shows_the_interval_and_the_tie_marks():
-    from tuner.ranking import add_intervals
-    from tuner.tables import describe_uncertainty, display_frame
+    from tuner.experiment.ranking import add_intervals
+    from tuner.experiment.tables import describe_uncertainty, display_frame
 
     ranked = add_intervals(pref_ranking({"a": 1.0, "b": 23 / 24, "c": 0.5}), pairs=24)
     shown = display_frame(ranked)
@@ -150,8 +150,8 @@ def test_preference_accuracy_ties_break_on_the_margin_not_on_order():
     assert list(ranked["trial_id"]) == ["b", "a", "c"]  # b's larger margin wins the tie; c's never beats accuracy
     assert ranked.iloc[0]["margin_at_best"] == 0.30 and ranked.iloc[0]["score_step"] == 2  # b's report 1
     assert ranked.iloc[1]["score_step"] == 4  # a's later report has the larger margin
-    from tuner.ranking import add_intervals
-    from tuner.tables import describe_uncertainty
+    from tuner.experiment.ranking import add_intervals
+    from tuner.experiment.tables import describe_uncertainty
 
     line = describe_uncertainty(add_intervals(ranked, 24))
     assert "the top two score the same" in line and "(the leader's larger eval_pref_margin, 0.300 vs 0.200" in line
@@ -172,7 +172,7 @@ def test_a_trial_that_breaks_a_guard_never_wins():
 
 
 def test_a_search_whose_every_trial_broke_a_guard_names_no_best_trial():
-    from tuner.tables import describe_best
+    from tuner.experiment.tables import describe_best
 
     trials, history = frames({"a": [0.9], "b": [0.8]}, metric="eval_pref_accuracy")
     history["eval_guard_broken"] = 1.0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tuner import backends, reference
-from tuner.data import as_conversation, load_pairs, load_prepared
+from tuner.trial import backends, reference
+from tuner.data.loading import as_conversation, load_pairs, load_prepared
 from tuner.spec import validate_spec
-from tuner.trainable import build_trainer
+from tuner.trial.trainable import build_trainer
 
 
 def tiny_spec(tiny_llama, **search):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tuner import cluster
+from tuner.search import cluster
 from tuner.experiment import Experiment
-from tuner.ranking import rank_trials
+from tuner.experiment.ranking import rank_trials
 from tests.conftest import REPO, spec_path
 from tests.tuner.test_search_integration import FAST, run_cli
 

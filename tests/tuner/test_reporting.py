@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tuner.reporting import DivergedError, TuneReportCallback
+from tuner.trial.reporting import DivergedError, TuneReportCallback
 
 
 @pytest.mark.parametrize("loss", [math.nan, math.inf, -math.inf])

@@ -20,7 +20,8 @@ import pytest
 
 from tests.conftest import REPO, spec_path
 from tests.tuner.test_inputs import assert_one_line
-from tuner import cluster, run
+from tuner import run
+from tuner.search import cluster
 from tuner.experiment import Experiment
 from tuner.run import main
 from tuner.spec import load_spec, validate_spec

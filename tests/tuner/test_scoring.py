@@ -11,10 +11,10 @@ from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 
 from tests.tuner.test_quality import PAIRS, direct_mean_logp, tiny_spec
-from tuner import reference
-from tuner.backends import load_base
-from tuner.quality import PairScores
-from tuner.scoring import score_pairs
+from tuner.trial import reference
+from tuner.trial.backends import load_base
+from tuner.evidence.quality import PairScores
+from tuner.evidence.scoring import score_pairs
 
 
 def test_scores_line_up_with_the_pairs_and_equal_the_definition(tiny_llama):
@@ -56,7 +56,8 @@ def test_the_base_model_is_loaded_once_and_each_model_scored_as_itself(tiny_llam
     model is loaded once for all of them, and merging an adapter does not change the base model's numbers."""
     from types import SimpleNamespace
 
-    from tuner import backends, scoring
+    from tuner.trial import backends
+    from tuner.evidence import scoring
     from tuner.experiment import Best
 
     spec = tiny_spec(tiny_llama)

@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from tuner.experiment import Experiment
-from tuner.ranking import rank_trials
+from tuner.experiment.ranking import rank_trials
 from tests.conftest import REPO, spec_path
 
 pytestmark = pytest.mark.integration
@@ -181,7 +181,7 @@ def test_cli_ends_with_the_test_split_headline(dpo_run):
     assert f"winner {experiment.best().trial_id} " in headline[2]
     scores = json.loads(experiment.test_scores_file.read_text())
     assert len(scores["models"]) == 1 + experiment.spec.search.test_top_k and len(scores["pairs"]) == 144
-    from tuner import scoring
+    from tuner.evidence import scoring
 
     said = []
     again = scoring.score_test_split(experiment, say=said.append)  # read back, not scored again

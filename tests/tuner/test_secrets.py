@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.methods import training_args
+from tuner.trial.methods import training_args
 from tuner.spec import SpecError, redacted, validate_spec
 from tuner.spec.secrets import SecretMissing, is_secret, resolved
 

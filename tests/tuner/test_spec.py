@@ -144,8 +144,8 @@ def test_the_search_metric_must_be_one_every_searched_method_reports(raw, proble
 
 
 def test_every_default_metric_is_reported_by_its_method():
-    from tuner import methods
-    from tuner.quality import METRIC
+    from tuner.trial import methods
+    from tuner.evidence.quality import METRIC
 
     for method, metric in methods.DEFAULT_METRIC.items():
         assert metric in methods.EVAL_METRICS[method]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from tuner import stats
+from tuner.evidence import stats
 
 
 def test_wilson_interval_known_values():

@@ -11,12 +11,13 @@ import shutil
 import pytest
 
 from tests.conftest import spec_path
-from tuner import experiment as experiments, study
+from tuner import experiment as experiments
+from tuner.search import study
 from tuner.errors import InputError
 from tuner.experiment import Experiment
 from tuner.run import main
 from tuner.spec import SpecError, validate_spec
-from tuner.storage import Location
+from tuner.experiment.storage import Location
 
 
 def test_uris_name_their_children_and_map_tune_paths_back():
@@ -82,7 +83,7 @@ def test_bad_study_storages_exit_2_before_anything_is_written(tmp_path, capsys, 
 
 def test_storage_probe_names_what_is_wrong_and_writes_nothing(s3_server, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from tuner.embedded import cache_dir
+    from tuner.trial.embedded import cache_dir
 
     bucket = s3_server.bucket("probe")
     s3_server.client().put_object(Bucket=bucket, Key="results/taken/tuner/spec.yaml", Body=b"")
@@ -107,7 +108,7 @@ def test_an_experiment_in_object_storage_is_published_once_and_read_from_another
                                                                                          monkeypatch):
     from datasets import Dataset
 
-    from tuner import data
+    from tuner.data import loading as data
 
     bucket = s3_server.bucket("roundtrip")
     monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "driver"))
@@ -138,7 +139,7 @@ def test_an_experiment_in_object_storage_is_published_once_and_read_from_another
 
 
 def test_storage_that_refuses_writes_leaves_nothing_behind(s3_server, tmp_path, monkeypatch):
-    from tuner.storage import StorageError
+    from tuner.experiment.storage import StorageError
 
     monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "driver"))
     location = experiments.check_storage(s3_server.uri(s3_server.bucket("read-only"), "results"), "exp")
@@ -156,7 +157,7 @@ def test_prepared_data_reaches_trials_as_data_not_as_a_path(tmp_path):
     """Trials get the data through Ray's object store (pickled): it must not refer to the driver's files."""
     from datasets import Dataset
 
-    from tuner import data
+    from tuner.data import loading as data
 
     pairs = Dataset.from_dict({"prompt": ["p1", "p2"], "chosen": ["a", "b"], "rejected": ["c", "d"]})
     for split in ("train", "eval"):

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 from ray import tune
 
-from tuner import trainable
-from tuner.reporting import RESUME_FILES
+from tuner.trial import trainable
+from tuner.trial.reporting import RESUME_FILES
 
 
 def checkpoint_folder(trial_dir, name, step):

@@ -17,7 +17,7 @@ import pytest
 
 from tuner.experiment import Experiment
 from tuner.spec import to_yaml, validate_spec
-from tuner.trust import UntrustedFolder, check_folder, problems
+from tuner.experiment.trust import UntrustedFolder, check_folder, problems
 
 OTHER_UID = 12345
 as_root = pytest.mark.skipif(os.getuid() != 0, reason="giving a folder to another uid needs root")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuner.verdict import (ALL_PAIRS, Scored, ScoredSplit, changed_pairs, closing_lines, found_something, group_table,
+from tuner.evidence.verdict import (ALL_PAIRS, Scored, ScoredSplit, changed_pairs, closing_lines, found_something, group_table,
                            headline)
 
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from tuner import methods
+from tuner.trial import methods
 from tuner.spec.secrets import check_train_secret, how_to_give, is_secret, referenced_secret
 from tuner.spec.schema import RESERVED_TRAIN_FIELDS, UNSEARCHABLE_SECTIONS, SearchSpec, Spec
 

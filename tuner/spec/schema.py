@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from tuner import methods, storage
+from tuner.trial import methods
+from tuner.experiment import storage
 from tuner.errors import UserError
 
 EMBEDDED_MODEL = "embedded"
@@ -169,7 +170,7 @@ class SearchSpec(_Section):
     test_top_k: int = Field(3, ge=0)
     # Groups of pairs (data.group_column) that must not get worse than the base model: the search metric's pair
     # measures (eval_pref_accuracy, eval_pref_margin) cover the other groups, and a trial clearly worse than the base
-    # model on a guard group is stopped by ASHA, infeasible to Optuna and never ranked first (tuner.quality).
+    # model on a guard group is stopped by ASHA, infeasible to Optuna and never ranked first (tuner.evidence.quality).
     guard_groups: list[str] = []
 
     @field_validator("guard_groups")
@@ -179,7 +180,7 @@ class SearchSpec(_Section):
         if repeated:
             raise ValueError(f"each group once, got {repeated} more than once")
         return groups
-    # The Optuna study: an RDB URL or a journal file path (tuner.study); None: SQLite in the experiment's tuner folder.
+    # The Optuna study: an RDB URL or a journal file path (tuner.search.study); None: SQLite in the experiment's tuner folder.
     storage: str | None = None
 
     @field_validator("storage")

@@ -14,10 +14,10 @@ from tuner.spec import Spec, to_yaml, validate_spec, with_sampled
 
 def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callbacks: list, on_gpu: bool,
                   shared_reference: bool = False, pair_evaluation=None):
-    """TRL's trainer for the spec's method, evaluating in one forward pass (tuner.evaluation); with
+    """TRL's trainer for the spec's method, evaluating in one forward pass (tuner.trial.evaluation); with
     `shared_reference`, `train`/`held_out` are the tokenized pairs with the reference log-probs that
-    tuner.reference computed once for the search."""
-    from tuner import evaluation, methods
+    tuner.trial.reference computed once for the search."""
+    from tuner.trial import evaluation, methods
 
     trainer_class = evaluation.trainer_class(spec.method, shared_reference)
     return trainer_class(
@@ -42,12 +42,13 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
     `reference`, the same tokenized with DPO's shared reference log-probs, None when each trial computes its own;
     `cache_dir`, compile caches shared by the experiment's trials (None: this node's own, under its temp folder);
     `log_root`, the experiment folder whose trial folders get each trial's `trial.log` (None: Ray's local one);
-    `base_scores`, the base models' per-pair scores by model name (tuner.quality.PairScores), the drift reference of
+    `base_scores`, the base models' per-pair scores by model name (tuner.evidence.quality.PairScores), the drift reference of
     trials that have no reference of their own."""
     from ray import tune
 
-    from tuner import backends, console, device, models
-    from tuner.trust import OWNER_ONLY_UMASK
+    from tuner import console
+    from tuner.trial import backends, device, models
+    from tuner.experiment.trust import OWNER_ONLY_UMASK
 
     # Checkpoints and trainer files are written by this process; on a cluster it inherits `ray start`'s umask.
     os.umask(OWNER_ONLY_UMASK)
@@ -70,9 +71,9 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
 
     import torch
 
-    from tuner import data as pairs
-    from tuner import evaluation
-    from tuner.reporting import TuneReportCallback
+    from tuner.data import loading as pairs
+    from tuner.trial import evaluation
+    from tuner.trial.reporting import TuneReportCallback
 
     on_gpu = backends.cuda_available()
     shared_reference = spec.method == "dpo" and reference is not None
@@ -143,7 +144,7 @@ def _resumable_checkpoint(reporter) -> str | None:
 
 
 def _has_resume_files(folder: str) -> bool:
-    from tuner.reporting import RESUME_FILES
+    from tuner.trial.reporting import RESUME_FILES
 
     return all(os.path.isfile(os.path.join(folder, name)) for name in RESUME_FILES)
 

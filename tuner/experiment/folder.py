@@ -1,6 +1,6 @@
 """The experiment folder, `run.storage_path/NAME/`, and its one owner: `Experiment`.
 
-`run.storage_path` is a local (or NFS) folder, or object storage (`s3://bucket/prefix`, tuner.storage). In object
+`run.storage_path` is a local (or NFS) folder, or object storage (`s3://bucket/prefix`, tuner.experiment.storage). In object
 storage, what tuner itself keeps (the `tuner/` files below, reports) is made in a working copy on this machine's disk
 (`Experiment.path`) and uploaded (`publish`); readers download what they need into it (`open`, `local_copy`), and Ray
 Tune reads and writes its own files there through the same pyarrow filesystem (`Experiment.location`).
@@ -10,11 +10,11 @@ Tune reads and writes its own files there through the same pyarrow filesystem (`
     NAME/tuner/data/           the split pairs, prepared once for every trial (Arrow)
     NAME/tuner/data/dpo-reference/   tokenized pairs with the base model's reference log-probs, when shared
     NAME/tuner/data/test/      the test split: prompts no trial, ASHA, Optuna or ranking sees (Arrow)
-    NAME/tuner/test_scores.json      per-pair test scores of the base model and the top trials (tuner.scoring)
+    NAME/tuner/test_scores.json      per-pair test scores of the base model and the top trials (tuner.evidence.scoring)
     NAME/tuner/optuna.db       the Optuna study (SQLite), unless search.storage names another storage
     NAME/tuner/base_metrics.json     the base model's scores on the eval pairs
     NAME/tuner/base_outcomes.json    its per-pair outcomes ({"pairs": [...], "correct": [0/1, ...]})
-    NAME/tuner/base_scores.json      its per-pair answer log-probs and token counts (tuner.quality.PairScores)
+    NAME/tuner/base_scores.json      its per-pair answer log-probs and token counts (tuner.evidence.quality.PairScores)
     NAME/tuner/prepared        written last by `prepare`: everything above is complete
     NAME/tuner/run.lock        pid and host of the live `tuner.run` driver using the folder (its working copy's, in
                                object storage)
@@ -24,7 +24,7 @@ Tune reads and writes its own files there through the same pyarrow filesystem (`
 `tuner.run` creates and prepares it, `--resume`, the trainable (through the data it is given), `analysis`,
 `tuner.export` and `analysis.generations` open it; every one of them asks it for paths, the typed spec, the trials,
 their histories and the best trial with its checkpoint. `Experiment.open` reads only a folder the user owns and no
-one else can write (tuner.trust), unless told to trust it.
+one else can write (tuner.experiment.trust), unless told to trust it.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ from typing import Any
 
 import pandas as pd
 
-from tuner import storage
+from tuner.experiment import storage
 from tuner.errors import InputError, UserError
-from tuner.processes import process_alive
+from tuner.experiment.processes import process_alive
 from tuner.spec import Spec, load_spec, to_yaml
-from tuner.storage import Location
-from tuner.trust import check_folder
+from tuner.experiment.storage import Location
+from tuner.experiment.trust import check_folder
 
 TUNER_DIR = "tuner"
 BY_MODEL = "by_model"  # base_metrics.json's key when model.name is searched: one base per model
@@ -125,7 +125,7 @@ class Experiment:
             return None
         from datasets import load_from_disk
 
-        from tuner.quality import pair_groups
+        from tuner.evidence.quality import pair_groups
 
         held_out = load_from_disk(str(self.local_copy(eval_dir)))
         guards = set(self.spec.search.guard_groups)
@@ -268,7 +268,7 @@ class Experiment:
     def open(cls, path: str | Path | Location, trust: bool = False) -> Experiment:
         """An existing experiment (finished, interrupted or running), with tuner's files fetched when it lives in
         object storage; raises NotAnExperiment, and UntrustedFolder when a local folder is someone else's or others
-        can write to it (unless `trust`: see tuner.trust)."""
+        can write to it (unless `trust`: see tuner.experiment.trust)."""
         experiment = cls(path)
         if not experiment.location.is_dir():
             raise NotAnExperiment(f"{experiment.uri}: no such folder")
@@ -342,11 +342,11 @@ class Experiment:
         return {} if BY_MODEL in self._base_metrics else self._base_metrics
 
     def base_scores(self) -> dict[str, Any]:
-        """The base model's per-pair scores (tuner.quality.PairScores) by model name: one entry, or one per searched
+        """The base model's per-pair scores (tuner.evidence.quality.PairScores) by model name: one entry, or one per searched
         model.name; {} when tuner.run stored none."""
         if not self.base_scores_file.is_file():
             return {}
-        from tuner.quality import PairScores
+        from tuner.evidence.quality import PairScores
 
         stored = json.loads(self.base_scores_file.read_text())
         by_model = stored[BY_MODEL] if BY_MODEL in stored else {self.spec.model.name: stored}
@@ -374,7 +374,7 @@ class Experiment:
 
     def _read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         if self._frames is None:
-            from tuner import results
+            from tuner.experiment import results
 
             try:
                 self._frames = results.read(self.location, self.spec.method, self.spec.beta)
@@ -392,7 +392,7 @@ class Experiment:
     def ranking(self, metric: str | None = None, mode: str | None = None, method: str | None = None,
                 scope: str = "best") -> pd.DataFrame:
         """The trials (of `method`, or all) ranked on `metric` (default: what the search ranks on)."""
-        from tuner.ranking import PREF_ACCURACY_METRIC, rank_trials
+        from tuner.experiment.ranking import PREF_ACCURACY_METRIC, rank_trials
 
         metric = metric or (self.spec.metric_for(method) if method else self.spec.metric)
         trials, history = self.trials, self.history
@@ -409,7 +409,7 @@ class Experiment:
         """The ranking with each trial's 95% interval and whether it is tied with the leader (share metrics only):
         from the per-pair outcomes saved in the ranked report's checkpoint when there are some, else from the
         score and the number of eval pairs."""
-        from tuner.ranking import CHECKPOINT_COLUMN, PREF_ACCURACY_METRIC, add_intervals
+        from tuner.experiment.ranking import CHECKPOINT_COLUMN, PREF_ACCURACY_METRIC, add_intervals
 
         outcomes = {}  # read where they are on this disk; in object storage, the intervals come from the scores
         if (ranked.attrs.get("metric") == PREF_ACCURACY_METRIC and CHECKPOINT_COLUMN in self.history
@@ -470,7 +470,7 @@ def _lock_holder(lock_file: Path) -> dict[str, Any] | None:
 
 def read_pair_outcomes(checkpoint: str | Path) -> list[int] | None:
     """The eval preference-accuracy outcome of each pair at that checkpoint, when the trial saved them."""
-    from tuner.quality import OUTCOMES_FILE
+    from tuner.evidence.quality import OUTCOMES_FILE
 
     path = Path(checkpoint) / OUTCOMES_FILE
     if not path.is_file():
@@ -549,7 +549,8 @@ def check_eval_pairs(spec: Spec, held_out) -> str | None:
     model's tokenizer count."""
     from transformers import AutoTokenizer
 
-    from tuner import models, quality
+    from tuner.trial import models
+    from tuner.evidence import quality
 
     max_length = quality.shortest_max_length(spec)
     note = None
@@ -578,7 +579,7 @@ def check_guard_groups(spec: Spec, held_out) -> str | None:
     """Refuse guard groups that cover every eval pair (the search metric would have no pair). A guard group with no
     eval pair (data without that group, or an eval split capped below one pair per group) guards nothing: a line
     for the user says so, and the search runs without it, as it would on another data set than the spec's."""
-    from tuner.quality import pair_groups
+    from tuner.evidence.quality import pair_groups
 
     guards = spec.search.guard_groups
     if not guards:
@@ -618,7 +619,9 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
     """Everything every trial needs and no trial should redo; returns lines for the user. `test`, the test split, is
     only saved: nothing in the search reads it. Starts over from what an unfinished preparation left, and marks the
     folder prepared (`experiment.prepared_file`) last."""
-    from tuner import backends, faults, models, quality, reference
+    from tuner.trial import backends, models, reference
+    from tuner.experiment import faults
+    from tuner.evidence import quality
 
     experiment.forget_preparation()
 
@@ -643,7 +646,7 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
     # One pass of each base model over the pairs gives DPO's shared reference and the base model's scores on the
     # eval pairs (the reference log-probs are the base model's log-probs); without a shared reference, it runs over
     # the eval pairs only. The test pairs are not run through any model before the search ends: the base model is
-    # scored on them then, with the top trials (tuner.scoring), so that no trial waits for it.
+    # scored on them then, with the top trials (tuner.evidence.scoring), so that no trial waits for it.
     if len(spec.model_names()) > 1:  # each trial is compared with its own base model
         by_model = {}
         for name in spec.model_names():
@@ -672,7 +675,7 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
 
 def _by_prompt(pairs):
     """The pairs of one prompt side by side: a batch then runs each prompt once for all its answers
-    (tuner.logprobs), which makes a pass over many pairs per prompt about 30% cheaper (eval rounds, test scoring)."""
+    (tuner.trial.logprobs), which makes a pass over many pairs per prompt about 30% cheaper (eval rounds, test scoring)."""
     prompts = [str(prompt) for prompt in pairs["prompt"]]
     return pairs.select(sorted(range(len(pairs)), key=prompts.__getitem__))
 

@@ -8,7 +8,7 @@ import functools
 import typing
 from typing import TYPE_CHECKING, Any
 
-from tuner import compat
+from tuner.trial import compat
 
 if TYPE_CHECKING:
     from tuner.spec import Spec
@@ -20,7 +20,7 @@ CONFIG_CLASSES = {"dpo": "DPOConfig", "orpo": "ORPOConfig"}
 
 # What a trial of each method reports to Tune at every evaluation: the only names a search can rank on (Ray stops
 # the whole search at the first report that lacks the search metric). TRL's eval metrics as TRL 1.15/1.16 log them,
-# plus tuner's own, reported for every method: held-out preference accuracy (tuner.quality.METRIC) and the drift
+# plus tuner's own, reported for every method: held-out preference accuracy (tuner.evidence.quality.METRIC) and the drift
 # from the base model.
 TUNER_EVAL_METRICS = ("eval_pref_accuracy", "eval_pref_margin", "eval_drift")
 _TRL_EVAL_METRICS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second",
@@ -67,7 +67,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "dataloader_num_workers": 0,
     "save_only_model": True,
     # transformers otherwise logs the mean of earlier losses in place of a NaN or infinite one, so that a diverged
-    # trial would log finite losses forever; tuner.reporting ends such a trial as ERROR instead.
+    # trial would log finite losses forever; tuner.trial.reporting ends such a trial as ERROR instead.
     "logging_nan_inf_filter": False,
 }
 # Set for every trial, whatever the spec says (the spec rejects these keys with the reason).

@@ -250,7 +250,7 @@ def impatient(filesystem):
 def working_copy(location: Location) -> Path:
     """This machine's folder for what tuner keeps of an experiment in object storage (spec, prepared data, the
     study, reports, downloaded checkpoints): $TUNER_CACHE/experiments/NAME-HASH, one per URI."""
-    from tuner.embedded import cache_dir
+    from tuner.trial.embedded import cache_dir
 
     digest = hashlib.sha256(location.uri.encode()).hexdigest()[:12]
     return cache_dir() / "experiments" / f"{location.name}-{digest}"

@@ -8,7 +8,7 @@ answer's tokens and their count.
   log-likelihood than the rejected one. Means, not sums: a sum favours the shorter answer whatever its content.
 - `eval_pref_margin`: the same preference as a continuous number, on the same pairs: the mean over pairs of the
   chosen answer's mean per-token log-likelihood minus the rejected one's (nats per token). It moves before a pair
-  changes side, so it separates trials whose accuracies tie (tuner.ranking breaks ties with it).
+  changes side, so it separates trials whose accuracies tie (tuner.experiment.ranking breaks ties with it).
 - `eval_pref_accuracy/GROUP`: the accuracy on each group of pairs (data.group_column), when the pairs have groups.
 - Guard groups (`search.guard_groups`): groups that must not get worse than the base model. `eval_pref_accuracy`
   and `eval_pref_margin` then cover the other groups (what the search optimises), and each guard group is compared
@@ -19,8 +19,8 @@ answer's tokens and their count.
   `eval_drift_rejected`: over each side). 0 for the untrained policy; negative when training made the eval answers
   less likely than under the reference. The reference is DPO's reference; for ORPO, which has none, the base model.
 
-The base model's scores come from the driver's reference pass (tuner.reference); a trial's from its one eval forward
-pass (tuner.evaluation). Each keeps its per-pair outcomes: `pair_outcomes.json` in every checkpoint,
+The base model's scores come from the driver's reference pass (tuner.trial.reference); a trial's from its one eval forward
+pass (tuner.trial.evaluation). Each keeps its per-pair outcomes: `pair_outcomes.json` in every checkpoint,
 `tuner/base_outcomes.json` for the base model, both {"pairs": [pair ids in eval order], "correct": [0/1, ...]}.
 """
 
@@ -36,7 +36,7 @@ MARGIN = "eval_pref_margin"
 GUARD = "eval_guard"  # eval_guard/GROUP: accuracy change on a guard group, trial minus base model
 GUARD_BROKEN = "eval_guard_broken"  # how many guard groups the trial is clearly worse on
 DRIFT = "eval_drift"
-GROUP = "group"  # the dataset column holding each pair's group (tuner.data)
+GROUP = "group"  # the dataset column holding each pair's group (tuner.data.loading)
 # The one-sided level at which a guard group counts as broken (see guard_broken): a guard errs on the side of
 # refusing a trial.
 GUARD_LEVEL = 0.05

@@ -7,7 +7,7 @@ state by unpickling fields embedded in it, which runs whatever code a planted fo
 plain JSON beside those fields: each trial's id, status, config and folder in `experiment_state-*.json`, its error
 file in the run metadata, its reports in the trial folder's `result.json` (else `progress.csv`).
 
-It reads through the experiment's pyarrow filesystem (tuner.storage.Location), so a folder in object storage reads
+It reads through the experiment's pyarrow filesystem (tuner.experiment.storage.Location), so a folder in object storage reads
 like a local one; folders (`path`, `checkpoint_path`) are given as the location gives them: local paths, or URIs.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from tuner.ranking import CHECKPOINT_COLUMN
-from tuner.storage import Location
+from tuner.experiment.ranking import CHECKPOINT_COLUMN
+from tuner.experiment.storage import Location
 
 STATE_PATTERN = "experiment_state-*.json"  # Tune's TuneController.CKPT_FILE_TMPL
 RESULT_FILE, PROGRESS_FILE = "result.json", "progress.csv"

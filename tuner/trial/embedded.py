@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from tuner.errors import UserError
-from tuner.processes import process_alive
+from tuner.experiment.processes import process_alive
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "smollm2-135m-instruct"

@@ -2,13 +2,13 @@
 
 The reference is the frozen base model, so its log-probs of every train and eval pair depend only on the base
 model, the data and the tokenization, never on beta, learning rate or LoRA rank. The driver tokenizes the pairs and
-runs the reference once through TRL's own `precompute_ref_log_probs` (with tuner.logprobs' forward: each prompt
+runs the reference once through TRL's own `precompute_ref_log_probs` (with tuner.trial.logprobs' forward: each prompt
 once, the LM head at answer tokens only), and saves the result (token ids plus `ref_chosen_logps` /
 `ref_rejected_logps` columns) beside the prepared data; every DPO trial then trains with
 `precompute_ref_log_probs=True` on those columns and runs no reference forward pass, in training or in eval.
 
 The same pass is the base model's score: the reference log-probs ARE the base model's log-probs, so its held-out
-preference accuracy and per-pair outcomes (tuner.quality.PairScores) come from it, never from a second pass
+preference accuracy and per-pair outcomes (tuner.evidence.quality.PairScores) come from it, never from a second pass
 (`base_scores` runs it on eval or test pairs alone when no reference is shared).
 """
 
@@ -47,7 +47,7 @@ def why_not_shared(spec: Spec, backend: str) -> str | None:
 
 
 def shared_trainer_class():
-    from tuner.compat import dpo_classes
+    from tuner.trial.compat import dpo_classes
 
     _, DPOTrainer = dpo_classes()
 
@@ -73,8 +73,8 @@ def reference_pass(spec: Spec, base, datasets: dict) -> dict[str, tuple]:
     the base model's PairScores on them (the reference log-probs ARE the base model's log-probs)."""
     from transformers import IntervalStrategy
 
-    from tuner import data
-    from tuner.methods import training_args
+    from tuner.data import loading as data
+    from tuner.trial.methods import training_args
 
     if base.tokenizer.chat_template:
         datasets = {name: data.as_conversation(d) for name, d in datasets.items()}
@@ -111,14 +111,14 @@ def _reference_pass_class():
     from datasets import Value
     from torch.utils.data import DataLoader
 
-    from tuner import logprobs
-    from tuner.compat import dpo_classes
-    from tuner.quality import PairScores, pair_groups, pair_ids
+    from tuner.trial import logprobs
+    from tuner.trial.compat import dpo_classes
+    from tuner.evidence.quality import PairScores, pair_groups, pair_ids
 
     _, DPOTrainer = dpo_classes()
 
     class ReferencePassDPOTrainer(DPOTrainer):
-        """DPOTrainer's reference precompute, run through tuner.logprobs' eval forward, keeping the per-pair sums and
+        """DPOTrainer's reference precompute, run through tuner.trial.logprobs' eval forward, keeping the per-pair sums and
         token counts (TRL keeps only its loss's columns) in `self.scores`."""
 
         def __init__(self, *args, **kwargs):

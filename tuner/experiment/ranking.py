@@ -1,4 +1,4 @@
-"""Ranking trials: pure functions over the `trials` and `history` DataFrames of tuner.results (no Ray needed).
+"""Ranking trials: pure functions over the `trials` and `history` DataFrames of tuner.experiment.results (no Ray needed).
 
 A trial's score is its best report of the metric (scope "best", what ResultGrid.get_best_result calls "all") or
 its last one (scope "last"). Where the history says which reports still have their checkpoint (`checkpoint_path`),
@@ -25,10 +25,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from tuner import stats
+from tuner.evidence import stats
 from tuner.errors import UserError
-from tuner.methods import DEFAULT_METRIC  # one definition of what each method is ranked on
-from tuner.quality import GUARD_BROKEN, MARGIN as MARGIN_TIE_BREAK  # the margin breaks accuracy ties
+from tuner.trial.methods import DEFAULT_METRIC  # one definition of what each method is ranked on
+from tuner.evidence.quality import GUARD_BROKEN, MARGIN as MARGIN_TIE_BREAK  # the margin breaks accuracy ties
 
 SHARED_METRIC = "eval_loss"  # reported by both methods, though on each method's own loss scale
 MARGIN_METRIC = "eval_rewards/margins"

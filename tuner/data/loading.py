@@ -1,5 +1,5 @@
 """Preference pairs: loaded once by the driver from the bundled set, a local file or folder, or a hub dataset, in
-any shape TRL's trainers read, brought to the one form of tuner.shapes under the `prompt` / `chosen` / `rejected`
+any shape TRL's trainers read, brought to the one form of tuner.data.shapes under the `prompt` / `chosen` / `rejected`
 columns TRL expects, and split three ways by prompt: train (what trials learn from), eval (what ASHA, Optuna and
 the ranking see) and test (what nobody selects on; scored once when a search ends). No prompt is in two splits (for
 a conversation, every turn before the answer). Each pair keeps a stable `pair_id` and, with a group column, its
@@ -21,11 +21,11 @@ from datasets.fingerprint import generate_random_fingerprint
 from datasets.table import InMemoryTable
 
 from tuner.errors import UserError
-from tuner.quality import GROUP  # the values of data.group_column, under one name (one owner)
-from tuner.shapes import Pair, Shape, read_pairs
+from tuner.evidence.quality import GROUP  # the values of data.group_column, under one name (one owner)
+from tuner.data.shapes import Pair, Shape, read_pairs
 from tuner.spec import BUNDLED_DATA, DataSpec
 
-BUNDLED_PATH = Path(__file__).parent / "data" / "preferences.jsonl"
+BUNDLED_PATH = Path(__file__).parent / "bundled" / "preferences.jsonl"
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 COLUMNS = ("prompt", "chosen", "rejected")
 PAIR_ID = "pair_id"  # a stable id per pair (the source's own `pair_id` column, else a hash of the pair's text)
@@ -67,7 +67,7 @@ def load_source(source: str, split: str, cache_dir: str | None = None, split_key
 
 def standardize(dataset: Dataset, spec: DataSpec, where: str, source: str | None = None,
                 notes: list[str] | None = None, read: list[Shape] | None = None) -> Dataset:
-    """The pairs under TRL's column names, in the one form of tuner.shapes (whatever shape of TRL's the source is
+    """The pairs under TRL's column names, in the one form of tuner.data.shapes (whatever shape of TRL's the source is
     in; what was recognised goes to `read`). A bad row refuses the file, naming the first ones and the count per
     reason; with `data.drop_bad_rows` they are dropped and the count goes to `notes`."""
     mapping = spec.columns.model_dump()
@@ -247,7 +247,8 @@ def describe_pairs(spec, splits: Splits) -> list[str]:
     LENGTH_SAMPLE) against the shortest model.max_length, by model.name's tokenizer as TRL tokenizes them."""
     from transformers import AutoTokenizer
 
-    from tuner import models, quality
+    from tuner.trial import models
+    from tuner.evidence import quality
 
     lines = [f"data read: {splits.read.describe()}"] if splits.read is not None else []
     used = min(spec.rows_consumed() or len(splits.train), len(splits.train))

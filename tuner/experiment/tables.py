@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tuner.ranking import ACCURACY_METRIC, PREF_ACCURACY_METRIC
+from tuner.experiment.ranking import ACCURACY_METRIC, PREF_ACCURACY_METRIC
 
 
 def ranking_columns(ranked: pd.DataFrame) -> list[str]:

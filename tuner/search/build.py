@@ -26,7 +26,7 @@ GUARD_ATTR = "guard_broken"  # the Optuna trial's user attribute: guard groups i
 
 def breaks_guard(result: dict | None) -> bool:
     """Whether a report is clearly worse than the base model on a guard group (search.guard_groups)."""
-    from tuner.quality import GUARD_BROKEN
+    from tuner.evidence.quality import GUARD_BROKEN
 
     value = (result or {}).get(GUARD_BROKEN)
     return isinstance(value, (int, float)) and value > 0
@@ -78,7 +78,7 @@ def _resumable_optuna_search():
                 pass
 
         def on_trial_complete(self, trial_id, result=None, error=False):
-            from tuner.quality import GUARD_BROKEN
+            from tuner.evidence.quality import GUARD_BROKEN
 
             try:
                 if trial_id in self._ot_trials and result and GUARD_BROKEN in result:
@@ -98,7 +98,7 @@ def build_searcher(spec: Spec, experiment: Experiment):
     if spec.search.algorithm == "optuna":
         import optuna
 
-        from tuner import study
+        from tuner.search import study
 
         searcher = _resumable_optuna_search()(
             sampler=optuna.samplers.TPESampler(seed=spec.search.seed,
@@ -418,8 +418,8 @@ def trainable(spec: Spec, experiment: Experiment, verbose: bool = False):
     nodes do not have."""
     from ray import tune
 
-    from tuner import data
-    from tuner.trainable import run_trial
+    from tuner.data import loading as data
+    from tuner.trial.trainable import run_trial
 
     prepared = data.load_prepared(experiment.local_copy(experiment.data_dir), in_memory=True)
     reference = (data.load_prepared(experiment.local_copy(experiment.reference_dir), in_memory=True)
@@ -502,7 +502,7 @@ def restore_tuner(spec: Spec, experiment: Experiment, verbose: bool = False):
     as they were; the searcher (and so the Optuna study) continues where it stopped, up to num_samples in all."""
     from ray import tune
 
-    from tuner import study
+    from tuner.search import study
 
     # The pickled searcher holds the study's storage: reconnect it to this folder's study, wherever it was created.
     study.ExperimentSQLite.relocated = experiment.uri

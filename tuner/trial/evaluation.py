@@ -3,13 +3,13 @@ outcomes, and the drift from the reference all come from the forward pass TRL's 
 
 The trial's trainer is TRL's DPOTrainer / ORPOTrainer with the hooks below mixed in:
 - DPO: each eval batch's policy forward (and the reference forward, when the trial computes its own) is answered,
-  on a CPU, by tuner.logprobs (each prompt once, the LM head at answer tokens only), and recorded; TRL's loss and
+  on a CPU, by tuner.trial.logprobs (each prompt once, the LM head at answer tokens only), and recorded; TRL's loss and
   reward metrics are computed from it as usual. Entropy, token accuracy and mean logits over the eval answers are
   not computed (nobody ranks on them) unless the spec's metric is one of them; then TRL's own forward runs, still
   only once. On a CPU, training steps use the same forward with gradients (same loss and gradients as TRL's, about
   half the time: the prompt runs once per pair instead of twice, and TRL's CPU head projects every position); the
   training logs then lack the same four metrics.
-- ORPO: the eval forward is answered, on a CPU, by tuner.logprobs too: the chosen rows' log-probs at every position
+- ORPO: the eval forward is answered, on a CPU, by tuner.trial.logprobs too: the chosen rows' log-probs at every position
   (ORPO's NLL term covers prompt and answer), the rejected rows' at the answer only (each prompt once); ORPO's
   loss and metrics are computed from them as TRL computes them, but for the mean logits over every position
   (`eval_logits/*`), which are not computed unless the spec ranks on them (then TRL's forward runs, recorded where
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tuner import logprobs
-from tuner.quality import PairScores, pair_groups, pair_ids
+from tuner.trial import logprobs
+from tuner.evidence.quality import PairScores, pair_groups, pair_ids
 
 # TRL DPO's per-token eval metrics that take extra passes over the vocabulary at every answer position.
 EXTRA_DPO_METRICS = ("entropy", "mean_token_accuracy", "logits/chosen", "logits/rejected")
@@ -40,7 +40,7 @@ def keeps_extra_metrics(metrics: list[str]) -> bool:
 class PairEvaluation:
     """Shared by a trial's trainer and its reporting callback: how to evaluate, and the last evaluation's scores."""
 
-    fast: bool = True  # tuner.logprobs' forward (transformers backend); False: TRL's forward, recorded
+    fast: bool = True  # tuner.trial.logprobs' forward (transformers backend); False: TRL's forward, recorded
     keep_extras: bool = False  # compute EXTRA_DPO_METRICS (the spec ranks on one)
     base: PairScores | None = None  # the base model's scores: the drift reference where the trainer has none
     guard_groups: tuple = ()  # search.guard_groups: compared with the reference, left out of eval_pref_accuracy
@@ -52,7 +52,7 @@ class PairEvaluation:
 
 def trainer_class(method: str, shared_reference: bool = False):
     """TRL's trainer for `method` with the one-pass evaluation; constructed with `pair_evaluation=`."""
-    from tuner import methods, reference
+    from tuner.trial import methods, reference
 
     base = reference.shared_trainer_class() if shared_reference else methods.trainer_class(method)
     hooks = _DPOEval if method == "dpo" else _ORPOEval
@@ -130,7 +130,7 @@ class _DPOEval(_PairEval):
         return result
 
     def _fast_training(self, base_model) -> bool:
-        """Training through tuner.logprobs (which logprobs.supports keeps to CPUs) needs no gradient checkpointing
+        """Training through tuner.trial.logprobs (which logprobs.supports keeps to CPUs) needs no gradient checkpointing
         (it turns the prompt's key/value cache off) and no dropout (one prompt pass would share its masks)."""
         return not self.args.gradient_checkpointing and self.args.disable_dropout
 
@@ -183,7 +183,7 @@ class _ORPOEval(_PairEval):
         return per_token.sum(-1)
 
     def concatenated_forward(self, model, batch):
-        """In eval on a CPU, ORPO's forward from tuner.logprobs (see the module docstring); else TRL's."""
+        """In eval on a CPU, ORPO's forward from tuner.trial.logprobs (see the module docstring); else TRL's."""
         causal = self.accelerator.unwrap_model(model)
         causal = causal.get_base_model() if hasattr(causal, "get_base_model") else causal
         inputs = getattr(self, "_eval_inputs", None)

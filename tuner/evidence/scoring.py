@@ -2,7 +2,7 @@
 metric), when a search ends and whenever `python -m analysis` or `tuner.export` needs a model not scored yet.
 
 Each model's per-pair log-likelihoods are kept in `tuner/test_scores.json` (one entry per checkpoint and per base
-model), so a model is scored once however often the results are read; tuner.verdict turns them into the headline,
+model), so a model is scored once however often the results are read; tuner.evidence.verdict turns them into the headline,
 the per-group table and the regressions.
 """
 
@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from tuner.experiment import Best, Experiment
-from tuner.verdict import Scored, ScoredSplit
+from tuner.evidence.verdict import Scored, ScoredSplit
 
 BASE_LABEL = "base model"
 
@@ -24,10 +24,10 @@ BASE_LABEL = "base model"
 def score_pairs(spec, loaded, pairs) -> tuple[list[float], list[float]]:
     """Mean per-token log-likelihood of each pair's chosen and rejected answer (in the order of `pairs`), NaN for a
     pair not scored (its answer truncated away): the one scoring the eval pairs and the base model get (TRL's
-    tokenization, tuner.reference's pass). `loaded`: a model and its tokenizer (backends.load_base), an adapter
+    tokenization, tuner.trial.reference's pass). `loaded`: a model and its tokenizer (backends.load_base), an adapter
     merged into it."""
-    from tuner import reference
-    from tuner.quality import pair_ids, with_pair_ids
+    from tuner.trial import reference
+    from tuner.evidence.quality import pair_ids, with_pair_ids
 
     pairs = with_pair_ids(pairs)
     return reference.base_scores(spec, loaded, pairs).means(pair_ids(pairs))
@@ -98,7 +98,7 @@ class _Bases:
         import copy
         from dataclasses import replace
 
-        from tuner import backends, models
+        from tuner.trial import backends, models
 
         if name not in self._loaded:
             self._loaded[name] = backends.load_base(models.resolve(name))

@@ -1,10 +1,10 @@
 """What the test split says about the winner, from per-pair scores: each model's accuracy with its interval, the
 paired difference from the base model, accuracy per group, the pairs that regressed (and those that improved),
-and how far each adapter moved from the base model. Pure: tuner.evaluation does the scoring and the file.
+and how far each adapter moved from the base model. Pure: tuner.trial.evaluation does the scoring and the file.
 
 With guard groups (search.guard_groups), the headline's accuracy and difference cover the other groups (what the
 search optimised), and each guard group is reported apart: held, or WORSE than the base model by the rule the
-search applied to every eval round (tuner.quality.guard_broken). A winner that is not better than the base model
+search applied to every eval round (tuner.evidence.quality.guard_broken). A winner that is not better than the base model
 ends with what to change so that the next search can find something.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tuner import stats
-from tuner.quality import guard_broken
+from tuner.evidence import stats
+from tuner.evidence.quality import guard_broken
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Whether a process is alive on this machine: the owner check behind the experiment's run lock (tuner.experiment)
-and the embedded model's stale staging folders (tuner.embedded)."""
+and the embedded model's stale staging folders (tuner.trial.embedded)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuner.embedded import embedded_model_path
+from tuner.trial.embedded import embedded_model_path
 from tuner.errors import UserError
 from tuner.spec import EMBEDDED_MODEL
 

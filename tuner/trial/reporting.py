@@ -18,8 +18,8 @@ import ray
 import torch
 from transformers import TrainerCallback
 
-from tuner import compat, device
-from tuner.quality import OUTCOMES_FILE
+from tuner.trial import compat, device
+from tuner.evidence.quality import OUTCOMES_FILE
 
 # Training values that are a level or a running total, not a rate: the last one stands for the interval rather than
 # the mean (TRL's num_tokens counts every token trained on so far).
@@ -40,7 +40,7 @@ class TuneReportCallback(TrainerCallback):
     def __init__(self, tokenizer, extra_files: dict[str, str] | None = None, pair_outcomes=None):
         self.tokenizer = tokenizer
         self.extra_files = extra_files or {}
-        self.pair_outcomes = pair_outcomes  # tuner.evaluation.PairEvaluation: the eval that just ran, per pair
+        self.pair_outcomes = pair_outcomes  # tuner.trial.evaluation.PairEvaluation: the eval that just ran, per pair
         self.last_reported_step = -1
         self.first_report_extras: dict[str, float] = {}  # e.g. the trial's set-up times, sent once
         self._train_logs: dict[str, list[float]] = defaultdict(list)

@@ -7,7 +7,7 @@ the prompt is run once per answer (twice per pair, more when pairs share a promp
 CPU the 49k-wide head is applied to prompt and padding positions whose log-probs are thrown away. Here the backbone
 runs each distinct prompt of the batch once, its answers continue from the prompt's key/value cache, and the head
 projects only the positions that predict an answer token. Same log-probs as the full forward up to float rounding.
-DPO's training steps on a CPU go through it too, with gradients (tuner.evaluation).
+DPO's training steps on a CPU go through it too, with gradients (tuner.trial.evaluation).
 """
 
 from __future__ import annotations
