@@ -14,7 +14,7 @@ import pandas as pd
 from analysis import plots, report
 from tuner.evidence import scoring, verdict
 from tuner.errors import UserError, guarded
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tuner.experiment.ranking import (DRIFT_METRIC, DRIFT_PENALISED, MARGIN_METRIC, PREF_ACCURACY_METRIC, rank_trials,
                            rankings_for, with_drift_penalty)
 from tuner.experiment.tables import describe_best, describe_uncertainty, ranking_table

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.errors import UserError, guarded
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tuner.experiment.trust import TRUST_HINT, owner_only_files
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import yaml
 
 from tuner.evidence import verdict
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tuner.spec import to_yaml
 from tuner.experiment.tables import describe_uncertainty, display_frame
 

@@ -57,7 +57,7 @@ def search_breakdown(path: Path, started: float, ended: float) -> dict[str, floa
     pass excluded), the reference pass (with the base model's scores, which come from it), the trials' set-up,
     train and eval time (trial-seconds, summed over trials that ran side by side), and the end of the search after
     the last report (end-of-search scoring, the final table)."""
-    from tuner.experiment import Experiment
+    from tuner.experiment.folder import Experiment
 
     experiment = Experiment.open(path)
     history = experiment.history.sort_values("training_iteration")
@@ -86,7 +86,7 @@ def search_breakdown(path: Path, started: float, ended: float) -> dict[str, floa
 
 def trial_seconds(path: Path) -> float:
     """Sum over trials of the time each spent in its trial process (Tune's time_total_s of its last report)."""
-    from tuner.experiment import Experiment
+    from tuner.experiment.folder import Experiment
 
     history = Experiment.open(path).history
     return float(history.groupby("trial_id")["time_total_s"].max().sum())

@@ -91,7 +91,7 @@ def _adapter_of(args) -> tuple[str, Path]:
         trial = json.loads((args.adapter / "trial.json").read_text()) if (args.adapter / "trial.json").is_file() else {}
         return trial.get("trial_id", str(args.adapter)), args.adapter
     from tuner.export import choose
-    from tuner.experiment import Experiment
+    from tuner.experiment.folder import Experiment
 
     best = choose(Experiment.open(args.results_dir), None, None, None)
     return best.trial_id, best.checkpoint

@@ -26,7 +26,7 @@ from benchmarks.common import TINY_MODEL, build_model, machine, timed, tuner_com
 GPU_MODEL = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
                  num_key_value_heads=4, max_position_embeddings=2048)
 def summarize(path: Path, wall: float) -> dict:
-    from tuner.experiment import Experiment
+    from tuner.experiment.folder import Experiment
 
     history = Experiment.open(path).history
     rows = []

@@ -102,9 +102,9 @@ def run_watched(command: list[str], log: Path) -> tuple[float, float, float]:
 
 def object_store_bytes(path: Path) -> dict[str, int]:
     """What tune.with_parameters puts into Ray's object store: the prepared pairs as the driver loads them for it
-    (tuner.search.trainable), pickled."""
+    (tuner.search.build.trainable), pickled."""
     from tuner.data import loading as data
-    from tuner.experiment import Experiment
+    from tuner.experiment.folder import Experiment
 
     experiment = Experiment.open(path)
     prepared = data.load_prepared(experiment.data_dir, in_memory=True)
@@ -142,7 +142,7 @@ def main() -> None:
     log = work / "search.log"
     started, wall, peak = run_watched(tuner_command("dpo.yaml", work, "large", *overrides), log)
 
-    from tuner.experiment import Experiment
+    from tuner.experiment.folder import Experiment
 
     history = Experiment.open(work / "large").history
     first_trial = float(history["setup/started_at"].min()) - started

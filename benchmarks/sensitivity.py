@@ -48,7 +48,7 @@ def sensitivity_table(path: Path, guards: list[str]) -> list[dict]:
     from dataclasses import replace
 
     from tuner.evidence import scoring, stats
-    from tuner.experiment import Experiment
+    from tuner.experiment.folder import Experiment
 
     experiment = Experiment.open(path)
     results = replace(scoring.score_test_split(experiment, top_k=len(experiment.trials)), guard_groups=tuple(guards))

@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="a tiny random model and a few steps")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
-    from tuner.experiment import Experiment
+    from tuner.experiment.folder import Experiment
     from tuner.spec import load_spec, with_sampled
 
     print(machine())

@@ -86,7 +86,8 @@ def run_scripted_search(storage_path: str, cache: Path, reader_cache: Path, patc
     import ray
     from ray import tune
 
-    from tuner.experiment import Experiment, check_storage
+    from tuner.experiment.checks import check_storage
+    from tuner.experiment.folder import Experiment
     from tuner.spec import validate_spec
 
     spec = validate_spec({"search": {"metric": PREF, "num_samples": 4,

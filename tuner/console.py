@@ -83,51 +83,6 @@ def errors_to_log(trial_function):
     return run
 
 
-def trial_table_callback(metric: str, searched: list[str], every_s: float = REFRESH_S,
-                         longest_s: float = LONGEST_GAP_S):
-    """A Tune callback printing one compact table of the trials (status, step, last metric, searched values) when a
-    trial reports `every_s` seconds after the last table, the gap doubling each time up to `longest_s`; and one
-    line when a trial ends in an error."""
-    from ray.tune import Callback
-
-    class TrialTable(Callback):
-        def __init__(self):
-            self.rows: dict[str, dict] = {}
-            self.last_print = time.monotonic()
-            self.gap = every_s
-
-        def _row(self, trial) -> dict:
-            return self.rows.setdefault(trial.trial_id, {"status": "RUNNING", "step": "-", metric: "-",
-                                                         **{k: trial.config.get(k) for k in searched}})
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            self._row(trial)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            row = self._row(trial)
-            row["step"] = result.get("step", row["step"])
-            if metric in result:
-                row[metric] = result[metric]
-            if time.monotonic() - self.last_print >= self.gap:
-                self.print_table(trials)
-                self.gap = min(2 * self.gap, longest_s)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._row(trial)["status"] = "DONE"
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._row(trial)["status"] = "ERROR"
-            print(f"trial {trial.trial_id} failed; its log: {Path(trial.path) / TRIAL_LOG}", flush=True)
-
-        def print_table(self, trials) -> None:
-            self.last_print = time.monotonic()
-            for trial in trials:
-                self._row(trial)["status"] = {"TERMINATED": "DONE"}.get(trial.status, trial.status)
-            print(format_table(self.rows, metric, searched), flush=True)
-
-    return TrialTable()
-
-
 def format_table(rows: dict[str, dict], metric: str, searched: list[str]) -> str:
     def cell(value) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -21,7 +21,8 @@ from pathlib import Path
 import yaml
 
 from tuner.errors import UserError, guarded
-from tuner.experiment import Best, Experiment
+from tuner.experiment.folder import Experiment
+from tuner.experiment.ranking import Best
 from tuner.trial.reporting import RESUME_FILES
 from tuner.experiment.trust import TRUST_HINT, owner_only_files
 

@@ -19,14 +19,17 @@ import sys
 import tempfile
 
 from tuner import console
-from tuner.search import cluster
 from tuner.console import TRIAL_LOG
 from tuner.errors import InputError, guarded
-from tuner.experiment import Experiment
+from tuner.evidence.closing import report, report_test_split
+from tuner.experiment import checks
+from tuner.experiment.folder import Experiment
+from tuner.experiment.trust import check_folder, owner_only_files
+from tuner.search import cluster
+from tuner.search.space import describe_space
 from tuner.spec import Spec, load_spec, read_spec, to_yaml
 from tuner.spec.schema import RunSpec
 from tuner.spec.secrets import missing_variables
-from tuner.experiment.trust import check_folder, owner_only_files
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 FAILED = 1  # every trial of the search errored
@@ -66,25 +69,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if (args.spec is None) == (args.resume is None):
         parser.error("give a SPEC to start a search, or --resume RESULTS/NAME to continue one")
     return args
-
-
-def describe_space(spec: Spec) -> str:
-    lines = [f"search: {spec.search.algorithm}, {spec.search.num_samples} samples, "
-             f"{spec.search.max_concurrent_trials} at a time, ranked on {spec.metric} ({spec.search.mode})"]
-    for key, d in spec.search.space.items():
-        shape = f"{d.values}" if d.values is not None else f"[{d.low:g}, {d.high:g}]{' log' if d.log else ''}"
-        lines.append(f"  {key}: {d.type} {shape}")
-    if spec.search.guard_groups:
-        stopped = "is stopped by ASHA and " if spec.scheduler.type == "asha" else ""
-        lines.append(f"guard groups: {', '.join(spec.search.guard_groups)} (must not get worse than the base model: "
-                     f"left out of {spec.metric}; a trial worse on one {stopped}never wins)")
-    if spec.scheduler.type == "asha":
-        lines.append(f"scheduler: ASHA, grace {spec.scheduler.grace_period} eval rounds, "
-                     f"reduction {spec.scheduler.reduction_factor:g}, max_t {spec.scheduler.max_t or 'all rounds'}"
-                     + ("; a trial pauses at the first rung while configurations wait to start"
-                        if spec.scheduler.pause_at_first_rung else ""))
-    lines.append(f"resources per trial: {spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +121,6 @@ def start(args: argparse.Namespace, early: cluster.EarlyStart | None = None) -> 
         print(to_yaml(spec))
         print(describe_space(spec))
         return 0
-    from tuner import experiment as experiments
     from tuner.data import loading as data
 
     _check_environment(spec, args.address)
@@ -146,8 +129,8 @@ def start(args: argparse.Namespace, early: cluster.EarlyStart | None = None) -> 
     staging = tempfile.TemporaryDirectory(prefix="tuner-datasets-")
     with staging:
         splits = _checked_pairs(spec, data.load_pairs(spec.data, cache_dir=staging.name))
-        location = experiments.check_storage(spec.run.storage_path, args.name or spec.run.name or
-                                             experiments.default_name(spec))
+        location = checks.check_storage(spec.run.storage_path, args.name or spec.run.name or
+                                       checks.default_name(spec))
         if spec.search.algorithm == "optuna" and spec.search.storage is not None:
             from tuner.search import study
 
@@ -170,8 +153,8 @@ def start(args: argparse.Namespace, early: cluster.EarlyStart | None = None) -> 
 def resume(args: argparse.Namespace) -> int:
     from ray import tune
 
-    from tuner import experiment as experiments, search
     from tuner.data import loading as data
+    from tuner.search import build
 
     experiment = Experiment(args.resume)
     experiment.fetch_tuner_files()  # object storage: the spec, base metrics and study, before Tune restores
@@ -193,7 +176,7 @@ def resume(args: argparse.Namespace) -> int:
         return 0
     with experiment.locked():
         if restorable:
-            experiments.check_address(args.address)
+            checks.check_address(args.address)
             _check_secrets(spec, args.address)
             cluster.check_exposure(args.address, spec.run.dashboard_host)
             session = _start_cluster(spec, args)
@@ -201,7 +184,7 @@ def resume(args: argparse.Namespace) -> int:
                 _announce(session.context, spec, experiment)
                 print(f"resuming {path}: finished trials are kept, unfinished ones continue from their last "
                       f"checkpoint")
-                return _fit_and_report(search.restore_tuner(spec, experiment, args.verbose), spec, experiment,
+                return _fit_and_report(build.restore_tuner(spec, experiment, args.verbose), spec, experiment,
                                        args.top)
             finally:
                 cluster.stop(session)
@@ -229,7 +212,6 @@ def _check_environment(spec: Spec, address: str | None) -> None:
     """Every check of what the spec names outside the data (model, Ray address, W&B, this machine's resources),
     before anything is written and before Ray is started or attached to (a new local search's Ray may be starting
     in the background meanwhile: _start_ray_early)."""
-    from tuner import experiment as experiments
     from tuner.trial import compat, models
 
     cluster.check_exposure(address, spec.run.dashboard_host)
@@ -240,8 +222,8 @@ def _check_environment(spec: Spec, address: str | None) -> None:
         models.check_loadable(name)
     if not address:
         models.check_backend(spec.model.backend)
-    experiments.check_address(address)
-    experiments.check_wandb(spec.run.wandb)
+    checks.check_address(address)
+    checks.check_wandb(spec.run.wandb)
     if not address:  # a cluster's resources are checked once Ray is attached (_start_cluster)
         cluster.check_resources(spec.resources.cpu, spec.resources.gpu, cluster.local_resources(), "this machine")
 
@@ -249,12 +231,11 @@ def _check_environment(spec: Spec, address: str | None) -> None:
 def _checked_pairs(spec: Spec, splits):
     """The loaded pairs, once truncation is known to leave eval pairs to score (a line in `notes` when it leaves
     only some); with the lines saying what was read and how long its pairs are in `splits.summary`."""
-    from tuner import experiment as experiments
-    from tuner.data import loading as data
+    from tuner.data import checks as data_checks, loading as data
 
-    if line := experiments.check_eval_pairs(spec, splits.eval):
+    if line := data_checks.check_eval_pairs(spec, splits.eval):
         splits.notes.append(line)
-    if line := experiments.check_guard_groups(spec, splits.eval):
+    if line := data_checks.check_guard_groups(spec, splits.eval):
         splits.notes.append(line)
     splits.summary = data.describe_pairs(spec, splits)
     return splits
@@ -280,12 +261,12 @@ def _start_cluster(spec: Spec, args: argparse.Namespace, early: cluster.EarlySta
 
 
 def _prepare(spec: Spec, experiment: Experiment, splits, on_failure) -> list[str] | None:
-    """experiments.prepare; when it fails or is interrupted, `on_failure()` removes what it wrote (the whole folder
+    """tuner.experiment.prepare.prepare; when it fails or is interrupted, `on_failure()` removes what it wrote (the whole folder
     for a new search) before the error is reported. None after Ctrl-C."""
-    from tuner import experiment as experiments
+    from tuner.experiment import prepare as preparation
 
     try:
-        lines = experiments.prepare(spec, experiment, splits.train, splits.eval, splits.test)
+        lines = preparation.prepare(spec, experiment, splits.train, splits.eval, splits.test)
         return [*lines[:1], *splits.summary, *lines[1:], *splits.notes]
     except BaseException as error:
         on_failure()
@@ -302,13 +283,13 @@ def _prepare(spec: Spec, experiment: Experiment, splits, on_failure) -> list[str
 
 def _search(session, spec: Spec, experiment: Experiment, lines: list[str], train_rows: int,
             args: argparse.Namespace) -> int:
-    from tuner import search
+    from tuner.search import build
 
     for line in lines:
         print(line)
     print(describe_space(spec))
     _announce(session.context, spec, experiment)
-    return _fit_and_report(search.build_tuner(spec, experiment, train_rows, args.verbose), spec, experiment,
+    return _fit_and_report(build.build_tuner(spec, experiment, train_rows, args.verbose), spec, experiment,
                            args.top)
 
 
@@ -348,7 +329,7 @@ def _warn_about_exposure(spec: Spec, address: str | None, local_storage: bool) -
 def _fit_and_report(tuner, spec: Spec, experiment: Experiment, top: int) -> int:
     """Run the search and end it with the report. Exit code 0; INTERRUPTED (130) with the resume command when the
     search stopped before every trial ended; FAILED (1) with a one-line summary when every trial errored."""
-    from tuner.experiment import NotAnExperiment
+    from tuner.experiment.folder import NotAnExperiment
 
     try:
         tuner.fit()
@@ -372,55 +353,6 @@ def _fit_and_report(tuner, spec: Spec, experiment: Experiment, top: int) -> int:
         return FAILED
     report_test_split(experiment)
     return 0
-
-
-def report_test_split(experiment: Experiment) -> None:
-    """The last lines of a finished search: the top trials and the base model scored once on the test split, per
-    group, the regressions, and the headline."""
-    from tuner.evidence import scoring, verdict
-
-    results = scoring.score_test_split(experiment)
-    if results is None:
-        why = ("search.test_top_k is 0" if experiment.has_test_split else
-               "the experiment has no test split (data.test_fraction is 0)")
-        print(f"\ntest split: not scored ({why}); the numbers above are the eval pairs the search selected on")
-        return
-    print()
-    for line in verdict.closing_lines(results):
-        print(line)
-
-
-def report(experiment: Experiment, top: int) -> None:
-    """The end of a search: the ranking, errored trials and the best checkpoint, all from experiment.best()'s
-    ranking, so that the table's numbers, the named trial and the checkpoint are one report's. A search in which
-    no trial reported (all failed, or stopped before the first evaluation) shows its trials and their errors."""
-    from tuner.experiment.ranking import UnknownMetric
-    from tuner.experiment.tables import describe_best, describe_uncertainty, ranking_table
-
-    spec, path, trials = experiment.spec, shlex.quote(experiment.uri), experiment.trials
-    try:
-        ranked = experiment.ranking()
-    except UnknownMetric:  # no trial reported it: every trial failed, or the search stopped before an evaluation
-        ranked = None
-    if ranked is not None:
-        print(f"\nTop trials by {spec.metric} ({spec.search.mode}):")
-        print(ranking_table(ranked, top))
-        print(describe_best(ranked))
-        if uncertainty := describe_uncertainty(ranked):
-            print(uncertainty)
-    elif len(trials):
-        counts = ", ".join(f"{n} {status}" for status, n in trials["status"].value_counts().items())
-        print(f"\nNo trial reported {spec.metric}: {len(trials)} trial(s), {counts}")
-    else:
-        print(f"\nNo trial reported {spec.metric}: no trial started")
-    for _, trial in (trials[trials["status"] == "errored"].iterrows() if len(trials) else []):
-        print(f"errored trial {trial['trial_id']}: {trial['error']} (log: {trial['path']}/{TRIAL_LOG})")
-    best = experiment.best() if ranked is not None else None
-    if best is not None:
-        print(f"best checkpoint (LoRA adapter + tokenizer): {best.checkpoint or 'none kept'}")
-    print(f"results: {path}")
-    if ranked is not None:
-        print(f"report: python -m analysis {path}\nexport: python -m tuner.export {path} --out DIR")
 
 
 if __name__ == "__main__":

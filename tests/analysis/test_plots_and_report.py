@@ -7,7 +7,7 @@ import yaml
 from PIL import Image
 
 from analysis import plots, report
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tuner.spec import validate_spec
 from tuner.experiment.ranking import rank_trials
 from tests.analysis.fabricated import frames

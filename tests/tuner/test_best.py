@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MARGIN, PREF, run_scripted_search
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 
 @pytest.fixture(scope="module", params=["folder", "s3"])
 def scripted(request, tmp_path_factory) -> Experiment:
@@ -86,7 +86,7 @@ def test_export_with_another_metric_writes_the_checkpoint_the_ranking_describes(
 
 
 def test_final_table_and_best_checkpoint_line_agree(scripted, capsys):
-    from tuner.run import report
+    from tuner.evidence.closing import report
 
     report(scripted, top=5)
     out = capsys.readouterr().out

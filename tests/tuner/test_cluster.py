@@ -32,16 +32,16 @@ import json, os, sys
 from pathlib import Path
 import ray
 from ray.util.state import list_actors
-from tuner import search
+from tuner.search import build
 from tuner.search import cluster
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tuner.spec import validate_spec
 
 session = cluster.start(None)
 spec = validate_spec({"run": {"wandb": "offline"}})
 experiment = Experiment(Path(sys.argv[1]))
 experiment.path.mkdir(mode=0o700)
-callback = search.logger_callbacks(spec, experiment)[0]
+callback = build.logger_callbacks(spec, experiment)[0]
 callback.setup()
 class Trial:
     local_path = str(experiment.path)

@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tests.conftest import REPO, spec_path
 from tests.tuner.test_search_integration import FAST
 

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from tuner import console
+from tuner.search.callbacks import TrialTable
 
 
 def fake_trial(trial_id, status="RUNNING", beta=0.1):
@@ -27,7 +28,7 @@ def test_table_shows_status_step_metric_and_searched_values():
 
 
 def test_callback_prints_at_most_every_interval_and_names_an_errored_trial_log(capsys):
-    table = console.trial_table_callback("m", ["train.beta"], every_s=3600)
+    table = TrialTable("m", ["train.beta"], every_s=3600)
     trials = [fake_trial("a"), fake_trial("b", beta=0.3)]
     for trial in trials:
         table.on_trial_start(0, trials, trial)
@@ -35,7 +36,7 @@ def test_callback_prints_at_most_every_interval_and_names_an_errored_trial_log(c
     assert capsys.readouterr().out == ""  # within the interval: nothing
     table.on_trial_error(0, trials, trials[1])
     assert capsys.readouterr().out.strip() == f"trial b failed; its log: /r/b/{console.TRIAL_LOG}"
-    eager = console.trial_table_callback("m", ["train.beta"], every_s=0)
+    eager = TrialTable("m", ["train.beta"], every_s=0)
     eager.on_trial_result(0, trials, trials[0], {"step": 4, "m": 0.5})
     out = capsys.readouterr().out
     assert [line.split() for line in out.splitlines()[2:]] == [["a", "RUNNING", "4", "0.5", "0.1"],
@@ -80,7 +81,7 @@ def test_a_quiet_driver_drops_tunes_trial_tracebacks():
 def test_table_gaps_double_up_to_the_longest(capsys, monkeypatch):
     now = [0.0]
     monkeypatch.setattr(console.time, "monotonic", lambda: now[0])
-    table = console.trial_table_callback("m", [], every_s=30, longest_s=100)
+    table = TrialTable("m", [], every_s=30, longest_s=100)
     trials = [fake_trial("a")]
     printed_at = []
     for t in range(0, 400, 5):  # a report every 5 s

@@ -275,7 +275,7 @@ class WordTokenizerWithTemplate(WordTokenizer):
 
 
 def test_conversations_need_a_model_with_a_chat_template(tmp_path):
-    from tuner import experiment
+    from tuner.data import checks
     from tuner.trial import models
     from tuner.errors import InputError
     from tuner.spec import validate_spec
@@ -286,4 +286,4 @@ def test_conversations_need_a_model_with_a_chat_template(tmp_path):
         patch.setattr(models, "resolve", lambda name: name)
         patch.setattr("transformers.AutoTokenizer.from_pretrained", lambda name: WordTokenizer())
         with pytest.raises(InputError, match=r"^model.name: embedded has no chat template, which the conversations"):
-            experiment.check_eval_pairs(spec, splits.eval)
+            checks.check_eval_pairs(spec, splits.eval)

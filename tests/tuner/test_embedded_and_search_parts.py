@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 from ray import tune
 
-from tuner import search
+from tuner.search import build
+from tuner.search import space as search_space
 from tuner.search import cluster
 from tuner.trial import embedded
 from tuner.errors import InputError
@@ -43,7 +44,7 @@ def test_param_space_maps_each_distribution():
         "lora.alpha": {"type": "choice", "values": [8, 16]},
         "train.learning_rate": {"type": "grid", "values": [1e-5, 1e-4]},
     }}})
-    space = search.param_space(spec)
+    space = search_space.param_space(spec)
     assert isinstance(space["train.beta"], tune.search.sample.Float)
     assert space["lora.r"].lower == 4 and space["lora.r"].upper == 17  # inclusive high in the spec
     assert space["lora.alpha"].categories == [8, 16]
@@ -59,28 +60,28 @@ def test_param_space_maps_each_distribution():
 def test_asha_max_t_counts_eval_rounds(train, rows, rounds):
     spec = validate_spec({"train": train})
     assert spec.eval_rounds(rows) == rounds
-    assert search.build_scheduler(spec, rows)._max_t == rounds
-    assert search.build_scheduler(validate_spec({"scheduler": {"type": "none"}}), rows) is None
+    assert build.build_scheduler(spec, rows)._max_t == rounds
+    assert build.build_scheduler(validate_spec({"scheduler": {"type": "none"}}), rows) is None
 
 
 def test_asha_max_t_follows_the_longest_searched_step_count():
     # with train.max_steps searched in {24, 48}, a max_t from the unsampled 24 stopped every 48-step trial at 24
     spec = validate_spec({"train": {"max_steps": 24, "eval_steps": 8}, "search": {"space": {
         "train.max_steps": {"type": "choice", "values": [24, 48]}}}})
-    assert search.build_scheduler(spec, 100)._max_t == 6
+    assert build.build_scheduler(spec, 100)._max_t == 6
     both = validate_spec({"train": {"max_steps": 24, "eval_steps": 8}, "search": {"space": {
         "train.max_steps": {"type": "int", "low": 8, "high": 40},
         "train.eval_steps": {"type": "choice", "values": [4, 8]}}}})
-    assert search.max_eval_rounds(both, 100) == 10
+    assert search_space.max_eval_rounds(both, 100) == 10
     epochs = validate_spec({"train": {"num_train_epochs": 1, "eval_steps": 5}, "search": {"space": {
         "train.per_device_train_batch_size": {"type": "choice", "values": [2, 4]}}}})
-    assert search.max_eval_rounds(epochs, 100) == 10  # 50 steps at batch 2
+    assert search_space.max_eval_rounds(epochs, 100) == 10  # 50 steps at batch 2
 
 
 def asha_with_two_trials():
     spec = validate_spec({"scheduler": {"grace_period": 1, "reduction_factor": 2, "pause_at_first_rung": False},
                           "train": {"max_steps": 16}})  # ASHA's own decisions (pausing: tests/tuner/test_search.py)
-    scheduler = search.build_scheduler(spec, 100)
+    scheduler = build.build_scheduler(spec, 100)
     scheduler.set_search_properties("eval_pref_accuracy", "max")
     trials = [SimpleNamespace(trial_id=name) for name in ("good", "diverged")]
     controller = SimpleNamespace(search_alg=SimpleNamespace(searcher=SimpleNamespace(paused_trials=set())))
@@ -117,7 +118,7 @@ def test_the_optuna_storage_follows_a_moved_experiment_folder(tmp_path, monkeypa
     import optuna
 
     from tuner.search import study as studies
-    from tuner.experiment import Experiment
+    from tuner.experiment.folder import Experiment
 
     old = Experiment(tmp_path / "old" / "exp")
     old.tuner_dir.mkdir(parents=True)

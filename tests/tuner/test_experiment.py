@@ -4,7 +4,11 @@ import stat
 
 import pytest
 
-from tuner import experiment
+from tuner.data.checks import check_guard_groups
+from tuner.errors import InputError
+from tuner.experiment.checks import check_storage
+from tuner.experiment.folder import Experiment
+from tuner.experiment.lock import ExperimentInUse
 from tuner.trial.methods import training_args
 from tuner.spec import validate_spec
 
@@ -17,7 +21,7 @@ def test_created_folder_is_private_and_its_spec_holds_the_secret_reference_not_t
                                     "average_tokens_across_devices": False},
                           "search": {"space": {"train.include_num_input_tokens_seen":
                                                {"type": "choice", "values": [True, False]}}}})
-    created = experiment.Experiment.create(spec, experiment.check_storage(str(tmp_path / "results"), "exp"))
+    created = Experiment.create(spec, check_storage(str(tmp_path / "results"), "exp"))
     path = created.path
     assert path == tmp_path / "results" / "exp" and created.uri == str(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
@@ -27,7 +31,7 @@ def test_created_folder_is_private_and_its_spec_holds_the_secret_reference_not_t
     assert "hub_token_env: TUNER_TEST_HUB_TOKEN" in saved and "beta: 0.2" in saved
     assert "average_tokens_across_devices: false" in saved
 
-    resumed = experiment.Experiment(path).spec  # what --resume reads
+    resumed = Experiment(path).spec  # what --resume reads
     assert resumed.model_dump() == spec.model_dump()
     trial_args = training_args(resumed, str(tmp_path / "out"), on_gpu=False, with_secrets=True)
     assert trial_args.hub_token == "hf_SECRET123" and trial_args.average_tokens_across_devices is False
@@ -37,8 +41,8 @@ def test_created_folder_is_private_and_its_spec_holds_the_secret_reference_not_t
 @pytest.mark.parametrize(("name", "message"), [("", "plain folder name"), ("a/b", "plain folder name"),
                                                ("..", "plain folder name")])
 def test_experiment_names_are_plain(tmp_path, name, message):
-    with pytest.raises(experiment.InputError, match=message):
-        experiment.check_storage(str(tmp_path), name)
+    with pytest.raises(InputError, match=message):
+        check_storage(str(tmp_path), name)
 
 
 @pytest.mark.parametrize(("train", "search", "rows"), [
@@ -65,28 +69,28 @@ def test_the_run_lock_is_held_for_the_block_and_a_dead_driver_s_lock_taken_over(
     import os
     import socket
 
-    created = experiment.Experiment.create(validate_spec({}), tmp_path / "exp")
+    created = Experiment.create(validate_spec({}), tmp_path / "exp")
     created.lock_file.write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))  # SIGKILLed driver
     with created.locked():
         assert json.loads(created.lock_file.read_text()) == {"pid": os.getpid(), "host": socket.gethostname()}
-        with pytest.raises(experiment.ExperimentInUse, match=f"in use by a live tuner run \\(pid {os.getpid()}\\)"):
-            with experiment.Experiment(created.path).locked():
+        with pytest.raises(ExperimentInUse, match=f"in use by a live tuner run \\(pid {os.getpid()}\\)"):
+            with Experiment(created.path).locked():
                 pass
     assert not created.lock_file.exists()
     created.lock_file.write_text(json.dumps({"pid": 1, "host": "other-node"}))
-    with pytest.raises(experiment.ExperimentInUse, match="locked by a tuner run on host other-node .* delete"):
+    with pytest.raises(ExperimentInUse, match="locked by a tuner run on host other-node .* delete"):
         with created.locked():
             pass
 
 
 def test_a_failed_start_removes_the_folders_it_created_and_nothing_else(tmp_path):
-    path = experiment.check_storage(str(tmp_path / "a" / "b"), "exp")
-    created = experiment.Experiment.create(validate_spec({}), path)
+    path = check_storage(str(tmp_path / "a" / "b"), "exp")
+    created = Experiment.create(validate_spec({}), path)
     created.data_dir.mkdir()
     created.discard()
     assert not (tmp_path / "a").exists() and tmp_path.exists()
-    kept = experiment.Experiment.create(validate_spec({}), tmp_path / "kept")
-    experiment.Experiment(kept.path).discard()  # not this object's: left alone
+    kept = Experiment.create(validate_spec({}), tmp_path / "kept")
+    Experiment(kept.path).discard()  # not this object's: left alone
     assert kept.spec_file.is_file()
 
 
@@ -97,12 +101,12 @@ def test_guard_groups_with_no_eval_pair_guard_nothing_and_say_so():
 
     held_out = Dataset.from_dict({"prompt": ["a", "b", "c"], "group": ["fact", "style", "style"]})
     spec = validate_spec({"search": {"guard_groups": ["fact"]}})
-    assert experiment.check_guard_groups(spec, held_out) is None
+    assert check_guard_groups(spec, held_out) is None
     spec = validate_spec({"search": {"guard_groups": ["fact", "tone"]}})
-    assert experiment.check_guard_groups(spec, held_out) == (
+    assert check_guard_groups(spec, held_out) == (
         "search.guard_groups: no eval pair is in tone (the eval groups are ['fact', 'style']): those guard nothing")
     ungrouped = held_out.remove_columns("group")
-    assert experiment.check_guard_groups(spec, ungrouped).endswith(
+    assert check_guard_groups(spec, ungrouped).endswith(
         "(the eval pairs have no groups (data.group_column)): no guard applies")
     with pytest.raises(InputError, match="every eval group is a guard"):
-        experiment.check_guard_groups(validate_spec({"search": {"guard_groups": ["fact", "style"]}}), held_out)
+        check_guard_groups(validate_spec({"search": {"guard_groups": ["fact", "style"]}}), held_out)

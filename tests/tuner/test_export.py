@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tests.analysis.fabricated import frames
 from tuner.export import ExportError, choose, export, main
 

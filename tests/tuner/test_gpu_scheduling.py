@@ -12,10 +12,11 @@ import pytest
 
 from tests.conftest import REPO, spec_path
 from tests.tuner import gpu_stub
-from tuner import experiment as experiments, search
+from tuner.experiment import checks
+from tuner.search import build
 from tuner.data import loading as data
 from tuner.trial import device
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tuner.spec import load_spec
 
 pytestmark = pytest.mark.integration
@@ -54,12 +55,12 @@ def run_packed_search(tmp_path, tiny_llama, name: str, seeds: list[int]):
         "scheduler.type=none", f"resources.gpu={SHARE}", "resources.cpu=1",
         f"run.storage_path={tmp_path}",
     ])
-    experiment = Experiment.create(spec, experiments.check_storage(str(tmp_path), name))
+    experiment = Experiment.create(spec, checks.check_storage(str(tmp_path), name))
     splits = data.load_pairs(spec.data)  # what the driver prepares; the stubbed step never reads a model
     train, held_out = splits.train, splits.eval
     train.save_to_disk(str(experiment.data_dir / "train"))
     held_out.save_to_disk(str(experiment.data_dir / "eval"))
-    search.build_tuner(spec, experiment, train_rows=len(train)).fit()
+    build.build_tuner(spec, experiment, train_rows=len(train)).fit()
     return Experiment.open(experiment.path)
 
 

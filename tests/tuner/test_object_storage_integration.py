@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import spec_path
 from tests.tuner.test_cluster_integration import RAY, free_port, stop_cluster
 from tests.tuner.test_search_integration import FAST
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 
 pytestmark = pytest.mark.integration
 SAMPLES = 3

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tuner.search import cluster
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tuner.experiment.ranking import rank_trials
 from tests.conftest import REPO, spec_path
 from tests.tuner.test_search_integration import FAST, run_cli

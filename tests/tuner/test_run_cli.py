@@ -22,7 +22,7 @@ from tests.conftest import REPO, spec_path
 from tests.tuner.test_inputs import assert_one_line
 from tuner import run
 from tuner.search import cluster
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tuner.run import main
 from tuner.spec import load_spec, validate_spec
 
@@ -178,9 +178,9 @@ def failing_prepare(error):
     (KeyboardInterrupt(), 130, "tuner: interrupted while preparing; removed "),
 ])
 def test_a_failure_while_preparing_removes_the_folder(error, code, message, tmp_path, capsys, monkeypatch, fake_ray):
-    from tuner import experiment as experiments
+    from tuner.experiment import prepare as preparation
 
-    monkeypatch.setattr(experiments, "prepare", failing_prepare(error))
+    monkeypatch.setattr(preparation, "prepare", failing_prepare(error))
     storage = tmp_path / "new" / "results"
     assert main([str(spec_path("dpo.yaml")), f"run.storage_path={storage}", "--name", "exp"]) == code
     err = capsys.readouterr().err
@@ -226,7 +226,7 @@ def early_ray(fake_ray, monkeypatch):
 
 def test_a_command_line_search_starts_its_local_ray_while_the_inputs_are_checked(tmp_path, capsys, monkeypatch,
                                                                                 early_ray):
-    from tuner import experiment as experiments
+    from tuner.experiment import prepare as preparation
 
     overlapped = []
     real_load_spec = run.load_spec
@@ -236,7 +236,7 @@ def test_a_command_line_search_starts_its_local_ray_while_the_inputs_are_checked
         return real_load_spec(*args, **kwargs)
 
     monkeypatch.setattr(run, "load_spec", load_spec)
-    monkeypatch.setattr(experiments, "prepare", failing_prepare(OSError(28, "No space left on device")))
+    monkeypatch.setattr(preparation, "prepare", failing_prepare(OSError(28, "No space left on device")))
     storage = tmp_path / "results"
     assert main([str(spec_path("dpo.yaml")), f"run.storage_path={storage}", "--name", "exp"]) == 2
     assert "No space left on device" in capsys.readouterr().err

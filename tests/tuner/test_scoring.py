@@ -58,7 +58,7 @@ def test_the_base_model_is_loaded_once_and_each_model_scored_as_itself(tiny_llam
 
     from tuner.trial import backends
     from tuner.evidence import scoring
-    from tuner.experiment import Best
+    from tuner.experiment.ranking import Best
 
     spec = tiny_spec(tiny_llama)
     test = Dataset.from_list(PAIRS)

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tuner import search
+from tuner.search import build, searchers
+from tuner.search import space as search_space
 from tuner.spec import validate_spec
 
 PREF = "eval_pref_accuracy"
@@ -71,7 +72,7 @@ class FakeController:
 def scheduler_with(names, controller=None, **scheduler):
     spec = validate_spec({"scheduler": {"grace_period": 1, "reduction_factor": 2, **scheduler},
                           "train": {"max_steps": 16}})
-    asha = search.build_scheduler(spec, 100)
+    asha = build.build_scheduler(spec, 100)
     asha.set_search_properties(PREF, "max")
     trials = [FakeTrial(name) for name in names]
     for trial in trials:
@@ -160,15 +161,16 @@ def test_resume_keeps_a_trial_paused_and_judges_it_on_its_first_rung_score():
 def test_the_running_trial_limit_counts_paused_trials_out(algorithm, tmp_path):
     from ray import tune
 
-    from tuner.experiment import Experiment, check_storage
+    from tuner.experiment.checks import check_storage
+    from tuner.experiment.folder import Experiment
 
     space = ({"train.beta": {"type": "grid", "values": [0.1, 0.2, 0.3]}} if algorithm == "grid"
              else {"train.beta": {"type": "uniform", "low": 0.1, "high": 0.5}})
     spec = validate_spec({"search": {"algorithm": algorithm, "num_samples": 3, "max_concurrent_trials": 2,
                                      "space": space}})
     experiment = Experiment.create(spec, check_storage(str(tmp_path), "limit"))
-    searcher = search.build_searcher(spec, experiment)
-    searcher.set_search_properties(PREF, "max", search.param_space(spec))
+    searcher = build.build_searcher(spec, experiment)
+    searcher.set_search_properties(PREF, "max", search_space.param_space(spec))
     if algorithm == "optuna":
         ids = iter(f"trial-{n}" for n in range(10))
 
@@ -177,7 +179,7 @@ def test_the_running_trial_limit_counts_paused_trials_out(algorithm, tmp_path):
             return trial_id if searcher.suggest(trial_id) is not None else None
     else:
         tune.register_trainable("tuner-test-noop", lambda config: None)
-        searcher.add_configurations({"limit": {"run": "tuner-test-noop", "config": search.param_space(spec)}})
+        searcher.add_configurations({"limit": {"run": "tuner-test-noop", "config": search_space.param_space(spec)}})
 
         def next_trial():
             trial = searcher.next_trial()
@@ -235,7 +237,8 @@ def test_a_real_search_scores_every_configuration_before_any_trial_trains_past_t
     import ray
     from ray import tune
 
-    from tuner.experiment import Experiment, check_storage
+    from tuner.experiment.checks import check_storage
+    from tuner.experiment.folder import Experiment
 
     betas = list(FIRST_SCORES)
     space = ({"train.beta": {"type": "grid", "values": betas}} if algorithm == "grid"
@@ -254,9 +257,9 @@ def test_a_real_search_scores_every_configuration_before_any_trial_trains_past_t
     try:
         tune.Tuner(
             tune.with_resources(tune.with_parameters(scripted_resumable_trial, events=str(events)), {"cpu": 1}),
-            param_space=search.param_space(spec),
-            tune_config=tune.TuneConfig(metric=PREF, mode="max", search_alg=search.build_searcher(spec, experiment),
-                                        scheduler=search.build_scheduler(spec, 100),
+            param_space=search_space.param_space(spec),
+            tune_config=tune.TuneConfig(metric=PREF, mode="max", search_alg=build.build_searcher(spec, experiment),
+                                        scheduler=build.build_scheduler(spec, 100),
                                         num_samples=spec.search.num_samples, reuse_actors=True,
                                         time_budget_s=120),  # a deadlock ends, and fails the asserts below
             run_config=tune.RunConfig(name="paused", storage_path=str(tmp_path / "tune"), verbose=0),
@@ -309,7 +312,7 @@ def test_a_resumed_trial_keeps_its_own_result_files_and_a_resumed_search_gets_th
     trial = SimpleNamespace(checkpoint=object(), local_path=str(own),
                             storage=SimpleNamespace(trial_fs_path=str(stored),
                                                     storage_filesystem=pyarrow.fs.LocalFileSystem()))
-    for callback in search.result_file_callbacks():
+    for callback in build.result_file_callbacks():
         name = "result.json" if "Json" in type(callback).__name__ else "progress.csv"
         (stored / name).write_text("stored, a few seconds old\n")
         (own / name).write_text("stored, a few seconds old\nthe report since\n")
@@ -339,16 +342,16 @@ def test_optuna_learns_which_trials_broke_a_guard_as_a_constraint(tmp_path):
                                                                        "high": 1e-3}}}})
     (tmp_path / "tuner").mkdir()
     experiment = SimpleNamespace(uri=str(tmp_path), name="guarded")
-    limiter = search.build_searcher(spec, experiment)
-    limiter.set_search_properties(PREF, "max", search.param_space(spec))
+    limiter = build.build_searcher(spec, experiment)
+    limiter.set_search_properties(PREF, "max", search_space.param_space(spec))
     searcher = limiter.searcher
-    assert searcher._sampler._constraints_func is search.guard_constraint
+    assert searcher._sampler._constraints_func is searchers.guard_constraint
     for trial_id, broken in (("a", 1.0), ("b", 0.0)):
         assert limiter.suggest(trial_id) is not None
         limiter.on_trial_complete(trial_id, {PREF: 0.9, "eval_guard_broken": broken})
     trials = searcher._ot_study.get_trials()
-    assert [t.user_attrs.get(search.GUARD_ATTR) for t in trials] == [1.0, 0.0]
-    assert [search.guard_constraint(t) for t in trials] == [[1.0], [0.0]]  # > 0: infeasible
+    assert [t.user_attrs.get(searchers.GUARD_ATTR) for t in trials] == [1.0, 0.0]
+    assert [searchers.guard_constraint(t) for t in trials] == [[1.0], [0.0]]  # > 0: infeasible
 
 
 def test_a_trial_the_study_already_finished_is_reported_again_after_a_resume_without_failing(tmp_path):
@@ -356,8 +359,8 @@ def test_a_trial_the_study_already_finished_is_reported_again_after_a_resume_wit
                                      "space": {"train.learning_rate": {"type": "loguniform", "low": 1e-5,
                                                                        "high": 1e-3}}}})
     (tmp_path / "tuner").mkdir()
-    limiter = search.build_searcher(spec, SimpleNamespace(uri=str(tmp_path), name="resumed"))
-    limiter.set_search_properties(PREF, "max", search.param_space(spec))
+    limiter = build.build_searcher(spec, SimpleNamespace(uri=str(tmp_path), name="resumed"))
+    limiter.set_search_properties(PREF, "max", search_space.param_space(spec))
     limiter.suggest("a")
     searcher = limiter.searcher
     ot_trial = searcher._ot_trials["a"]

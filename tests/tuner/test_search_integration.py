@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tuner.experiment.ranking import rank_trials
 from tests.conftest import REPO, spec_path
 

@@ -11,10 +11,11 @@ import shutil
 import pytest
 
 from tests.conftest import spec_path
-from tuner import experiment as experiments
+from tuner.experiment import checks
+from tuner.experiment.folder import NotAnExperiment
 from tuner.search import study
 from tuner.errors import InputError
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tuner.run import main
 from tuner.spec import SpecError, validate_spec
 from tuner.experiment.storage import Location
@@ -113,7 +114,7 @@ def test_an_experiment_in_object_storage_is_published_once_and_read_from_another
     bucket = s3_server.bucket("roundtrip")
     monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "driver"))
     spec = validate_spec({"train": {"beta": 0.3}})
-    location = experiments.check_storage(s3_server.uri(bucket, "results"), "exp")
+    location = checks.check_storage(s3_server.uri(bucket, "results"), "exp")
     created = Experiment.create(spec, location)
     assert created.path.is_relative_to(tmp_path / "driver") and created.uri == location.uri
     assert s3_server.keys(bucket) == ["results/exp/tuner/spec.yaml"]  # the name is taken at once
@@ -134,7 +135,7 @@ def test_an_experiment_in_object_storage_is_published_once_and_read_from_another
     assert not (reader.data_dir).exists()  # data only when asked for
     train, held_out = data.load_prepared(reader.local_copy(reader.data_dir))
     assert train["prompt"] == ["p1", "p2"] and held_out["prompt"] == ["p1"]
-    with pytest.raises(experiments.NotAnExperiment, match="no Ray Tune experiment|not a Ray Tune experiment"):
+    with pytest.raises(NotAnExperiment, match="no Ray Tune experiment|not a Ray Tune experiment"):
         Experiment.open(location.uri)  # tuner's files, but no Tune state yet
 
 
@@ -142,7 +143,7 @@ def test_storage_that_refuses_writes_leaves_nothing_behind(s3_server, tmp_path, 
     from tuner.experiment.storage import StorageError
 
     monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "driver"))
-    location = experiments.check_storage(s3_server.uri(s3_server.bucket("read-only"), "results"), "exp")
+    location = checks.check_storage(s3_server.uri(s3_server.bucket("read-only"), "results"), "exp")
 
     def denied(self, local, relative):
         raise StorageError(f"{self.uri}: AWS Error ACCESS_DENIED during PutObject operation")
@@ -187,7 +188,8 @@ def test_the_default_study_reopens_wherever_the_experiment_is_kept(s3_server, tm
 def test_search_storage_holds_the_study(tmp_path):
     import optuna
 
-    from tuner.search import build_searcher, param_space
+    from tuner.search.build import build_searcher
+    from tuner.search.space import param_space
 
     for url in (f"sqlite:///{tmp_path}/shared.db", str(tmp_path / "journal.log")):
         spec = validate_spec({"search": {"storage": url, "space": {"train.beta": {"type": "uniform", "low": 0.1,
@@ -200,12 +202,12 @@ def test_search_storage_holds_the_study(tmp_path):
 
 
 def test_study_is_uploaded_when_a_trial_ends_and_when_tune_saves_its_state(s3_server, tmp_path, monkeypatch):
-    from tuner.search import study_upload
+    from tuner.search.build import study_upload
 
     monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "driver"))
     bucket = s3_server.bucket("upload")
     spec = validate_spec({})
-    created = Experiment.create(spec, experiments.check_storage(s3_server.uri(bucket, "results"), "exp"))
+    created = Experiment.create(spec, checks.check_storage(s3_server.uri(bucket, "results"), "exp"))
     (callback,) = study_upload(spec, created)
     assert study_upload(spec.model_copy(update={"search": spec.search.model_copy(
         update={"storage": "sqlite:////x.db"})}), created) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.experiment import Experiment
+from tuner.experiment.folder import Experiment
 from tuner.spec import to_yaml, validate_spec
 from tuner.experiment.trust import UntrustedFolder, check_folder, problems
 

@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from tuner.experiment import Best, Experiment
+from tuner.experiment.folder import Experiment
+from tuner.experiment.ranking import Best
 from tuner.evidence.verdict import Scored, ScoredSplit
 
 BASE_LABEL = "base model"

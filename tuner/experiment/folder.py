@@ -35,20 +35,19 @@ import functools
 import json
 import os
 import shutil
-import socket
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tuner.experiment import storage
 from tuner.errors import InputError, UserError
-from tuner.experiment.processes import process_alive
-from tuner.spec import Spec, load_spec, to_yaml
+from tuner.experiment import lock, storage
 from tuner.experiment.storage import Location
 from tuner.experiment.trust import check_folder
+from tuner.spec import Spec, load_spec, to_yaml
+
+if TYPE_CHECKING:
+    from tuner.experiment.ranking import Best
 
 TUNER_DIR = "tuner"
 BY_MODEL = "by_model"  # base_metrics.json's key when model.name is searched: one base per model
@@ -56,21 +55,6 @@ BY_MODEL = "by_model"  # base_metrics.json's key when model.name is searched: on
 
 class NotAnExperiment(UserError):
     """The folder given is not an experiment tuner (or Ray Tune) wrote."""
-
-
-@dataclass
-class Best:
-    """One trial's scored report: the numbers a ranking row shows and the checkpoint holding exactly that adapter."""
-
-    trial_id: str
-    method: str
-    metric: str
-    mode: str
-    score: float
-    step: int
-    report: dict[str, Any]  # every metric of that report
-    checkpoint: Path | str | None  # a folder, or a URI in object storage (Experiment.local_copy); None: not kept
-    config: dict[str, Any]  # the trial's sampled values
 
 
 class Experiment:
@@ -233,36 +217,9 @@ class Experiment:
     @contextlib.contextmanager
     def locked(self):
         """Hold the folder's run lock for the block: a second live driver on the same folder (a second --resume)
-        is refused; a lock left by a driver that died on this host is taken over."""
-        self._acquire_lock()
-        try:
+        is refused; a lock left by a driver that died on this host is taken over (tuner.experiment.lock)."""
+        with lock.held(self.lock_file, self.uri):
             yield self
-        finally:
-            if _lock_holder(self.lock_file) == _this_process():
-                self.lock_file.unlink(missing_ok=True)
-
-    def _acquire_lock(self) -> None:
-        me = _this_process()
-        self.tuner_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for _ in range(3):
-            try:
-                fd = os.open(self.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            except FileExistsError:
-                holder = _lock_holder(self.lock_file)
-                if holder is not None and holder["host"] != me["host"]:
-                    raise ExperimentInUse(
-                        f"{self.uri} is locked by a tuner run on host {holder['host']} (pid {holder['pid']}), "
-                        f"which this machine cannot check; if no run is alive there, delete {self.lock_file}")
-                if holder is not None and process_alive(holder["pid"]):
-                    raise ExperimentInUse(
-                        f"{self.uri} is in use by a live tuner run (pid {holder['pid']}); wait for it to end or stop "
-                        f"it (kill -INT {holder['pid']}), then run this again")
-                self.lock_file.unlink(missing_ok=True)  # left by a driver that died: take it over
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(me, handle)
-            return
-        raise ExperimentInUse(f"{self.uri}: another tuner run keeps taking its lock ({self.lock_file})")
 
     @classmethod
     def open(cls, path: str | Path | Location, trust: bool = False) -> Experiment:
@@ -409,22 +366,18 @@ class Experiment:
         """The ranking with each trial's 95% interval and whether it is tied with the leader (share metrics only):
         from the per-pair outcomes saved in the ranked report's checkpoint when there are some, else from the
         score and the number of eval pairs."""
-        from tuner.experiment.ranking import CHECKPOINT_COLUMN, PREF_ACCURACY_METRIC, add_intervals
+        from tuner.experiment.ranking import add_intervals, saved_outcomes
 
-        outcomes = {}  # read where they are on this disk; in object storage, the intervals come from the scores
-        if (ranked.attrs.get("metric") == PREF_ACCURACY_METRIC and CHECKPOINT_COLUMN in self.history
-                and self.location.is_local):
-            for _, row in ranked[ranked["rank"].notna()].iterrows():
-                checkpoint = self.history.loc[int(row["report"]), CHECKPOINT_COLUMN]
-                found = read_pair_outcomes(checkpoint) if isinstance(checkpoint, str) else None
-                if found is not None:
-                    outcomes[row["trial_id"]] = found
+        # read where they are on this disk; in object storage, the intervals come from the scores
+        outcomes = saved_outcomes(ranked, self.history) if self.location.is_local else {}
         return add_intervals(ranked, self.eval_pairs, outcomes)
 
     def best(self, metric: str | None = None, mode: str | None = None, method: str | None = None,
              trial_id: str | None = None) -> Best | None:
         """The best trial (or the named one) with its scored report and that report's checkpoint; None when no
         trial has a finite score. Ranking, export, generations and the final table all ask this."""
+        from tuner.experiment.ranking import Best, plain
+
         ranked = self.ranking(metric, mode, method)
         if trial_id is not None:
             row = ranked[ranked["trial_id"] == trial_id]
@@ -440,268 +393,8 @@ class Experiment:
         return Best(
             trial_id=row["trial_id"], method=row["method"], metric=ranked.attrs["metric"], mode=ranked.attrs["mode"],
             score=float(row["score"]), step=int(row["score_step"]),
-            report={k: _plain(v) for k, v in report.items()},
+            report={k: plain(v) for k, v in report.items()},
             checkpoint=(Path(checkpoint) if self.location.is_local else checkpoint) if isinstance(checkpoint, str)
             else None,
-            config={c.removeprefix("config/"): _plain(row[c]) for c in ranked.columns if c.startswith("config/")},
+            config={c.removeprefix("config/"): plain(row[c]) for c in ranked.columns if c.startswith("config/")},
         )
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
-
-
-class ExperimentInUse(InputError):
-    """Another live driver holds the experiment folder's run lock."""
-
-
-def _this_process() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname()}
-
-
-def _lock_holder(lock_file: Path) -> dict[str, Any] | None:
-    """The pid and host written in a lock file; None when it is missing or unreadable (a driver killed mid-write)."""
-    try:
-        holder = json.loads(lock_file.read_text())
-        return {"pid": int(holder["pid"]), "host": str(holder["host"])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def read_pair_outcomes(checkpoint: str | Path) -> list[int] | None:
-    """The eval preference-accuracy outcome of each pair at that checkpoint, when the trial saved them."""
-    from tuner.evidence.quality import OUTCOMES_FILE
-
-    path = Path(checkpoint) / OUTCOMES_FILE
-    if not path.is_file():
-        return None
-    try:
-        return [int(bool(v)) for v in json.loads(path.read_text())["correct"]]
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------------- before creating
-
-
-def default_name(spec: Spec) -> str:
-    return f"{'-'.join(spec.searched_methods())}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def check_storage(storage_path: str, name: str) -> Location:
-    """Where the experiment will be, after checking that it can be created there; raises InputError. Writes
-    nothing: a local folder is checked for permissions, object storage is asked (with short timeouts) whether its
-    bucket exists."""
-    if not name or "/" in name or name in (".", ".."):
-        raise InputError(f"run.name: must be a plain folder name, got {name!r}")
-    base = Location.parse(storage_path)
-    location = base.child(name)
-    if not base.is_local:
-        base.probe()
-        if location.exists():
-            raise InputError(f"run.name: {location.uri} already exists; choose another --name, or continue it with "
-                             f"--resume {location.uri}")
-        return location
-    path = Path(location.uri)
-    if path.exists():
-        raise InputError(f"run.name: {path} already exists; choose another --name, or continue it with "
-                         f"--resume {path}")
-    existing = path.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"run.storage_path: {existing} is a file, not a folder, got {storage_path!r}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"run.storage_path: cannot create folders under {existing} (no write permission), "
-                         f"got {storage_path!r}")
-    return location
-
-
-def check_wandb(mode: str) -> None:
-    import importlib.util
-
-    if mode != "off" and importlib.util.find_spec("wandb") is None:
-        raise InputError(f"run.wandb: {mode!r} needs the wandb package: pip install -e '.[wandb]' "
-                         f"(or set run.wandb: off), got {mode!r}")
-    if mode == "online" and not _wandb_key_available():
-        raise InputError("run.wandb: 'online' needs a W&B API key: set WANDB_API_KEY in the environment (or run "
-                         "`wandb login`), or log offline (run.wandb: offline) and `wandb sync` later, got 'online'")
-
-
-def _wandb_key_available() -> bool:
-    """Where Ray's WandbLoggerCallback finds a key: the environment, a key hook, or `wandb login`'s netrc entry."""
-    import netrc
-    from urllib.parse import urlparse
-
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_SETUP_API_KEY_HOOK"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def check_eval_pairs(spec: Spec, held_out) -> str | None:
-    """Refuse a model.max_length at which truncation leaves no eval pair with an answer to score (the held-out
-    preference accuracy would never be reported, and Ray stops a search on it at the first report); a line for the
-    user when it leaves only some. With model.max_length or model.name searched, the shortest length and each
-    model's tokenizer count."""
-    from transformers import AutoTokenizer
-
-    from tuner.trial import models
-    from tuner.evidence import quality
-
-    max_length = quality.shortest_max_length(spec)
-    note = None
-    for name in spec.model_names():
-        tokenizer = AutoTokenizer.from_pretrained(models.resolve(name))
-        if not tokenizer.chat_template and len(held_out) and not isinstance(held_out[0]["prompt"], str):
-            raise InputError(f"model.name: {name} has no chat template, which the conversations of data.source "
-                             f"{spec.data.source!r} need; use a chat model, or data in text, got {name!r}")
-        lengths = quality.pair_lengths(tokenizer, held_out)
-        scored = sum(needed <= max_length for needed, _ in lengths)
-        whole = max((w for _, w in lengths), default=0)
-        model = f" with {name}" if len(spec.model_names()) > 1 else ""
-        if lengths and scored == 0:
-            raise InputError(f"model.max_length: truncating to {max_length} tokens{model} leaves no eval pair with an "
-                             f"answer to score (the prompts alone fill it in all {len(lengths)}), so "
-                             f"{quality.METRIC} would never be reported; raise model.max_length to at least "
-                             f"{min(n for n, _ in lengths)} ({whole} keeps every eval pair whole), got {max_length}")
-        if scored < len(lengths) and note is None:
-            note = (f"eval: {len(lengths) - scored} of {len(lengths)} eval pairs lose their answer to truncation at "
-                    f"model.max_length={max_length}{model} and are not scored by {quality.METRIC} ({whole} keeps "
-                    f"every pair whole)")
-    return note
-
-
-def check_guard_groups(spec: Spec, held_out) -> str | None:
-    """Refuse guard groups that cover every eval pair (the search metric would have no pair). A guard group with no
-    eval pair (data without that group, or an eval split capped below one pair per group) guards nothing: a line
-    for the user says so, and the search runs without it, as it would on another data set than the spec's."""
-    from tuner.evidence.quality import pair_groups
-
-    guards = spec.search.guard_groups
-    if not guards:
-        return None
-    present = sorted(set(pair_groups(held_out)))
-    if present and not set(present) - set(guards):
-        raise InputError(f"search.guard_groups: every eval group is a guard, which leaves no pairs for the search "
-                         f"metric (eval groups {present}), got {guards}")
-    missing = [g for g in guards if g not in present]
-    if not missing:
-        return None
-    where = (f"the eval groups are {present}" if present else
-             "the eval pairs have no groups (data.group_column)")
-    return (f"search.guard_groups: no eval pair is in {', '.join(missing)} ({where}): "
-            f"{'no guard applies' if len(missing) == len(guards) else 'those guard nothing'}")
-
-
-def check_address(address: str | None) -> None:
-    """Fail fast on a Ray address where nothing listens, instead of Ray's minute of retries."""
-    if not address or address == "auto" or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise InputError(f"--address: expected HOST:PORT of a Ray head node (ray start --head prints it), "
-                         f"got {address!r}")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except OSError as error:
-        raise InputError(f"--address: no Ray head node answers at {address} ({error.strerror or error}); "
-                         f"start one with `ray start --head`, or leave --address out for a local Ray") from None
-
-
-# ---------------------------------------------------------------------------------------------- preparing
-
-
-def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> list[str]:
-    """Everything every trial needs and no trial should redo; returns lines for the user. `test`, the test split, is
-    only saved: nothing in the search reads it. Starts over from what an unfinished preparation left, and marks the
-    folder prepared (`experiment.prepared_file`) last."""
-    from tuner.trial import backends, models, reference
-    from tuner.experiment import faults
-    from tuner.evidence import quality
-
-    experiment.forget_preparation()
-
-    available = len(train)
-    consumed = spec.rows_consumed()
-    if consumed is not None and consumed < available:
-        # Pairs past this count are never seen by any trial: tokenizing them and running the reference over them
-        # would be wasted. The pairs kept are the first of the seeded shuffle, so still a random sample.
-        train = train.select(range(consumed))
-    held_out = quality.with_pair_ids(held_out)  # pair ids that every trial's per-pair outcomes refer to
-    held_out = _by_prompt(held_out)
-    guards = spec.search.guard_groups
-    train.save_to_disk(str(experiment.data_dir / "train"))
-    held_out.save_to_disk(str(experiment.data_dir / "eval"))
-    if test is not None:
-        test = _by_prompt(quality.with_pair_ids(test))
-        test.save_to_disk(str(experiment.test_dir))
-    used = f" ({len(train)} used: train.max_steps x batch)" if len(train) < available else ""
-    tested = (f", {len(test)} test pairs scored only when the search ends (no prompt in two splits)"
-              if test is not None else " (no prompt in both; no test split)")
-    lines = [f"data: {available} train pairs{used}, {len(held_out)} eval pairs{tested}"]
-    # One pass of each base model over the pairs gives DPO's shared reference and the base model's scores on the
-    # eval pairs (the reference log-probs are the base model's log-probs); without a shared reference, it runs over
-    # the eval pairs only. The test pairs are not run through any model before the search ends: the base model is
-    # scored on them then, with the top trials (tuner.evidence.scoring), so that no trial waits for it.
-    if len(spec.model_names()) > 1:  # each trial is compared with its own base model
-        by_model = {}
-        for name in spec.model_names():
-            by_model[name] = reference.base_scores(spec, backends.load_base(models.resolve(name)), held_out)
-            lines.append(f"base model {name}: {_described(by_model[name].metrics(guard_groups=guards))}")
-        lines.append("reference log-probs: computed in each trial (model.name is searched)")
-        _write_base(experiment, by_model)
-        _mark_prepared(experiment)
-        return lines
-    base = backends.load_base(models.resolve(spec.model.name))
-    faults.point("prepare.reference")
-    reason = reference.why_not_shared(spec, backends.resolve_backend(spec.model.backend))
-    started = time.perf_counter()
-    if reason:
-        scores = reference.base_scores(spec, base, held_out)
-        lines.append(f"reference log-probs: computed in each trial ({reason})")
-    else:
-        scores = reference.precompute(spec, base, train, held_out, experiment.reference_dir)
-        lines.append(f"reference log-probs: computed once for {len(train)} train and {len(held_out)} eval pairs in "
-                     f"{time.perf_counter() - started:.0f} s, shared by every DPO trial")
-    _write_base(experiment, {spec.model.name: scores})
-    _mark_prepared(experiment)
-    lines.append(f"base model: {_described(scores.metrics(guard_groups=guards))}")
-    return lines
-
-
-def _by_prompt(pairs):
-    """The pairs of one prompt side by side: a batch then runs each prompt once for all its answers
-    (tuner.trial.logprobs), which makes a pass over many pairs per prompt about 30% cheaper (eval rounds, test scoring)."""
-    prompts = [str(prompt) for prompt in pairs["prompt"]]
-    return pairs.select(sorted(range(len(pairs)), key=prompts.__getitem__))
-
-
-def _mark_prepared(experiment: Experiment) -> None:
-    experiment.prepared_file.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
-    experiment.publish(experiment.prepared_file)
-
-
-def _write_base(experiment: Experiment, by_model: dict) -> None:
-    """base_metrics.json, base_outcomes.json and base_scores.json (the eval pairs): the one base model's, or keyed
-    by model name under BY_MODEL when model.name is searched. `by_model`: model name -> PairScores."""
-    def keyed(values: dict) -> dict:
-        return next(iter(values.values())) if len(values) == 1 else {BY_MODEL: values}
-
-    guards = experiment.spec.search.guard_groups
-    experiment.base_metrics_file.write_text(json.dumps(keyed({n: s.metrics(guard_groups=guards)
-                                                              for n, s in by_model.items()})))
-    experiment.base_outcomes_file.write_text(json.dumps(keyed({n: s.outcomes(guards) for n, s in by_model.items()})))
-    experiment.base_scores_file.write_text(json.dumps(keyed({n: asdict(s) for n, s in by_model.items()})))
-    experiment.publish(experiment.data_dir, experiment.base_metrics_file, experiment.base_outcomes_file,
-                       experiment.base_scores_file)  # once; in object storage only
-
-
-def _described(metrics: dict[str, float]) -> str:
-    """The base model's eval measures in one line: the selection measures, then the accuracy per group."""
-    overall = ", ".join(f"{k} = {v:.3f}" for k, v in metrics.items() if "/" not in k)
-    groups = [f"{k.split('/', 1)[1]} {v:.2f}" for k, v in metrics.items() if "/" in k]
-    return overall + (f" (per group: {', '.join(groups)})" if groups else "")

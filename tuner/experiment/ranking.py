@@ -20,15 +20,19 @@ trials whose interval overlaps the leader's as tied with it (`add_intervals`): a
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tuner.evidence import stats
 from tuner.errors import UserError
+from tuner.evidence import stats
+from tuner.evidence.quality import GUARD_BROKEN, OUTCOMES_FILE, MARGIN as MARGIN_TIE_BREAK  # the margin breaks ties
 from tuner.trial.methods import DEFAULT_METRIC  # one definition of what each method is ranked on
-from tuner.evidence.quality import GUARD_BROKEN, MARGIN as MARGIN_TIE_BREAK  # the margin breaks accuracy ties
 
 SHARED_METRIC = "eval_loss"  # reported by both methods, though on each method's own loss scale
 MARGIN_METRIC = "eval_rewards/margins"
@@ -203,3 +207,47 @@ def with_drift_penalty(history: pd.DataFrame, penalty: float) -> pd.DataFrame:
     if not (penalty >= 0 and math.isfinite(penalty)):
         raise UserError(f"--drift-penalty: must be a finite number >= 0, got {penalty}")
     return history.assign(**{DRIFT_PENALISED: history[PREF_ACCURACY_METRIC] - penalty * history[DRIFT_METRIC].abs()})
+
+
+@dataclass
+class Best:
+    """One trial's scored report: the numbers a ranking row shows and the checkpoint holding exactly that adapter."""
+
+    trial_id: str
+    method: str
+    metric: str
+    mode: str
+    score: float
+    step: int
+    report: dict[str, Any]  # every metric of that report
+    checkpoint: Path | str | None  # a folder, or a URI in object storage (Experiment.local_copy); None: not kept
+    config: dict[str, Any]  # the trial's sampled values
+
+
+def plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def read_pair_outcomes(checkpoint: str | Path) -> list[int] | None:
+    """The eval preference-accuracy outcome of each pair at that checkpoint, when the trial saved them."""
+    path = Path(checkpoint) / OUTCOMES_FILE
+    if not path.is_file():
+        return None
+    try:
+        return [int(bool(v)) for v in json.loads(path.read_text())["correct"]]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def saved_outcomes(ranked: pd.DataFrame, history: pd.DataFrame) -> dict[str, list[int]]:
+    """Each ranked trial's per-pair outcomes saved in the checkpoint of its ranked report, by trial id (share
+    metrics only: {} for any other metric)."""
+    outcomes: dict[str, list[int]] = {}
+    if ranked.attrs.get("metric") != PREF_ACCURACY_METRIC or CHECKPOINT_COLUMN not in history:
+        return outcomes
+    for _, row in ranked[ranked["rank"].notna()].iterrows():
+        checkpoint = history.loc[int(row["report"]), CHECKPOINT_COLUMN]
+        found = read_pair_outcomes(checkpoint) if isinstance(checkpoint, str) else None
+        if found is not None:
+            outcomes[row["trial_id"]] = found
+    return outcomes

@@ -1,6 +1,6 @@
 """Reading what Ray Tune wrote into an experiment folder, as two DataFrames: `trials` (one row per trial: status,
 method, sampled config, error, folder) and `history` (one row per report: every metric, and the checkpoint that came
-with it while it is kept). The one reader of Tune's files; `tuner.experiment.Experiment` calls it lazily.
+with it while it is kept). The one reader of Tune's files; `tuner.experiment.folder.Experiment` calls it lazily.
 
 Only JSON and CSV are read, never a pickle: Ray's `ExperimentAnalysis` rebuilds each trial from the experiment
 state by unpickling fields embedded in it, which runs whatever code a planted folder holds. Everything tuner needs is

@@ -30,7 +30,7 @@ class ExperimentSQLite(optuna.storages.RDBStorage):
     relocated: str | None = None
 
     def __init__(self, location: str):
-        from tuner.experiment import Experiment
+        from tuner.experiment.folder import Experiment
 
         self.location = location
         super().__init__(f"sqlite:///{Experiment(location).optuna_file}")

@@ -11,9 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from tuner.trial import methods
-from tuner.experiment import storage
 from tuner.errors import UserError
+from tuner.experiment import storage
+from tuner.spec.secrets import resolved
+from tuner.trial import methods
 
 EMBEDDED_MODEL = "embedded"
 BUNDLED_DATA = "bundled"
@@ -265,6 +266,11 @@ class Spec(_Section):
     def searched_methods(self) -> list[str]:
         searched = self.search.space.get("method")
         return list(searched.values) if searched is not None else [self.method]
+
+    def train_values(self, with_secrets: bool = False) -> dict[str, Any]:
+        """The train section as TRL takes it: each `<field>_env` reference resolved to the secret it names (with
+        `with_secrets`: only the trial that trains), else left out (tuner.spec.secrets.resolved)."""
+        return resolved(self.train, with_secrets)
 
     # ------------------------------------------------------------------ derived from TRL's own config object
 

@@ -1,7 +1,7 @@
 """One policy forward pass per evaluation: TRL's eval metrics, the held-out preference accuracy with its per-pair
 outcomes, and the drift from the reference all come from the forward pass TRL's eval runs anyway.
 
-The trial's trainer is TRL's DPOTrainer / ORPOTrainer with the hooks below mixed in:
+The trial's trainer is TRL's DPOTrainer / ORPOTrainer with the hooks below mixed in (tuner.trial.trainers):
 - DPO: each eval batch's policy forward (and the reference forward, when the trial computes its own) is answered,
   on a CPU, by tuner.trial.logprobs (each prompt once, the LM head at answer tokens only), and recorded; TRL's loss and
   reward metrics are computed from it as usual. Entropy, token accuracy and mean logits over the eval answers are
@@ -50,23 +50,7 @@ class PairEvaluation:
         return self.latest.outcomes(self.guard_groups) if self.latest is not None else None
 
 
-def trainer_class(method: str, shared_reference: bool = False):
-    """TRL's trainer for `method` with the one-pass evaluation; constructed with `pair_evaluation=`."""
-    from tuner.trial import methods, reference
-
-    base = reference.shared_trainer_class() if shared_reference else methods.trainer_class(method)
-    hooks = _DPOEval if method == "dpo" else _ORPOEval
-
-    class EvaluatingTrainer(hooks, base):
-        def __init__(self, *args, pair_evaluation: PairEvaluation | None = None, **kwargs):
-            self.pair_evaluation = pair_evaluation or PairEvaluation()
-            super().__init__(*args, **kwargs)
-
-    EvaluatingTrainer.__name__ = EvaluatingTrainer.__qualname__ = f"Evaluating{base.__name__}"
-    return EvaluatingTrainer
-
-
-class _PairEval:
+class PairEval:
     """Per-pair scores of every eval batch, gathered into eval_pref_accuracy and eval_drift at the end."""
 
     pair_evaluation: PairEvaluation
@@ -97,7 +81,7 @@ class _PairEval:
         return output
 
 
-class _DPOEval(_PairEval):
+class DPOEval(PairEval):
     def _compute_loss(self, model, inputs, return_outputs):
         training = self.model.training
         unwrapped = self.accelerator.unwrap_model(model)
@@ -139,7 +123,7 @@ class _DPOEval(_PairEval):
 ORPO_LOGIT_METRICS = ("logits/chosen", "logits/rejected")
 
 
-class _ORPOEval(_PairEval):
+class ORPOEval(PairEval):
     def tokenize_row(self, feature, model=None):
         """ORPO's tokenization, plus how many of each answer's tokens are the answer as the chat template wrote it
         (ORPO's labels add an EOS after it): the tokens the preference measures score."""

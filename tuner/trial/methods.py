@@ -80,8 +80,6 @@ def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_referenc
     `with_secrets` (only the trial that trains): `<field>_env` references become the secrets they name; elsewhere
     they are left out, so that derived values never need a secret. `device_free`: built only to read values and
     check the spec, so it must not touch (or need) a GPU."""
-    from tuner.spec.secrets import resolved
-
     fields = config_fields(spec.method)
     kwargs = {k: v for k, v in TRAIN_DEFAULTS.items() if k in fields}
     # TRL defaults bf16 to True; on a CPU that is slower and lossier than float32.
@@ -90,7 +88,7 @@ def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_referenc
     # a third more compute that a CPU run, where memory is not short, only waits for.
     kwargs["gradient_checkpointing"] = on_gpu
     kwargs["max_length"] = spec.model.max_length
-    kwargs.update(resolved(spec.train, with_secrets))
+    kwargs.update(spec.train_values(with_secrets))
     kwargs.update(TRAIN_FIXED, output_dir=output_dir)
     if precompute_reference:
         kwargs["precompute_ref_log_probs"] = True

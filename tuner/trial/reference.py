@@ -46,27 +46,6 @@ def why_not_shared(spec: Spec, backend: str) -> str | None:
     return None
 
 
-def shared_trainer_class():
-    from tuner.trial.compat import dpo_classes
-
-    _, DPOTrainer = dpo_classes()
-
-    class SharedReferenceDPOTrainer(DPOTrainer):
-        """A DPOTrainer whose datasets arrive tokenized, with the reference log-probs as columns."""
-
-        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-            if "chosen_ids" in dataset.column_names:
-                return dataset
-            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-
-        def _precompute_ref_logps(self, dataset, name, batch_size):
-            if "ref_chosen_logps" in dataset.column_names:
-                return dataset
-            return super()._precompute_ref_logps(dataset, name, batch_size)
-
-    return SharedReferenceDPOTrainer
-
-
 def reference_pass(spec: Spec, base, datasets: dict) -> dict[str, tuple]:
     """Tokenize each dataset as TRL's DPOTrainer does and run the base model (`base`, from backends.load_base) over
     it once. Returns, per name, the tokenized pairs with TRL's `ref_chosen_logps` / `ref_rejected_logps` columns and
@@ -75,6 +54,7 @@ def reference_pass(spec: Spec, base, datasets: dict) -> dict[str, tuple]:
 
     from tuner.data import loading as data
     from tuner.trial.methods import training_args
+    from tuner.trial.trainers import ReferencePassDPOTrainer
 
     if base.tokenizer.chat_template:
         datasets = {name: data.as_conversation(d) for name, d in datasets.items()}
@@ -85,7 +65,7 @@ def reference_pass(spec: Spec, base, datasets: dict) -> dict[str, tuple]:
         args.precompute_ref_batch_size = args.precompute_ref_batch_size or args.per_device_eval_batch_size
         args.eval_strategy = IntervalStrategy.NO  # a pass over the data, not a training run
         others = {name: datasets[name] for name in names[1:]}
-        trainer = _reference_pass_class()(model=base.model, args=args, train_dataset=datasets[names[0]],
+        trainer = ReferencePassDPOTrainer(model=base.model, args=args, train_dataset=datasets[names[0]],
                                           eval_dataset=others or None, processing_class=base.tokenizer)
         tokenized = {names[0]: trainer.train_dataset, **(trainer.eval_dataset or {})}
         scores = {names[0]: trainer.scores["train"], **{name: trainer.scores[name] for name in names[1:]}}
@@ -104,46 +84,3 @@ def precompute(spec: Spec, base, train, held_out, out_dir: Path):
 def base_scores(spec: Spec, base, dataset):
     """The base model's PairScores on `dataset` (eval or test pairs): one reference pass over it."""
     return reference_pass(spec, base, {"eval": dataset})["eval"][1]
-
-
-def _reference_pass_class():
-    import torch
-    from datasets import Value
-    from torch.utils.data import DataLoader
-
-    from tuner.trial import logprobs
-    from tuner.trial.compat import dpo_classes
-    from tuner.evidence.quality import PairScores, pair_groups, pair_ids
-
-    _, DPOTrainer = dpo_classes()
-
-    class ReferencePassDPOTrainer(DPOTrainer):
-        """DPOTrainer's reference precompute, run through tuner.trial.logprobs' eval forward, keeping the per-pair sums and
-        token counts (TRL keeps only its loss's columns) in `self.scores`."""
-
-        def __init__(self, *args, **kwargs):
-            self.scores: dict[str, PairScores] = {}
-            super().__init__(*args, **kwargs)
-
-        def _precompute_ref_logps(self, dataset, name, batch_size):
-            scores = PairScores(pairs=pair_ids(dataset), groups=pair_groups(dataset))
-            loader = DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
-            fast = logprobs.supports(self.model)
-            columns = {"ref_chosen_logps": [], "ref_rejected_logps": []}
-            for batch in loader:
-                batch = self._prepare_inputs(batch)
-                calls = []
-                with logprobs.recording_forward(self.model, calls, fast=fast):
-                    chosen, rejected = self.compute_ref_log_probs(self.model, batch)
-                log_probs, mask = calls[0]
-                sums, counts = log_probs.sum(1).chunk(2), mask.sum(1).chunk(2)  # rows are [chosen; rejected]
-                scores.extend(sums[0].tolist(), sums[1].tolist(), counts[0].tolist(), counts[1].tolist())
-                columns["ref_chosen_logps"].append(chosen.float().cpu())
-                columns["ref_rejected_logps"].append(rejected.float().cpu())
-            self.scores[name] = scores
-            for column, values in columns.items():
-                values = torch.cat(values).tolist() if values else []
-                dataset = dataset.add_column(column, values, feature=Value("float32"))
-            return dataset
-
-    return ReferencePassDPOTrainer

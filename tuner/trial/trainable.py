@@ -17,9 +17,9 @@ def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callback
     """TRL's trainer for the spec's method, evaluating in one forward pass (tuner.trial.evaluation); with
     `shared_reference`, `train`/`held_out` are the tokenized pairs with the reference log-probs that
     tuner.trial.reference computed once for the search."""
-    from tuner.trial import evaluation, methods
+    from tuner.trial import methods, trainers
 
-    trainer_class = evaluation.trainer_class(spec.method, shared_reference)
+    trainer_class = trainers.trainer_class(spec.method, shared_reference)
     return trainer_class(
         pair_evaluation=pair_evaluation,
         model=loaded.model,
@@ -38,7 +38,7 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
               cache_dir: str | None, log_root: str | None = None, verbose: bool = False,
               base_scores: dict | None = None) -> None:
     """The Tune function trainable. `config` holds the sampled `dotted.key: value` pairs; the rest comes from the
-    experiment through Ray's object store (tuner.search.trainable): `data`, the prepared (train, eval) pairs;
+    experiment through Ray's object store (tuner.search.build.trainable): `data`, the prepared (train, eval) pairs;
     `reference`, the same tokenized with DPO's shared reference log-probs, None when each trial computes its own;
     `cache_dir`, compile caches shared by the experiment's trials (None: this node's own, under its temp folder);
     `log_root`, the experiment folder whose trial folders get each trial's `trial.log` (None: Ray's local one);
