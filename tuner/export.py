@@ -17,14 +17,17 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from tuner.errors import UserError, guarded
 from tuner.experiment.folder import Experiment
-from tuner.experiment.ranking import Best
-from tuner.trial.reporting import RESUME_FILES
 from tuner.experiment.trust import TRUST_HINT, owner_only_files
+from tuner.trial.reporting import RESUME_FILES
+
+if TYPE_CHECKING:  # the ranking imports scipy, which `tuner export --help` does not need
+    from tuner.experiment.ranking import Best
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
