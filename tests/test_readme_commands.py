@@ -19,27 +19,27 @@ PLACEHOLDER = "results/<experiment>"
 COVERED = {
     r"^pip install torch==2\.13\.0 && pip install -e '\.\[dev\]' .* && python -m pytest -q$": ".ci/run",
     r"^pip install torch==2\.13\.0 && pip install -e \. .* && python -m tuner\.run search_spaces/dpo\.yaml$":
-        "tests/tuner/test_search_integration.py::dpo_run",
-    r"^python -m tuner\.run search_spaces/dpo\.yaml$": "tests/tuner/test_search_integration.py::dpo_run",
+        "tests/tuner/search/test_search_integration.py::dpo_run",
+    r"^python -m tuner\.run search_spaces/dpo\.yaml$": "tests/tuner/search/test_search_integration.py::dpo_run",
     r"^python -m tuner\.run search_spaces/dpo\.yaml search\.num_samples=2 train\.max_steps=4$":
-        "tests/tuner/test_search_integration.py::dpo_run",
+        "tests/tuner/search/test_search_integration.py::dpo_run",
     r"^python -m tuner\.run search_spaces/orpo\.yaml --name \S+$":
-        "tests/tuner/test_search_integration.py::test_orpo_search_reports_log_odds",
+        "tests/tuner/search/test_search_integration.py::test_orpo_search_reports_log_odds",
     r"^python -m tuner\.run search_spaces/dpo\.yaml --address HOST:6379$":
-        "tests/tuner/test_cluster_integration.py::test_trials_run_on_both_nodes_of_a_cluster",
+        "tests/tuner/search/test_cluster_integration.py::test_trials_run_on_both_nodes_of_a_cluster",
     r"^ray start --(head --port=6379|address=HEAD:6379)$":
-        "tests/tuner/test_cluster_integration.py::two_node_cluster",
+        "tests/tuner/search/test_cluster_integration.py::two_node_cluster",
     r"^python -m tuner\.run search_spaces/dpo\.yaml run\.storage_path=/mnt/nfs/results --address HEAD:6379$":
-        "tests/tuner/test_cluster_integration.py::test_trials_run_on_both_nodes_of_a_cluster",
+        "tests/tuner/search/test_cluster_integration.py::test_trials_run_on_both_nodes_of_a_cluster",
     r"^python -m tuner\.run search_spaces/dpo\.yaml run\.storage_path=s3://BUCKET/tuner --name dpo-1 "
     r"--address HEAD:6379 search\.storage=postgresql://\S+$|^python -m tuner\.run --resume s3://BUCKET/tuner/dpo-1 "
     r"--address HEAD:6379$|^python -m (analysis|tuner\.export) s3://BUCKET/tuner/dpo-1( --out \S+)?$":
-        "tests/tuner/test_object_storage_integration.py::"
+        "tests/tuner/experiment/test_object_storage_integration.py::"
         "test_search_in_object_storage_with_a_worker_that_cannot_see_the_driver",
     r"^python -m tuner\.run --resume results/<experiment>$":
         "tests/tuner/test_reliability_integration.py::test_sigkill_driver_then_resume_keeps_finished_trials",
     r"^python -m analysis\.generations results/<experiment>$":
-        "tests/tuner/test_search_integration.py::test_generations_command_as_readme_writes_it",
+        "tests/tuner/search/test_search_integration.py::test_generations_command_as_readme_writes_it",
     r"^python -m tuner\.run search_spaces/dpo_gpu\.yaml$": "tests/test_search_spaces.py::test_shipped_spec_validates",
     r"^pip install -e '\.\[gpu\]'$": "pyproject.toml::gpu",
     r"^python benchmarks/\w+\.py$": "tests/test_benchmarks.py",

@@ -76,7 +76,7 @@ def test_accuracy_vs_drift_figure(tmp_path):
 
 
 def test_report_holds_the_test_verdict_per_group_table_and_regressions(tmp_path):
-    from tests.tuner.test_verdict import split
+    from tests.tuner.evidence.test_verdict import split
 
     experiment = fabricated_experiment(tmp_path)
     ranked = rank_trials(experiment.trials, experiment.history, "eval_rewards/margins")

@@ -17,7 +17,7 @@ from tuner.search import cluster
 from tuner.experiment.folder import Experiment
 from tuner.experiment.ranking import rank_trials
 from tests.conftest import REPO, spec_path
-from tests.tuner.test_search_integration import FAST, run_cli
+from tests.tuner.search.test_search_integration import FAST, run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from tests.conftest import REPO, spec_path
-from tests.tuner.test_cluster import LOOPBACK, listening_sockets
-from tests.tuner.test_search_integration import FAST
+from tests.tuner.search.test_cluster import LOOPBACK, listening_sockets
+from tests.tuner.search.test_search_integration import FAST
 
 pytestmark = pytest.mark.integration
 

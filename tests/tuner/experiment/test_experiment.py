@@ -14,7 +14,7 @@ from tuner.spec import validate_spec
 
 
 def test_created_folder_is_private_and_its_spec_holds_the_secret_reference_not_the_secret(tmp_path, monkeypatch):
-    # A spec cannot hold a secret (tests/tuner/test_secrets.py): it names the variable that does, and the saved spec
+    # A spec cannot hold a secret (tests/tuner/spec/test_secrets.py): it names the variable that does, and the saved spec
     # keeps that name, so that --resume, which reads the saved spec, gets the real secret back in the trial.
     monkeypatch.setenv("TUNER_TEST_HUB_TOKEN", "hf_SECRET123")
     spec = validate_spec({"train": {"hub_token_env": "TUNER_TEST_HUB_TOKEN", "beta": 0.2,

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import spec_path
-from tests.tuner.test_cluster_integration import RAY, free_port, stop_cluster
-from tests.tuner.test_search_integration import FAST
+from tests.tuner.search.test_cluster_integration import RAY, free_port, stop_cluster
+from tests.tuner.search.test_search_integration import FAST
 from tuner.experiment.folder import Experiment
 
 pytestmark = pytest.mark.integration

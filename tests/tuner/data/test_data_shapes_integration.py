@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, spec_path
-from tests.tuner.test_data_shapes import h4_row, hh_row, turns, write
+from tests.tuner.data.test_data_shapes import h4_row, hh_row, turns, write
 from tuner.experiment.folder import Experiment
 
 pytestmark = pytest.mark.integration

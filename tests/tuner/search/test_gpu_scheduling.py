@@ -1,7 +1,7 @@
 """Four trials packed on one GPU, proven on a CPU: Ray accepts a declared GPU on a machine without one, so a real
 Tune search of tuner's real trainable (wrapped by tuner.search exactly as a run wraps it) is scheduled at
 `resources.gpu: 0.25`. Only the model and the training step are stubbed, inside the trial processes
-(tests/tuner/gpu_stub.py), and torch.cuda is made to say a GPU is there so that tuner.trial.device takes its GPU branch.
+(tests/tuner/search/gpu_stub.py), and torch.cuda is made to say a GPU is there so that tuner.trial.device takes its GPU branch.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def ray_with_one_declared_gpu():
     # (and Ray starts the 4 trial processes together: it starts at most num_cpus workers at a time).
     ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False,
              # the hook is imported before Ray puts the driver's paths on the worker's: the repository goes first
-             runtime_env={"worker_process_setup_hook": "tests.tuner.gpu_stub.install",
+             runtime_env={"worker_process_setup_hook": "tests.tuner.search.gpu_stub.install",
                           "env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                                                    os.environ.get("PYTHONPATH")]))}})
     try:

@@ -15,7 +15,7 @@ import pytest
 
 from tuner.experiment.folder import Experiment
 from tests.conftest import REPO, spec_path
-from tests.tuner.test_search_integration import FAST
+from tests.tuner.search.test_search_integration import FAST
 
 pytestmark = pytest.mark.integration
 RAY = shutil.which("ray") or "ray"

@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 
-from tests.tuner.test_quality import PAIRS, direct_mean_logp, tiny_spec
+from tests.tuner.evidence.test_quality import PAIRS, direct_mean_logp, tiny_spec
 from tuner.trial import reference
 from tuner.trial.backends import load_base
 from tuner.evidence.quality import PairScores

@@ -4,7 +4,7 @@ replaced by a stub. Everything else in a trial is tuner's and Ray's own: Tune's 
 out-of-memory handling.
 
 Installed in every worker process of a test's Ray job with
-`ray.init(runtime_env={"worker_process_setup_hook": "tests.tuner.gpu_stub.install"})`: trials run in separate
+`ray.init(runtime_env={"worker_process_setup_hook": "tests.tuner.search.gpu_stub.install"})`: trials run in separate
 processes, so patching in the test process would not reach them.
 
 Each trial appends what it saw to `<trial dir>/gpu_stub.jsonl`, one JSON object per event:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.tuner.test_quality import direct_accuracy
+from tests.tuner.evidence.test_quality import direct_accuracy
 from tuner.trial import backends, evaluation, methods, reference
 from tuner.data.loading import as_conversation, load_pairs, load_prepared
 from tuner.trial.evaluation import PairEvaluation
