@@ -11,7 +11,7 @@ import os
 import pytest
 
 from tests.conftest import REPO, spec_path
-from tests.tuner import gpu_stub
+from tests.tuner.search import gpu_stub
 from tuner.experiment import checks
 from tuner.search import build
 from tuner.data import loading as data
