@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-# (question, template, right, wrong): none of these questions is in tuner/data/preferences.jsonl
+# (question, template, right, wrong): none of these questions is in tuner/data/bundled/preferences.jsonl
 FACTS = [
     ("What is the capital of Norway?", "The capital of Norway is {}.", "Oslo", "Bergen"),
     ("What is the capital of Kenya?", "The capital of Kenya is {}.", "Nairobi", "Mombasa"),

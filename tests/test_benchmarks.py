@@ -108,3 +108,11 @@ def test_every_benchmark_answers_help_as_a_script(name):
     done = subprocess.run([sys.executable, f"benchmarks/{name}.py", "--help"], cwd=REPO, capture_output=True,
                           text=True, timeout=300, env=env)
     assert done.returncode == 0 and "--dry-run" in done.stdout, done.stderr[-2000:]
+
+
+def test_startup_dry_run_times_help_and_the_dry_run_side_by_side(tmp_path):
+    stdout = dry_run("startup", tmp_path / "startup.json", "--against", str(REPO))
+    figures = json.loads((tmp_path / "startup.json").read_text())
+    assert "tuner --help" in stdout and "--dry-run" in stdout
+    assert set(figures) == {"this checkout", str(REPO)}
+    assert all(seconds > 0 for row in figures.values() for seconds in row.values())

@@ -1,6 +1,7 @@
-"""Every command README.md shows in a ```bash block is either run here as written (the cheap ones: --dry-run,
---help, analysis and export of a fabricated experiment) or covered by a named test that runs it with the same
-arguments on a tiny model. A new or changed README command that fits neither fails this test."""
+"""Every command README.md and the pages of docs/ show in a ```bash block is either run here as written (the cheap
+ones: --dry-run, --help, analysis and export of a fabricated experiment) or covered by a named test that runs it
+with the same arguments on a tiny model. A new or changed command that fits neither fails this test. Every relative
+link of those pages leads to a file (and heading) that exists."""
 
 from __future__ import annotations
 
@@ -76,17 +77,61 @@ def covered_by(command: str) -> str:
     return next(test for pattern, test in COVERED.items() if re.search(pattern, command))
 
 
-COMMANDS = readme_commands((REPO / "README.md").read_text())
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+COMMANDS = sorted({command for page in PAGES for command in readme_commands(page.read_text())})
+README_COMMANDS = readme_commands((REPO / "README.md").read_text())
+
+
+def slug(heading: str) -> str:
+    """A heading's anchor as GitHub writes it."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def broken_links(page: Path) -> list[str]:
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        if re.match(r"^[a-z]+://", target):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists():
+            broken.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in {
+                slug(h) for h in re.findall(r"(?m)^#+ (.+)$", linked.read_text())}:
+            broken.append(target)
+    return broken
+
+
+def test_the_docs_pages_exist_and_every_link_resolves():
+    assert {p.name for p in PAGES} >= {"README.md", "spec.md", "how-a-search-runs.md", "resume-and-failures.md",
+                                       "cluster-and-storage.md", "monitoring.md", "security.md", "trust.md",
+                                       "performance.md", "gpu.md", "layout.md"}
+    assert len((REPO / "README.md").read_text().splitlines()) < 150
+    assert {page.name: broken_links(page) for page in PAGES if broken_links(page)} == {}
+
+
+def test_a_broken_link_is_caught(tmp_path):
+    page = tmp_path / "page.md"
+    (tmp_path / "other.md").write_text("# Other\n\n## A part\n")
+    page.write_text("[ok](other.md) [ok](other.md#a-part) [web](https://example.com) [gone](missing.md) "
+                    "[no heading](other.md#nothing)\n")
+    assert broken_links(page) == ["missing.md", "other.md#nothing"]
+
+
+def test_the_docs_commands_are_collected():
+    assert "python -m tuner.run search_spaces/dpo_gpu.yaml" in COMMANDS  # docs/gpu.md
+    assert "ray start --head --port=6379" in COMMANDS  # docs/cluster-and-storage.md
 
 
 def test_readme_shows_the_two_fresh_machine_commands():
-    assert any(c.endswith("python -m tuner.run search_spaces/dpo.yaml") and c.startswith("pip install") for c in COMMANDS)
-    assert any(c.endswith("python -m pytest -q") and c.startswith("pip install") for c in COMMANDS)
+    assert any(c.endswith("python -m tuner.run search_spaces/dpo.yaml") and c.startswith("pip install")
+               for c in README_COMMANDS)
+    assert any(c.endswith("python -m pytest -q") and c.startswith("pip install") for c in README_COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_readme_command_is_run_or_covered(command):
-    assert classify(command) != "unknown", f"README command neither run by this test nor covered: {command}"
+    assert classify(command) != "unknown", f"command neither run by this test nor covered: {command}"
 
 
 def test_an_unknown_command_is_caught():

@@ -261,8 +261,8 @@ def _start_cluster(spec: Spec, args: argparse.Namespace, early: cluster.EarlySta
 
 
 def _prepare(spec: Spec, experiment: Experiment, splits, on_failure) -> list[str] | None:
-    """tuner.experiment.prepare.prepare; when it fails or is interrupted, `on_failure()` removes what it wrote (the whole folder
-    for a new search) before the error is reported. None after Ctrl-C."""
+    """tuner.experiment.prepare.prepare; when it fails or is interrupted, `on_failure()` removes what it wrote (the
+    whole folder for a new search) before the error is reported. None after Ctrl-C."""
     from tuner.experiment import prepare as preparation
 
     try:
@@ -303,7 +303,7 @@ def _check_secrets(spec: Spec, address: str | None) -> None:
 
 def _announce(context, spec: Spec, experiment) -> None:
     if context.dashboard_url:
-        print(f"Ray dashboard: http://{context.dashboard_url}  (token auth: see README, 'Monitoring')")
+        print(f"Ray dashboard: http://{context.dashboard_url}  (token auth: see docs/monitoring.md)")
     if spec.search.algorithm == "optuna":
         print(f"Optuna study: optuna-dashboard {experiment.optuna_url}")
     print(f"TensorBoard: tensorboard --logdir {shlex.quote(experiment.uri)}")

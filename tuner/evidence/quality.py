@@ -19,8 +19,8 @@ answer's tokens and their count.
   `eval_drift_rejected`: over each side). 0 for the untrained policy; negative when training made the eval answers
   less likely than under the reference. The reference is DPO's reference; for ORPO, which has none, the base model.
 
-The base model's scores come from the driver's reference pass (tuner.trial.reference); a trial's from its one eval forward
-pass (tuner.trial.evaluation). Each keeps its per-pair outcomes: `pair_outcomes.json` in every checkpoint,
+The base model's scores come from the driver's reference pass (tuner.trial.reference); a trial's from its one eval
+forward pass (tuner.trial.evaluation). Each keeps its per-pair outcomes: `pair_outcomes.json` in every checkpoint,
 `tuner/base_outcomes.json` for the base model, both {"pairs": [pair ids in eval order], "correct": [0/1, ...]}.
 """
 

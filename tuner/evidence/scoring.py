@@ -2,8 +2,8 @@
 metric), when a search ends and whenever `python -m analysis` or `tuner.export` needs a model not scored yet.
 
 Each model's per-pair log-likelihoods are kept in `tuner/test_scores.json` (one entry per checkpoint and per base
-model), so a model is scored once however often the results are read; tuner.evidence.verdict turns them into the headline,
-the per-group table and the regressions.
+model), so a model is scored once however often the results are read; tuner.evidence.verdict turns them into the
+headline, the per-group table and the regressions.
 """
 
 from __future__ import annotations

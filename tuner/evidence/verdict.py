@@ -4,8 +4,8 @@ and how far each adapter moved from the base model. Pure: tuner.trial.evaluation
 
 With guard groups (search.guard_groups), the headline's accuracy and difference cover the other groups (what the
 search optimised), and each guard group is reported apart: held, or WORSE than the base model by the rule the
-search applied to every eval round (tuner.evidence.quality.guard_broken). A winner that is not better than the base model
-ends with what to change so that the next search can find something.
+search applied to every eval round (tuner.evidence.quality.guard_broken). A winner that is not better than the base
+model ends with what to change so that the next search can find something.
 """
 
 from __future__ import annotations

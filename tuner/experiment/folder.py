@@ -1,9 +1,9 @@
 """The experiment folder, `run.storage_path/NAME/`, and its one owner: `Experiment`.
 
-`run.storage_path` is a local (or NFS) folder, or object storage (`s3://bucket/prefix`, tuner.experiment.storage). In object
-storage, what tuner itself keeps (the `tuner/` files below, reports) is made in a working copy on this machine's disk
-(`Experiment.path`) and uploaded (`publish`); readers download what they need into it (`open`, `local_copy`), and Ray
-Tune reads and writes its own files there through the same pyarrow filesystem (`Experiment.location`).
+`run.storage_path` is a local (or NFS) folder, or object storage (`s3://bucket/prefix`, tuner.experiment.storage). In
+object storage, what tuner itself keeps (the `tuner/` files below, reports) is made in a working copy on this machine's
+disk (`Experiment.path`) and uploaded (`publish`); readers download what they need into it (`open`, `local_copy`), and
+Ray Tune reads and writes its own files there through the same pyarrow filesystem (`Experiment.location`).
 
     NAME/                      Tune's experiment state and one folder per trial (checkpoints, result.json)
     NAME/tuner/spec.yaml       the spec as validated (secrets only as `<field>_env` variable names)
@@ -299,8 +299,8 @@ class Experiment:
         return {} if BY_MODEL in self._base_metrics else self._base_metrics
 
     def base_scores(self) -> dict[str, Any]:
-        """The base model's per-pair scores (tuner.evidence.quality.PairScores) by model name: one entry, or one per searched
-        model.name; {} when tuner.run stored none."""
+        """The base model's per-pair scores (tuner.evidence.quality.PairScores) by model name: one entry, or one per
+        searched model.name; {} when tuner.run stored none."""
         if not self.base_scores_file.is_file():
             return {}
         from tuner.evidence.quality import PairScores

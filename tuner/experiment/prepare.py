@@ -71,7 +71,8 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
 
 def _by_prompt(pairs):
     """The pairs of one prompt side by side: a batch then runs each prompt once for all its answers
-    (tuner.trial.logprobs), which makes a pass over many pairs per prompt about 30% cheaper (eval rounds, test scoring)."""
+    (tuner.trial.logprobs), which makes a pass over many pairs per prompt about 30% cheaper (eval rounds, test
+    scoring)."""
     prompts = [str(prompt) for prompt in pairs["prompt"]]
     return pairs.select(sorted(range(len(pairs)), key=prompts.__getitem__))
 

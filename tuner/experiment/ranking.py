@@ -1,4 +1,5 @@
-"""Ranking trials: pure functions over the `trials` and `history` DataFrames of tuner.experiment.results (no Ray needed).
+"""Ranking trials: pure functions over the `trials` and `history` DataFrames of tuner.experiment.results (no Ray
+needed).
 
 A trial's score is its best report of the metric (scope "best", what ResultGrid.get_best_result calls "all") or
 its last one (scope "last"). Where the history says which reports still have their checkpoint (`checkpoint_path`),

@@ -7,8 +7,8 @@ state by unpickling fields embedded in it, which runs whatever code a planted fo
 plain JSON beside those fields: each trial's id, status, config and folder in `experiment_state-*.json`, its error
 file in the run metadata, its reports in the trial folder's `result.json` (else `progress.csv`).
 
-It reads through the experiment's pyarrow filesystem (tuner.experiment.storage.Location), so a folder in object storage reads
-like a local one; folders (`path`, `checkpoint_path`) are given as the location gives them: local paths, or URIs.
+It reads through the experiment's pyarrow filesystem (tuner.experiment.storage.Location), so a folder in object storage
+reads like a local one; folders (`path`, `checkpoint_path`) are given as the location gives them: local paths, or URIs.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ tells them apart. Each question appears as exactly one prompt, so tuner's split 
 questions. Every row names its `kind` (tuner's default `data.group_column` for this data) and a stable `pair_id`
 (question number and kind).
 
-    python tuner/data/make_preferences.py   # rewrites tuner/data/preferences.jsonl deterministically
+    python tuner/data/bundled/make_preferences.py   # rewrites tuner/data/bundled/preferences.jsonl deterministically
 """
 
 import json
