@@ -181,7 +181,8 @@ class SearchSpec(_Section):
         if repeated:
             raise ValueError(f"each group once, got {repeated} more than once")
         return groups
-    # The Optuna study: an RDB URL or a journal file path (tuner.search.study); None: SQLite in the experiment's tuner folder.
+    # The Optuna study: an RDB URL or a journal file path (tuner.search.study); None: SQLite in the experiment's tuner
+    # folder.
     storage: str | None = None
 
     @field_validator("storage")

@@ -9,8 +9,8 @@ The trial's trainer is TRL's DPOTrainer / ORPOTrainer with the hooks below mixed
   only once. On a CPU, training steps use the same forward with gradients (same loss and gradients as TRL's, about
   half the time: the prompt runs once per pair instead of twice, and TRL's CPU head projects every position); the
   training logs then lack the same four metrics.
-- ORPO: the eval forward is answered, on a CPU, by tuner.trial.logprobs too: the chosen rows' log-probs at every position
-  (ORPO's NLL term covers prompt and answer), the rejected rows' at the answer only (each prompt once); ORPO's
+- ORPO: the eval forward is answered, on a CPU, by tuner.trial.logprobs too: the chosen rows' log-probs at every
+  position (ORPO's NLL term covers prompt and answer), the rejected rows' at the answer only (each prompt once); ORPO's
   loss and metrics are computed from them as TRL computes them, but for the mean logits over every position
   (`eval_logits/*`), which are not computed unless the spec ranks on them (then TRL's forward runs, recorded where
   ORPO turns logits into log-probs). Training steps keep TRL's forward. The answer's tokens are the same as DPO's

@@ -20,8 +20,8 @@ CONFIG_CLASSES = {"dpo": "DPOConfig", "orpo": "ORPOConfig"}
 
 # What a trial of each method reports to Tune at every evaluation: the only names a search can rank on (Ray stops
 # the whole search at the first report that lacks the search metric). TRL's eval metrics as TRL 1.15/1.16 log them,
-# plus tuner's own, reported for every method: held-out preference accuracy (tuner.evidence.quality.METRIC) and the drift
-# from the base model.
+# plus tuner's own, reported for every method: held-out preference accuracy (tuner.evidence.quality.METRIC) and the
+# drift from the base model.
 TUNER_EVAL_METRICS = ("eval_pref_accuracy", "eval_pref_margin", "eval_drift")
 _TRL_EVAL_METRICS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second",
                      "eval_rewards/chosen", "eval_rewards/rejected", "eval_rewards/accuracies", "eval_rewards/margins",

@@ -42,8 +42,8 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
     `reference`, the same tokenized with DPO's shared reference log-probs, None when each trial computes its own;
     `cache_dir`, compile caches shared by the experiment's trials (None: this node's own, under its temp folder);
     `log_root`, the experiment folder whose trial folders get each trial's `trial.log` (None: Ray's local one);
-    `base_scores`, the base models' per-pair scores by model name (tuner.evidence.quality.PairScores), the drift reference of
-    trials that have no reference of their own."""
+    `base_scores`, the base models' per-pair scores by model name (tuner.evidence.quality.PairScores), the drift
+    reference of trials that have no reference of their own."""
     from ray import tune
 
     from tuner import console
