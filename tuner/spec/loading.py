@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tuner import methods
 from tuner.spec.checks import cross_check, size_problem, trl_problems, typed_values
 from tuner.spec.schema import Spec, SpecError
 
@@ -123,9 +124,10 @@ def _section(node: dict[str, Any], part: str, key: str) -> dict[str, Any]:
 
 
 def with_sampled(spec: Spec, sampled: dict[str, Any]) -> Spec:
-    """The spec a trial runs: the sampled `dotted.key: value` pairs applied and validated again."""
+    """The spec a trial runs: the sampled `dotted.key: value` pairs applied (those scoped to the trial's method,
+    `orpo.train.beta`, unscoped; those scoped to another left out) and validated again."""
     raw = copy.deepcopy(spec.model_dump(mode="json"))
-    for key, value in sampled.items():
+    for key, value in methods.for_method(sampled, sampled.get("method", spec.method)).items():
         set_dotted(raw, key, value)
     return validate_spec(raw)
 
