@@ -57,17 +57,20 @@ def plot_parameters(ranked: pd.DataFrame, out_dir: Path) -> list[Path]:
     metric = ranked.attrs.get("metric", "score")
     written = []
     for column in [c for c in ranked.columns if c.startswith("config/")]:
-        values = ranked[column]
+        ranked_here = ranked[ranked[column].notna()]  # a key scoped to one method is blank for the others
+        if ranked_here.empty:
+            continue
+        values = ranked_here[column]
         name = column.removeprefix("config/")
         figure, axis = plt.subplots(figsize=(5, 3.6))
         numeric = pd.to_numeric(values, errors="coerce")
+        colours = np.where(ranked_here["rank"] == 1, "tab:red", "tab:blue")
         if numeric.notna().all():
-            axis.scatter(numeric, ranked["score"], c=np.where(ranked["rank"] == 1, "tab:red", "tab:blue"))
+            axis.scatter(numeric, ranked_here["score"], c=colours)
             if numeric.min() > 0 and numeric.max() / numeric.min() >= 10:
                 axis.set_xscale("log")
         else:
-            labels = values.astype(str)
-            axis.scatter(labels, ranked["score"], c=np.where(ranked["rank"] == 1, "tab:red", "tab:blue"))
+            axis.scatter(values.astype(str), ranked_here["score"], c=colours)
         axis.set(title=f"{name} vs {metric}", xlabel=name, ylabel=f"{metric} ({ranked.attrs.get('scope', 'best')})")
         axis.grid(alpha=0.3)
         figure.tight_layout()

@@ -13,6 +13,7 @@ import pandas as pd
 import yaml
 
 from tuner.evidence import verdict
+from tuner.trial import methods
 from tuner.experiment.folder import Experiment
 from tuner.spec import to_yaml
 from tuner.experiment.tables import describe_uncertainty, display_frame
@@ -63,8 +64,11 @@ def best_config_yaml(ranked: pd.DataFrame) -> str:
     best = ranked.iloc[0]
     fragment: dict[str, Any] = {}
     for column in (c for c in ranked.columns if c.startswith("config/")):
-        key, value = column.removeprefix("config/"), best[column]
+        scope, key = methods.scoped(column.removeprefix("config/"))
+        value = best[column]
         value = value.item() if hasattr(value, "item") else value
+        if scope is not None and (scope != best.get("method") or value is None or value != value):
+            continue  # scoped to the trials of another method than the winner's: not what the winner ran
         section, _, name = key.partition(".")
         if name:
             fragment.setdefault(section, {})[name] = value

@@ -94,3 +94,16 @@ def test_report_holds_the_test_verdict_per_group_table_and_regressions(tmp_path)
     assert "| p2 |" in improved and "| p3 |" in improved
     html = written["html"].read_text()
     assert "Regressions: test pairs the base model gets right and the winner gets wrong" in html
+
+
+def test_keys_scoped_to_one_method_plot_its_trials_and_paste_as_the_winners_own_key(tmp_path):
+    import pandas as pd
+
+    ranked = pd.DataFrame([
+        {"rank": 1, "trial_id": "a", "score": 0.9, "method": "orpo", "config/method": "orpo",
+         "config/dpo.train.beta": math.nan, "config/orpo.train.beta": 6.0},
+        {"rank": 2, "trial_id": "b", "score": 0.8, "method": "dpo", "config/method": "dpo",
+         "config/dpo.train.beta": 0.2, "config/orpo.train.beta": math.nan}])
+    assert yaml.safe_load(report.best_config_yaml(ranked)) == {"method": "orpo", "train": {"beta": 6.0}}
+    written = plots.plot_parameters(ranked, tmp_path)
+    assert {p.name for p in written} >= {"param_dpo.train.beta.png", "param_orpo.train.beta.png"}

@@ -23,6 +23,7 @@ import pandas as pd
 
 from tuner.experiment.ranking import CHECKPOINT_COLUMN
 from tuner.experiment.storage import Location
+from tuner.trial import methods
 
 STATE_PATTERN = "experiment_state-*.json"  # Tune's TuneController.CKPT_FILE_TMPL
 RESULT_FILE, PROGRESS_FILE = "result.json", "progress.csv"
@@ -99,15 +100,17 @@ def _trial_row(location: Location, trial: dict[str, Any], listing: dict[str, boo
         status = trial["status"].lower()
     config = trial["config"]
     method = config.get("method", default_method)
+    applied = methods.for_method(config, method)
     return {
         "trial_id": trial["trial_id"],
         "status": status,
         "method": method,
-        "beta": float(config.get("train.beta", default_beta(method))),
+        "beta": float(applied.get("train.beta", default_beta(method))),
         "reports": len(frame),
         "error": _first_error_line(location, trial, listing),
         "path": trial["path"],
-        **{f"config/{k}": v for k, v in config.items()},
+        # a key scoped to another method (orpo.train.beta on a DPO trial) was sampled but not used: left blank
+        **{f"config/{k}": v for k, v in config.items() if methods.scoped(k)[0] in (None, method)},
     }
 
 

@@ -47,7 +47,8 @@ def describe_best(ranked: pd.DataFrame) -> str:
                     f"guard group (guard: broken), and none of the others reported a finite value of the metric")
         return "no trial reported a finite value of the metric"
     best = ranked.iloc[0]
-    config = {c.removeprefix("config/"): _plain(best[c]) for c in ranked.columns if c.startswith("config/")}
+    config = {c.removeprefix("config/"): _plain(best[c]) for c in ranked.columns
+              if c.startswith("config/") and not _blank(best[c])}  # blank: scoped to another method
     return (f"best trial {best['trial_id']}: {ranked.attrs.get('metric')} = {best['score']:.4g} "
             f"({ranked.attrs.get('scope')} over its reports, at step {best['score_step']:.0f}), config {config}")
 
@@ -74,6 +75,10 @@ def describe_uncertainty(ranked: pd.DataFrame) -> str | None:
                  else f"; separating the top two at their gap of {gap:.1f} points would take about {needed:,.0f} "
                       f"eval pairs (two-sided 5% test, 80% power)")
     return line
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def _plain(value):

@@ -21,9 +21,6 @@ from tuner.trial import methods
 from tuner.spec.secrets import check_train_secret, how_to_give, is_secret, referenced_secret
 from tuner.spec.schema import RESERVED_TRAIN_FIELDS, UNSEARCHABLE_SECTIONS, SearchSpec, Spec
 
-# A spec is a few hundred values; YAML aliases can make a small file expand into billions (an "alias bomb") that
-# every later step (validation, writing spec.yaml, Tune's config) would walk.
-MAX_SPEC_VALUES = 100_000
 # Searched sections whose values the driver uses once for the whole search: a trial's sampled value would be ignored
 # (data.*: the pairs are loaded, split and saved once; model.name: the base model is scored and the reference
 # computed once), so searching them is refused with the reason.
@@ -36,23 +33,6 @@ PREPARED_ONCE = {
 # logging_steps).
 POSITIVE_TRAIN_FIELDS = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                          "eval_steps")
-
-
-def size_problem(raw: Any) -> str | None:
-    """A problem when the spec expands (through YAML aliases) to more than MAX_SPEC_VALUES values; bounded work."""
-    count, stack = 0, [raw]
-    while stack:
-        node = stack.pop()
-        count += 1
-        if count > MAX_SPEC_VALUES:
-            return (f"(top level): the spec expands to more than {MAX_SPEC_VALUES} values (YAML aliases repeated "
-                    f"inside each other?); write the values out")
-        if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return None
 
 
 def possible_methods(raw: dict[str, Any]) -> list[str]:
@@ -193,12 +173,15 @@ def typed_values(raw: dict[str, Any]) -> list[str]:
     space = _space(raw)
     for key, distribution in space.items():
         if isinstance(distribution, dict) and not _check_space_key(str(key), methods_):  # else refused as a key
-            problems += _check_distribution(str(key), distribution, methods_)
+            scope, unscoped = methods.scoped(str(key))
+            problems += _check_distribution(unscoped, distribution, [scope] if scope else methods_,
+                                            path=f"search.space.{key}")
     points = _search(raw).get("points_to_evaluate")
     for i, point in enumerate(points if isinstance(points, list) else []):
         if isinstance(point, dict):
             for key, value in list(point.items()):
-                for field in _fields_of(str(key), methods_):
+                scope, unscoped = methods.scoped(str(key))
+                for field in _fields_of(unscoped, [scope] if scope else methods_):
                     point[key], why = _fit(field, value)
                     if why:
                         problems.append(f"search.points_to_evaluate.{i}.{key}: {why}, got {value!r}")
@@ -209,8 +192,9 @@ def typed_values(raw: dict[str, Any]) -> list[str]:
 _SAMPLES = {"loguniform": "fractional numbers", "uniform": "fractional numbers", "int": "whole numbers"}
 
 
-def _check_distribution(key: str, distribution: dict[str, Any], methods_: list[str]) -> list[str]:
-    path = f"search.space.{key}"
+def _check_distribution(key: str, distribution: dict[str, Any], methods_: list[str], path: str | None = None
+                        ) -> list[str]:
+    path = path or f"search.space.{key}"
     kind = distribution.get("type")
     problems = []
     for field in _fields_of(key, methods_):
@@ -282,6 +266,10 @@ def cross_check(raw: dict[str, Any]) -> list[str]:
 
     for key in space:
         problems += _check_space_key(str(key), possible_methods_)
+        scope, unscoped = methods.scoped(str(key))
+        if scope is not None and unscoped != "method" and unscoped in space:
+            problems.append(f"search.space.{key}: {unscoped} is searched for every method already; search it "
+                            f"once, scoped or not, got both {unscoped!r} and {key!r}")
     algorithm = search.get("algorithm", SearchSpec.model_fields["algorithm"].default)
     types = {key: d.get("type") for key, d in space.items() if isinstance(d, dict)}
     if algorithm == "optuna" and "grid" in types.values():
@@ -369,6 +357,14 @@ def _check_train_field(path: str, key: str, value: Any, possible_methods: list[s
 
 def _check_space_key(key: str, possible_methods: list[str]) -> list[str]:
     path = f"search.space.{key}"
+    scope, unscoped = methods.scoped(key)
+    if scope is not None:  # `orpo.train.beta`: train.beta for the trials of one method
+        if unscoped == "method" or scope not in possible_methods:
+            why = ("a method cannot be scoped to a method" if unscoped == "method" else
+                   f"scoped to {scope}, which no trial of this search runs (methods: {possible_methods})")
+            return [f"{path}: {why}, got {key!r}"]
+        return [problem.replace(f"search.space.{unscoped}:", f"{path}:", 1)
+                for problem in _check_space_key(unscoped, [scope])]
     section, _, field = key.partition(".")
     if key == "method":
         return []
@@ -388,7 +384,7 @@ def _check_space_key(key: str, possible_methods: list[str]) -> list[str]:
     annotation = getattr(section_model, "annotation", None) if section_model else None
     if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)) or field not in annotation.model_fields:
         return [f"{path}: not a searchable key (use method, train.<TRL field>, lora.<field>, model.<field> or "
-                f"data.<field>), got {key!r}"]
+                f"data.<field>, or one of them scoped to one method's trials: orpo.train.beta), got {key!r}"]
     return []
 
 

@@ -10,8 +10,31 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from tuner.spec.checks import cross_check, size_problem, trl_problems, typed_values
+from tuner.spec.checks import cross_check, trl_problems, typed_values
 from tuner.spec.schema import Spec, SpecError
+from tuner.trial import methods
+
+# A spec is a few hundred values; YAML aliases can make a small file expand into billions (an "alias bomb") that
+# every later step (validation, writing spec.yaml, Tune's config) would walk.
+MAX_SPEC_VALUES = 100_000
+
+
+def size_problem(raw: Any) -> str | None:
+    """A problem when the spec expands (through YAML aliases) to more than MAX_SPEC_VALUES values; bounded work."""
+    count, stack = 0, [raw]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_SPEC_VALUES:
+            return (f"(top level): the spec expands to more than {MAX_SPEC_VALUES} values (YAML aliases repeated "
+                    f"inside each other?); write the values out")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
 
 def load_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Read a YAML spec, apply `key=value` overrides and validate; raises SpecError listing every problem."""
@@ -123,9 +146,10 @@ def _section(node: dict[str, Any], part: str, key: str) -> dict[str, Any]:
 
 
 def with_sampled(spec: Spec, sampled: dict[str, Any]) -> Spec:
-    """The spec a trial runs: the sampled `dotted.key: value` pairs applied and validated again."""
+    """The spec a trial runs: the sampled `dotted.key: value` pairs applied (those scoped to the trial's method,
+    `orpo.train.beta`, unscoped; those scoped to another left out) and validated again."""
     raw = copy.deepcopy(spec.model_dump(mode="json"))
-    for key, value in sampled.items():
+    for key, value in methods.for_method(sampled, sampled.get("method", spec.method)).items():
         set_dotted(raw, key, value)
     return validate_spec(raw)
 

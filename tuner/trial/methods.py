@@ -35,6 +35,25 @@ EVAL_METRICS: dict[str, frozenset[str]] = {
 _CLASSES = {"dpo": compat.dpo_classes, "orpo": compat.orpo_classes}
 
 
+def scoped(key: str) -> tuple[str | None, str]:
+    """(method, key) of a searched key. `orpo.train.beta` is `train.beta` for ORPO trials only, so that a search over
+    both methods samples each on its own scale (DPO's beta is a KL strength near 0.1, ORPO's an odds-ratio weight
+    that moves this data from about 4); an unscoped key is for every method: (None, key)."""
+    scope, _, rest = key.partition(".")
+    return (scope, rest) if scope in CONFIG_CLASSES and rest else (None, key)
+
+
+def for_method(sampled: dict[str, Any], method: str) -> dict[str, Any]:
+    """The sampled `dotted.key: value` pairs a trial of `method` applies, unscoped; keys scoped to another method
+    are left out."""
+    applied = {}
+    for key, value in sampled.items():
+        scope, unscoped = scoped(key)
+        if scope in (None, method):
+            applied[unscoped] = value
+    return applied
+
+
 def config_class(method: str):
     return _CLASSES[method]()[0]
 

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from tuner.spec import Spec
+from tuner.trial import methods
 
 # TRL fields that change how pairs are tokenized or which reference is used: searching them would change the
 # reference log-probs from trial to trial.
@@ -37,8 +38,8 @@ def why_not_shared(spec: Spec, backend: str) -> str | None:
         return "no DPO trial"
     if backend != "hf":
         return f"the {backend} backend computes its own (quantized) reference in each trial"
-    searched = [k for k in spec.search.space
-                if k.startswith(("model.", "data.")) or k.removeprefix("train.") in PER_TRIAL_FIELDS]
+    searched = [k for k in spec.search.space if (key := methods.scoped(k)[1]).startswith(("model.", "data."))
+                or key.removeprefix("train.") in PER_TRIAL_FIELDS]
     if searched:
         return f"searched keys change the tokenized pairs or the reference: {searched}"
     if spec.train.get("sync_ref_model"):

@@ -178,3 +178,18 @@ def test_a_search_whose_every_trial_broke_a_guard_names_no_best_trial():
     history["eval_guard_broken"] = 1.0
     ranked = rank_trials(trials, history, "eval_pref_accuracy", "max")
     assert ranked["rank"].isna().all() and describe_best(ranked).startswith("no trial to rank: 2 fell below")
+
+
+def test_keys_scoped_to_another_method_are_blank_in_the_trial_table_and_the_best_config():
+    from tuner.experiment.results import _trial_row
+    from tuner.experiment.tables import describe_best
+
+    config = {"method": "dpo", "dpo.train.beta": 0.2, "orpo.train.beta": 6.0, "lora.r": 8}
+    trial = {"trial_id": "a", "status": "TERMINATED", "config": config, "path": "a", "error_file": None}
+    frame = pd.DataFrame({"step": [10], "max_steps": [10]})
+    row = _trial_row(None, trial, {}, frame, "dpo", lambda method: 0.1)
+    assert row["beta"] == 0.2  # the value the DPO trial ran with, not ORPO's sample
+    assert row["config/dpo.train.beta"] == 0.2 and "config/orpo.train.beta" not in row
+    ranked = pd.DataFrame([{"rank": 1, "trial_id": "a", "score": 0.9, "score_step": 10, "method": "dpo",
+                            "config/dpo.train.beta": 0.2, "config/orpo.train.beta": math.nan}])
+    assert "orpo.train.beta" not in describe_best(ranked) and "'dpo.train.beta': 0.2" in describe_best(ranked)

@@ -267,3 +267,44 @@ def test_guard_groups_must_be_eval_groups_and_leave_one_to_search_on(raw, proble
     validate_spec({"data": {"eval_groups": ["fact", "style"]}, "search": {"guard_groups": ["fact"]}})
     # data whose groups are not the spec's (another source): the driver says the guard applies to nothing
     validate_spec({"data": {"source": "pairs.jsonl"}, "search": {"guard_groups": ["fact"]}})
+
+
+BOTH = {"method": {"type": "choice", "values": ["dpo", "orpo"]}}
+
+
+def test_a_key_scoped_to_a_method_sets_that_methods_trials_only():
+    space = {**BOTH, "dpo.train.beta": {"type": "loguniform", "low": 0.05, "high": 0.5},
+             "orpo.train.beta": {"type": "loguniform", "low": 3.0, "high": 16.0},
+             "orpo.lora.r": {"type": "choice", "values": [4, 16]}}
+    spec = validate_spec({"search": {"metric": "eval_pref_accuracy", "space": space}, "lora": {"r": 8}})
+    sampled = {"method": "dpo", "dpo.train.beta": 0.2, "orpo.train.beta": 6.0, "orpo.lora.r": 16}
+    dpo = with_sampled(spec, sampled)
+    assert (dpo.method, dpo.train["beta"], dpo.lora.r) == ("dpo", 0.2, 8)
+    orpo = with_sampled(spec, {**sampled, "method": "orpo"})
+    assert (orpo.method, orpo.train["beta"], orpo.lora.r) == ("orpo", 6.0, 16)
+    # without a searched method, the spec's method decides
+    single = validate_spec({"method": "orpo", "search": {"space": {"orpo.train.beta": space["orpo.train.beta"]}}})
+    assert with_sampled(single, {"orpo.train.beta": 5.0}).train["beta"] == 5.0
+
+
+@pytest.mark.parametrize("raw_space, problem", [
+    ({"orpo.train.bta": {"type": "uniform", "low": 1, "high": 2}},
+     "search.space.orpo.train.bta: not a field of TRL's ORPOConfig (did you mean beta?), got 'train.bta'"),
+    ({"orpo.train.precompute_ref_log_probs": {"type": "choice", "values": [True]}},
+     "search.space.orpo.train.precompute_ref_log_probs: not a field of TRL's ORPOConfig"),
+    ({"orpo.train.beta": {"type": "loguniform", "low": -1, "high": 2}},
+     "search.space.orpo.train.beta: a log scale needs low > 0, got low=-1"),
+    ({"dpo.method": {"type": "choice", "values": ["dpo"]}},
+     "search.space.dpo.method: a method cannot be scoped to a method, got 'dpo.method'"),
+    ({"train.beta": {"type": "uniform", "low": 0.1, "high": 1}, "orpo.train.beta": {"type": "uniform", "low": 1, "high": 2}},
+     "search.space.orpo.train.beta: train.beta is searched for every method already"),
+])
+def test_scoped_keys_are_checked_as_the_field_they_set_for_their_method(raw_space, problem):
+    problems = problems_of({"search": {"metric": "eval_pref_accuracy", "space": {**BOTH, **raw_space}}})
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_a_key_scoped_to_a_method_no_trial_runs_is_refused():
+    raw = {"method": "dpo", "search": {"space": {"orpo.train.beta": {"type": "uniform", "low": 1, "high": 2}}}}
+    assert problems_of(raw) == ["search.space.orpo.train.beta: scoped to orpo, which no trial of this search runs "
+                                "(methods: ['dpo']), got 'orpo.train.beta'"]

@@ -72,6 +72,10 @@ def test_shared_reference_matches_in_trial_reference(tiny_llama, tmp_path):
      "searched keys"),
     # loss variants only combine the log-probs: one reference serves them all
     ({"search": {"space": {"train.loss_type": {"type": "choice", "values": ["sigmoid", "ipo"]}}}}, "hf", None),
+    # a key scoped to DPO's trials changes their reference as much as an unscoped one
+    ({"search": {"space": {"dpo.train.ld_alpha": {"type": "uniform", "low": 0.1, "high": 0.9}}}}, "hf",
+     "searched keys"),
+    ({"search": {"space": {"dpo.train.beta": {"type": "uniform", "low": 0.1, "high": 0.5}}}}, "hf", None),
 ])
 def test_when_the_reference_can_be_shared(raw, backend, reason):
     found = reference.why_not_shared(validate_spec(raw), backend)
