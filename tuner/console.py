@@ -15,6 +15,8 @@ import traceback
 import warnings
 from pathlib import Path
 
+from tuner.trial import methods
+
 TRIAL_LOG = "trial.log"
 # The trial table: first after REFRESH_S of reports, then at gaps that double up to LONGEST_GAP_S, so that the
 # whole console stays short (a 7-minute search prints 3 tables, an hour-long one about 14) and the long wait of a
@@ -87,8 +89,13 @@ def format_table(rows: dict[str, dict], metric: str, searched: list[str]) -> str
     def cell(value) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
+    def used(row: dict, key: str) -> bool:  # a key scoped to another method than the trial's was not used
+        scope = methods.scoped(key)[0]
+        return scope is None or row.get("method", scope) == scope
+
     header = ["trial", "status", "step", metric, *searched]
-    body = [[trial_id, *(cell(row.get(k, "-")) for k in header[1:])] for trial_id, row in rows.items()]
+    body = [[trial_id, *(cell(row.get(k, "-")) if used(row, k) else "-" for k in header[1:])]
+            for trial_id, row in rows.items()]
     widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
     done = sum(row["status"] in ("DONE", "ERROR") for row in rows.values())
     lines = [f"trials: {done}/{len(rows)} ended, {time.strftime('%H:%M:%S')}"]

@@ -27,6 +27,13 @@ def test_table_shows_status_step_metric_and_searched_values():
     assert lines[3].split() == ["b2", "RUNNING", "-", "-", "0.1"]
 
 
+def test_table_leaves_a_key_scoped_to_another_method_blank():
+    rows = {"a1": {"status": "DONE", "step": 8, "eval_pref_accuracy": 0.875, "method": "dpo",
+                   "dpo.train.beta": 0.2, "orpo.train.beta": 6.0}}
+    lines = console.format_table(rows, "eval_pref_accuracy", ["method", "dpo.train.beta", "orpo.train.beta"])
+    assert lines.splitlines()[2].split() == ["a1", "DONE", "8", "0.875", "dpo", "0.2", "-"]
+
+
 def test_callback_prints_at_most_every_interval_and_names_an_errored_trial_log(capsys):
     table = TrialTable("m", ["train.beta"], every_s=3600)
     trials = [fake_trial("a"), fake_trial("b", beta=0.3)]
