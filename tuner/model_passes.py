@@ -247,3 +247,72 @@ def _described(metrics: dict[str, float]) -> str:
     from tuner.experiment import _described
 
     return _described(metrics)
+
+
+def _base_scores_with(spec, bases, model_name: str, datasets: dict) -> dict:
+    """_reference_task's scores in this process, with a base model `bases` (tuner.scoring._Bases) loaded once."""
+    from tuner import reference
+
+    done = reference.reference_pass(spec, bases.copy_of(model_name), datasets)
+    return {name: (None, asdict(scores)) for name, (_, scores) in done.items()}
+
+
+def _score_task(uri: str, spec, test, best, model_name: str) -> dict:
+    """One trial's test_scores.json entry (tuner.scoring._score), where the task runs: its checkpoint is read from
+    the experiment's storage there (a shared folder, or object storage into that node's working copy)."""
+    from tuner import scoring
+    from tuner.experiment import Experiment
+
+    return scoring._score(Experiment(uri, spec=spec), test, best, model_name, scoring._Bases())
+
+
+def score_test(experiment, test, wanted: list[tuple[str, Any]], base_model_name: str,
+               on_done: Callable[[str, dict], None]) -> None:
+    """The test_scores.json entries of `wanted` ((key, Best), or (key, None) for the base model), each given to
+    `on_done(key, entry)` as it is done: as Ray tasks in parallel when Ray is running, else in this process. The
+    base model's test scores come from the pass cache when an earlier search on the same model and test pairs
+    computed them."""
+    from tuner import models, scoring
+    from tuner.quality import pair_ids, with_pair_ids
+
+    spec = experiment.spec
+    test = in_memory(test) if ray_running() else test
+    pairs = with_pair_ids(test)
+    runs, calls, labels = [], [], []
+    bases = scoring._Bases()  # in this process: each base model loaded once for every model scored
+    fingerprint = inputs = None
+    for key, best in wanted:
+        if best is None:
+            fingerprint, inputs, lookup = _cached_pass(spec, models.resolve(base_model_name), {"eval": pairs}, False)
+            if lookup is not None and lookup.entry is not None:
+                from tuner.quality import PairScores
+
+                stored = PairScores(**json.loads((lookup.entry / "scores.json").read_text())["eval"])
+                chosen, rejected = stored.means(pair_ids(pairs))
+                on_done(key, {"model": base_model_name, "chosen": chosen, "rejected": rejected})
+                runs.append({"pass": "base model (test)", "reused": True, "fingerprint": fingerprint,
+                             "node_id": None, "seconds": 0.0})
+                continue
+            calls.append((_reference_task, (spec, models.resolve(base_model_name), {"eval": pairs}, False))
+                         if ray_running() else (_base_scores_with, (spec, bases, base_model_name, {"eval": pairs})))
+        elif ray_running():
+            calls.append((_score_task, (experiment.uri, spec, test, best, base_model_name)))
+        else:
+            calls.append((scoring._score, (experiment, test, best, base_model_name, bases)))
+        labels.append((key, best))
+
+    def done(i: int, value) -> None:
+        key, best = labels[i]
+        if best is None:  # the reference pass's dict: kept in the cache, turned into the entry
+            from tuner.quality import PairScores
+
+            if fingerprint is not None:
+                _store(fingerprint, inputs, value)
+            chosen, rejected = PairScores(**value["eval"][1]).means(pair_ids(pairs))
+            value = {"model": base_model_name, "chosen": chosen, "rejected": rejected}
+        on_done(key, value)
+
+    for (key, best), (_, where) in zip(labels, run_all(spec, calls, done)):
+        runs.append({"pass": "base model (test)" if best is None else f"trial {best.trial_id} (test)",
+                     "reused": False, "fingerprint": fingerprint if best is None else None, **where})
+    record(experiment, "test", runs)

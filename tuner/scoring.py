@@ -65,11 +65,13 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
     if missing:
         say(f"scoring {len(missing) - (f'base:{model_name}' in missing)} trial(s)"
             f"{' and the base model' if f'base:{model_name}' in missing else ''} on {len(test)} test pairs ...")
-        bases = _Bases()
-        for key in missing:
-            best = keys.get(key)
-            cache["models"][key] = _score(experiment, test, best, model_name, bases)
+        def done(key: str, entry: dict) -> None:  # kept as each model is done: an interrupted scoring keeps them
+            cache["models"][key] = entry
             _write_cache(experiment.test_scores_file, cache)
+
+        from tuner import model_passes  # where the passes run: Ray tasks during a search, else this process
+
+        model_passes.score_test(experiment, test, [(key, keys.get(key)) for key in missing], model_name, done)
         experiment.publish(experiment.test_scores_file)  # in object storage: scored once for every reader
 
     def scored(key: str, label: str, best: Best | None = None) -> Scored:
