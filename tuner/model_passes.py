@@ -1,14 +1,15 @@
 """The model passes outside the trials (the reference pass, the base model's scores, the test scoring), run where
 the trials run and done once across searches.
 
-With Ray running (tuner.run's driver), each pass is a Ray task that asks for what a trial asks (`resources.cpu`,
-`resources.gpu`), on whichever node has room, several at once when several fit: the driver, a laptop or a CPU head
-node, loads no model. Its data goes to the task and its results come back through Ray's object store (in memory,
-never paths on the driver's disk); the node each task ran on is recorded in the experiment's `tuner/passes.json`.
-Without Ray (analysis and export after the search) a pass runs in this process, as before.
+On a Ray cluster (tuner.run's driver attached with --address), each pass is a Ray task that asks for what a trial
+asks (`resources.cpu`, `resources.gpu`), on whichever node has room, several at once when several fit: the driver,
+a laptop or a CPU head node, loads no model. Its data goes to the task and its results come back through Ray's
+object store (in memory, never paths on the driver's disk). On one machine whose Ray is the driver's own, and
+without Ray (analysis and export after the search), a pass runs in this process, as before (`as_tasks` says why).
+Where each pass ran, how long it took and whether it was reused is recorded in the experiment's `tuner/passes.json`.
 
 The base model's passes are cached across searches (tuner.pass_cache): a second search on the same model, data and
-tokenization reuses the reference log-probs and the base model's scores and says so.
+tokenization reuses the reference log-probs and the base model's eval and test scores, and says so.
 """
 
 from __future__ import annotations
@@ -33,19 +34,35 @@ REFERENCE_KIND, SCORES_KIND = "reference", "scores"
 
 
 def ray_running() -> bool:
-    """Ray is initialised in this process (tuner.run's driver), and passes are not forced into the driver."""
+    """Ray is initialised in this process (tuner.run's driver)."""
     ray = sys.modules.get("ray")  # never imported here just to ask: analysis and export run without Ray
-    return (ray is not None and ray.is_initialized()
-            and os.environ.get(WHERE_VARIABLE, "").strip().lower() != "driver")
+    return ray is not None and ray.is_initialized()
 
 
-def run_all(spec, calls: list[tuple[Callable, tuple]], on_done: Callable[[int, Any], None] | None = None
-            ) -> list[tuple[Any, dict]]:
-    """Each `(function, args)` run once: as Ray tasks with a trial's resources when Ray is running (in parallel as
-    they fit), else in this process, one after the other. Returns (result, where) per call in order, `where` being
-    {"node_id": ..., "seconds": ...}; `on_done(i, result)` is called as each finishes."""
+def as_tasks() -> bool:
+    """Whether the passes between searches' steps run as Ray tasks: on a cluster whose nodes are not just this
+    process's own (the driver may be a laptop or a CPU head node). On one machine that is the whole cluster, the
+    driver process runs them: it is where the tasks would run, no trial runs meanwhile, and it saves a worker's
+    start and imports (seconds) and runs on every core, where a task gets a trial's `resources.cpu` threads.
+    `TUNER_PASSES=ray` or `=driver` decides it instead (benchmarks, tests)."""
+    forced = os.environ.get(WHERE_VARIABLE, "").strip().lower()
+    if not ray_running() or forced == "driver":
+        return False
+    if forced == "ray":
+        return True
+    import ray
+
+    nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
+    return nodes != [ray.get_runtime_context().get_node_id()]
+
+
+def run_all(spec, calls: list[tuple[Callable, tuple]], on_done: Callable[[int, Any], None] | None = None,
+            tasks: bool | None = None) -> list[tuple[Any, dict]]:
+    """Each `(function, args)` run once: as Ray tasks with a trial's resources (in parallel as they fit) when
+    `tasks` (default: as_tasks()), else in this process, one after the other. Returns (result, where) per call in
+    order, `where` being {"node_id": ..., "seconds": ...}; `on_done(i, result)` is called as each finishes."""
     results: list = [None] * len(calls)
-    if not ray_running():
+    if not (as_tasks() if tasks is None else tasks):
         for i, (function, args) in enumerate(calls):
             started = time.perf_counter()
             value = function(*args)
@@ -276,7 +293,8 @@ def score_test(experiment, test, wanted: list[tuple[str, Any]], base_model_name:
     from tuner.quality import pair_ids, with_pair_ids
 
     spec = experiment.spec
-    test = in_memory(test) if ray_running() else test
+    tasks = as_tasks()
+    test = in_memory(test) if tasks else test
     pairs = with_pair_ids(test)
     runs, calls, labels = [], [], []
     bases = scoring._Bases()  # in this process: each base model loaded once for every model scored
@@ -294,8 +312,8 @@ def score_test(experiment, test, wanted: list[tuple[str, Any]], base_model_name:
                              "node_id": None, "seconds": 0.0})
                 continue
             calls.append((_reference_task, (spec, models.resolve(base_model_name), {"eval": pairs}, False))
-                         if ray_running() else (_base_scores_with, (spec, bases, base_model_name, {"eval": pairs})))
-        elif ray_running():
+                         if tasks else (_base_scores_with, (spec, bases, base_model_name, {"eval": pairs})))
+        elif tasks:
             calls.append((_score_task, (experiment.uri, spec, test, best, base_model_name)))
         else:
             calls.append((scoring._score, (experiment, test, best, base_model_name, bases)))
@@ -312,7 +330,7 @@ def score_test(experiment, test, wanted: list[tuple[str, Any]], base_model_name:
             value = {"model": base_model_name, "chosen": chosen, "rejected": rejected}
         on_done(key, value)
 
-    for (key, best), (_, where) in zip(labels, run_all(spec, calls, done)):
+    for (key, best), (_, where) in zip(labels, run_all(spec, calls, done, tasks)):
         runs.append({"pass": "base model (test)" if best is None else f"trial {best.trial_id} (test)",
                      "reused": False, "fingerprint": fingerprint if best is None else None, **where})
     record(experiment, "test", runs)
