@@ -468,6 +468,8 @@ def progress_callbacks(spec: Spec, verbose: bool) -> list:
 def build_tuner(spec: Spec, experiment: Experiment, train_rows: int, verbose: bool = False):
     from ray import tune
 
+    from tuner import shadow_scoring  # issue 28: the test scoring in the shadow of the trials
+
     return tune.Tuner(
         trainable(spec, experiment, verbose),
         param_space=param_space(spec),
@@ -491,7 +493,7 @@ def build_tuner(spec: Spec, experiment: Experiment, train_rows: int, verbose: bo
             ),
             failure_config=tune.FailureConfig(max_failures=spec.run.max_failures),
             callbacks=result_file_callbacks() + study_upload(spec, experiment) + logger_callbacks(spec, experiment)
-            + progress_callbacks(spec, verbose),
+            + progress_callbacks(spec, verbose) + shadow_scoring.callbacks(spec, experiment),
             verbose=1 if verbose else 0,
         ),
     )
