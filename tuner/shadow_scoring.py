@@ -199,6 +199,13 @@ class ShadowScoring(tune.Callback):
         return (-best.score if mode == "max" else best.score), best
 
 
+OFF_VARIABLE = "TUNER_SHADOW_SCORING"  # "off": every model is scored when the search ends (benchmarks compare)
+
+
 def callbacks(spec, experiment) -> list:
     """The shadow scoring's Tune callback, when the search ends with a test scoring (search.test_top_k > 0)."""
+    import os
+
+    if os.environ.get(OFF_VARIABLE, "").strip().lower() == "off":
+        return []
     return [ShadowScoring(experiment.uri)] if spec.search.test_top_k > 0 and spec.data.has_test else []
