@@ -186,3 +186,32 @@ def test_two_preparations_share_one_reference_pass(tiny_llama, tmp_path, store, 
     experiments.prepare(other, experiments.Experiment.create(other, tmp_path / "fourth"), splits.train,
                         splits.eval, splits.test)
     assert len(passes) == 3
+
+
+def test_searched_models_each_reuse_their_own_base_scores(tiny_llama, tmp_path, store, monkeypatch):
+    from tuner import experiment as experiments, model_passes, reference
+    from tuner.data import load_pairs
+
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_llama, other)
+    raw = bytearray((other / "model.safetensors").read_bytes())
+    raw[-1] ^= 0x01  # another model: other weights
+    (other / "model.safetensors").write_bytes(bytes(raw))
+    spec = validate_spec({**spec_for(tiny_llama).model_dump(exclude_defaults=True),
+                          "search": {"space": {"model.name": {"type": "choice",
+                                                              "values": [str(tiny_llama), str(other)]}}}})
+    splits = load_pairs(spec.data)
+    passes = []
+    real = reference.reference_pass
+    monkeypatch.setattr(reference, "reference_pass", lambda *a: passes.append(1) or real(*a))
+    lines = {}
+    for name in ("first", "second"):
+        experiment = experiments.Experiment.create(spec, tmp_path / name)
+        lines[name] = experiments.prepare(spec, experiment, splits.train, splits.eval, splits.test)
+    assert len(passes) == 2  # one per model, in the first preparation only
+    reused = [line for line in lines["second"] if line.startswith("base model ")]
+    assert len(reused) == 2 and all("reused from the cache (fingerprint " in line for line in reused)
+    assert [line.split(" (reused")[0] for line in reused] == \
+        [line for line in lines["first"] if line.startswith("base model ")]
+    runs = model_passes.recorded(experiment)["prepare"]
+    assert [run["reused"] for run in runs] == [True, True] and runs[0]["fingerprint"] != runs[1]["fingerprint"]
