@@ -646,7 +646,7 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
     # tuner.model_passes runs them as Ray tasks where the trials run, or reuses them from an earlier search.
     from tuner import model_passes
 
-    by_model, more = model_passes.prepare_passes(spec, experiment, train, held_out)
+    by_model, more = model_passes.prepare_passes(spec, experiment, train, held_out, _described)
     lines += more
     _write_base(experiment, by_model)
     _mark_prepared(experiment)

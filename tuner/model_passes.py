@@ -213,10 +213,11 @@ def _reuse_note(job: dict) -> str:
     return f"reused from the cache (fingerprint {job['fingerprint'][:12]})"
 
 
-def prepare_passes(spec, experiment, train, held_out) -> tuple[dict, list[str]]:
+def prepare_passes(spec, experiment, train, held_out, describe: Callable[[dict], str]) -> tuple[dict, list[str]]:
     """The base model's passes of experiment.prepare: DPO's shared reference (saved as experiment.reference_dir)
     with the base model's eval scores from the same pass, or those scores alone. Returns (model name ->
-    PairScores on the eval pairs, lines for the user in prepare's order)."""
+    PairScores on the eval pairs, lines for the user in prepare's order); `describe(metrics)` words the base
+    model's scores."""
     from tuner import backends, faults, models, reference
 
     guards = spec.search.guard_groups
@@ -228,7 +229,7 @@ def prepare_passes(spec, experiment, train, held_out) -> tuple[dict, list[str]]:
         by_model = {name: job["scores"]["eval"] for name, job in zip(names, jobs)}
         for name, job in zip(names, jobs):
             reused = f" ({_reuse_note(job)})" if job["reused"] else ""
-            lines.append(f"base model {name}: {_described(by_model[name].metrics(guard_groups=guards))}{reused}")
+            lines.append(f"base model {name}: {describe(by_model[name].metrics(guard_groups=guards))}{reused}")
         lines.append("reference log-probs: computed in each trial (model.name is searched)")
         record(experiment, "prepare", [_where(job) for job in jobs])
         return by_model, lines
@@ -256,14 +257,8 @@ def prepare_passes(spec, experiment, train, held_out) -> tuple[dict, list[str]]:
     record(experiment, "prepare", [_where(job)])
     scores = job["scores"]["eval"]
     reused = f" ({_reuse_note(job)})" if job["reused"] and reason else ""
-    lines.append(f"base model: {_described(scores.metrics(guard_groups=guards))}{reused}")
+    lines.append(f"base model: {describe(scores.metrics(guard_groups=guards))}{reused}")
     return {spec.model.name: scores}, lines
-
-
-def _described(metrics: dict[str, float]) -> str:
-    from tuner.experiment import _described
-
-    return _described(metrics)
 
 
 def _base_scores_with(spec, bases, model_name: str, datasets: dict) -> dict:
@@ -274,22 +269,14 @@ def _base_scores_with(spec, bases, model_name: str, datasets: dict) -> dict:
     return {name: (None, asdict(scores)) for name, (_, scores) in done.items()}
 
 
-def _score_task(uri: str, spec, test, best, model_name: str) -> dict:
-    """One trial's test_scores.json entry (tuner.scoring._score), where the task runs: its checkpoint is read from
-    the experiment's storage there (a shared folder, or object storage into that node's working copy)."""
-    from tuner import scoring
-    from tuner.experiment import Experiment
-
-    return scoring._score(Experiment(uri, spec=spec), test, best, model_name, scoring._Bases())
-
-
 def score_test(experiment, test, wanted: list[tuple[str, Any]], base_model_name: str,
-               on_done: Callable[[str, dict], None]) -> None:
+               on_done: Callable[[str, dict], None], score_here: Callable, score_in_task: Callable, bases) -> None:
     """The test_scores.json entries of `wanted` ((key, Best), or (key, None) for the base model), each given to
-    `on_done(key, entry)` as it is done: as Ray tasks in parallel when Ray is running, else in this process. The
-    base model's test scores come from the pass cache when an earlier search on the same model and test pairs
-    computed them."""
-    from tuner import models, scoring
+    `on_done(key, entry)` as it is done: as Ray tasks in parallel (as_tasks), else in this process. A trial is
+    scored by tuner.scoring's `score_here(experiment, test, best, base_model_name, bases)` here, or
+    `score_in_task(uri, spec, test, best, base_model_name)` in a task; the base model's test scores come from the
+    pass cache when an earlier search on the same model and test pairs computed them."""
+    from tuner import models
     from tuner.quality import pair_ids, with_pair_ids
 
     spec = experiment.spec
@@ -297,7 +284,6 @@ def score_test(experiment, test, wanted: list[tuple[str, Any]], base_model_name:
     test = in_memory(test) if tasks else test
     pairs = with_pair_ids(test)
     runs, calls, labels = [], [], []
-    bases = scoring._Bases()  # in this process: each base model loaded once for every model scored
     fingerprint = inputs = None
     for key, best in wanted:
         if best is None:
@@ -314,9 +300,9 @@ def score_test(experiment, test, wanted: list[tuple[str, Any]], base_model_name:
             calls.append((_reference_task, (spec, models.resolve(base_model_name), {"eval": pairs}, False))
                          if tasks else (_base_scores_with, (spec, bases, base_model_name, {"eval": pairs})))
         elif tasks:
-            calls.append((_score_task, (experiment.uri, spec, test, best, base_model_name)))
+            calls.append((score_in_task, (experiment.uri, spec, test, best, base_model_name)))
         else:
-            calls.append((scoring._score, (experiment, test, best, base_model_name, bases)))
+            calls.append((score_here, (experiment, test, best, base_model_name, bases)))
         labels.append((key, best))
 
     def done(i: int, value) -> None:

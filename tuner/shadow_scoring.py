@@ -122,7 +122,9 @@ class ShadowScoring(tune.Callback):
     def _submit(self, key: str, best, call=None) -> None:
         import ray
 
-        call = call or (model_passes._score_task, (self.uri, self.spec, self.test, best, self.spec.model.name))
+        from tuner import scoring
+
+        call = call or (scoring._score_in_task, (self.uri, self.spec, self.test, best, self.spec.model.name))
         remote = ray.remote(model_passes._timed).options(num_cpus=self.spec.resources.cpu,
                                                          num_gpus=self.spec.resources.gpu, max_retries=0)
         self._pending[remote.remote(call[0], *call[1])] = (key, best, time.time())
