@@ -100,8 +100,20 @@ def test_large_data_dry_run_prints_first_trial_memory_and_object_store(tmp_path,
     assert 0 < store["eval pairs"] <= spec.data.max_eval_rows
 
 
+def test_model_passes_dry_run_compares_today_first_and_second_search(tmp_path, embedded_model):
+    stdout = dry_run("model_passes", tmp_path / "passes.json")
+    figures = json.loads((tmp_path / "passes.json").read_text())
+    assert "end of the first search:" in stdout and "second search: first trial" in stdout
+    assert [figures[name]["reused"] for name in ("today", "first", "second")] == [False, False, True]
+    for name in ("today", "first", "second"):
+        row = figures[name]
+        assert 0 < row["first_trial"] < row["wall"] and row["end_share"] == pytest.approx(row["end"] / row["wall"])
+    assert figures["first_trial_speedup"] == pytest.approx(figures["first"]["first_trial"] /
+                                                           figures["second"]["first_trial"])
+
+
 @pytest.mark.parametrize("name", ["eval_round", "default_search", "vs_loop", "harness_overhead",
-                                  "shared_reference", "gpu_packing", "sensitivity", "large_data"])
+                                  "shared_reference", "gpu_packing", "sensitivity", "large_data", "model_passes"])
 def test_every_benchmark_answers_help_as_a_script(name):
     # Nothing of the repo on PYTHONPATH: `benchmarks` is found only because the script puts the repo root first.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

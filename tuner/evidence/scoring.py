@@ -66,11 +66,14 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
     if missing:
         say(f"scoring {len(missing) - (f'base:{model_name}' in missing)} trial(s)"
             f"{' and the base model' if f'base:{model_name}' in missing else ''} on {len(test)} test pairs ...")
-        bases = _Bases()
-        for key in missing:
-            best = keys.get(key)
-            cache["models"][key] = _score(experiment, test, best, model_name, bases)
+        def done(key: str, entry: dict) -> None:  # kept as each model is done: an interrupted scoring keeps them
+            cache["models"][key] = entry
             _write_cache(experiment.test_scores_file, cache)
+
+        from tuner.passes import tasks as model_passes  # where the passes run: Ray tasks during a search, else this process
+
+        model_passes.score_test(experiment, test, [(key, keys.get(key)) for key in missing], model_name, done,
+                                _score, _score_in_task, _Bases())
         experiment.publish(experiment.test_scores_file)  # in object storage: scored once for every reader
 
     def scored(key: str, label: str, best: Best | None = None) -> Scored:
@@ -128,6 +131,11 @@ def _score(experiment: Experiment, test, best: Best | None, base_model_name: str
     if best is not None:
         entry.update(trial_id=best.trial_id, step=best.step, checkpoint=str(best.checkpoint))
     return entry
+
+
+def _score_in_task(uri: str, spec, test, best: Best, base_model_name: str) -> dict:
+    """`_score` in a Ray task (tuner.passes.tasks): the checkpoint is read from the experiment's storage there."""
+    return _score(Experiment(uri, spec=spec), test, best, base_model_name, _Bases())
 
 
 def _model_name(experiment: Experiment, best: Best) -> str:

@@ -15,8 +15,6 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
     """Everything every trial needs and no trial should redo; returns lines for the user. `test`, the test split, is
     only saved: nothing in the search reads it. Starts over from what an unfinished preparation left, and marks the
     folder prepared (`experiment.prepared_file`) last."""
-    from tuner.trial import backends, models, reference
-    from tuner.experiment import faults
     from tuner.evidence import quality
 
     experiment.forget_preparation()
@@ -29,7 +27,6 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
         train = train.select(range(consumed))
     held_out = quality.with_pair_ids(held_out)  # pair ids that every trial's per-pair outcomes refer to
     held_out = _by_prompt(held_out)
-    guards = spec.search.guard_groups
     train.save_to_disk(str(experiment.data_dir / "train"))
     held_out.save_to_disk(str(experiment.data_dir / "eval"))
     if test is not None:
@@ -43,29 +40,13 @@ def prepare(spec: Spec, experiment: Experiment, train, held_out, test=None) -> l
     # eval pairs (the reference log-probs are the base model's log-probs); without a shared reference, it runs over
     # the eval pairs only. The test pairs are not run through any model before the search ends: the base model is
     # scored on them then, with the top trials (tuner.evidence.scoring), so that no trial waits for it.
-    if len(spec.model_names()) > 1:  # each trial is compared with its own base model
-        by_model = {}
-        for name in spec.model_names():
-            by_model[name] = reference.base_scores(spec, backends.load_base(models.resolve(name)), held_out)
-            lines.append(f"base model {name}: {_described(by_model[name].metrics(guard_groups=guards))}")
-        lines.append("reference log-probs: computed in each trial (model.name is searched)")
-        _write_base(experiment, by_model)
-        _mark_prepared(experiment)
-        return lines
-    base = backends.load_base(models.resolve(spec.model.name))
-    faults.point("prepare.reference")
-    reason = reference.why_not_shared(spec, backends.resolve_backend(spec.model.backend))
-    started = time.perf_counter()
-    if reason:
-        scores = reference.base_scores(spec, base, held_out)
-        lines.append(f"reference log-probs: computed in each trial ({reason})")
-    else:
-        scores = reference.precompute(spec, base, train, held_out, experiment.reference_dir)
-        lines.append(f"reference log-probs: computed once for {len(train)} train and {len(held_out)} eval pairs in "
-                     f"{time.perf_counter() - started:.0f} s, shared by every DPO trial")
-    _write_base(experiment, {spec.model.name: scores})
+    # tuner.passes runs them as Ray tasks where the trials run, or reuses them from an earlier search.
+    from tuner.passes import tasks
+
+    by_model, more = tasks.prepare_passes(spec, experiment, train, held_out, _described)
+    lines += more
+    _write_base(experiment, by_model)
     _mark_prepared(experiment)
-    lines.append(f"base model: {_described(scores.metrics(guard_groups=guards))}")
     return lines
 
 

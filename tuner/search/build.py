@@ -133,6 +133,8 @@ def progress_callbacks(spec: Spec, verbose: bool) -> list:
 def build_tuner(spec: Spec, experiment: Experiment, train_rows: int, verbose: bool = False):
     from ray import tune
 
+    from tuner.passes import shadow  # the test split scored in the shadow of the trials
+
     return tune.Tuner(
         trainable(spec, experiment, verbose),
         param_space=param_space(spec),
@@ -156,7 +158,7 @@ def build_tuner(spec: Spec, experiment: Experiment, train_rows: int, verbose: bo
             ),
             failure_config=tune.FailureConfig(max_failures=spec.run.max_failures),
             callbacks=result_file_callbacks() + study_upload(spec, experiment) + logger_callbacks(spec, experiment)
-            + progress_callbacks(spec, verbose),
+            + progress_callbacks(spec, verbose) + shadow.callbacks(spec, experiment),
             verbose=1 if verbose else 0,
         ),
     )
