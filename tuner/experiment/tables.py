@@ -8,7 +8,8 @@ from tuner.experiment.ranking import ACCURACY_METRIC, PREF_ACCURACY_METRIC
 
 
 def ranking_columns(ranked: pd.DataFrame) -> list[str]:
-    configs = [c for c in ranked.columns if c.startswith("config/")]
+    # a searched method is the `method` column already
+    configs = [c for c in ranked.columns if c.startswith("config/") and c != "config/method"]
     metric = ranked.attrs.get("metric")
     same_as_score = {ACCURACY_METRIC: "accuracy_at_best", PREF_ACCURACY_METRIC: "pref_accuracy_at_best"}.get(metric)
     extra = [c for c in ("margin_at_best", "guard", "margin/beta", "accuracy_at_best", "pref_accuracy_at_best",

@@ -193,3 +193,11 @@ def test_keys_scoped_to_another_method_are_blank_in_the_trial_table_and_the_best
     ranked = pd.DataFrame([{"rank": 1, "trial_id": "a", "score": 0.9, "score_step": 10, "method": "dpo",
                             "config/dpo.train.beta": 0.2, "config/orpo.train.beta": math.nan}])
     assert "orpo.train.beta" not in describe_best(ranked) and "'dpo.train.beta': 0.2" in describe_best(ranked)
+
+
+def test_a_searched_method_is_shown_once():
+    from tuner.experiment.tables import ranking_columns
+
+    ranked = pd.DataFrame([{"rank": 1, "trial_id": "a", "method": "dpo", "status": "finished", "score": 0.9,
+                            "score_step": 10, "config/method": "dpo", "config/dpo.train.beta": 0.2}])
+    assert ranking_columns(ranked).count("method") == 1 and "config/dpo.train.beta" in ranking_columns(ranked)
