@@ -36,8 +36,11 @@ SHAPES = {
 def test_a_search_on_each_shape_trains_dpo_and_orpo(name, tiny_llama, tmp_path):
     make, read = SHAPES[name]
     source = write(tmp_path / name, [make(i) for i in range(24)])
-    points = ("search.points_to_evaluate=[{method: dpo, train.beta: 0.1, train.learning_rate: 1.0e-4},"
-              " {method: orpo, train.beta: 0.1, train.learning_rate: 1.0e-4}]")
+    points = ("search.points_to_evaluate=["
+              "{method: dpo, dpo.train.beta: 0.1, dpo.train.learning_rate: 1.0e-4, orpo.train.beta: 4.0,"
+              " orpo.train.learning_rate: 5.0e-4},"
+              " {method: orpo, dpo.train.beta: 0.1, dpo.train.learning_rate: 1.0e-4, orpo.train.beta: 4.0,"
+              " orpo.train.learning_rate: 5.0e-4}]")
     command = [sys.executable, "-m", "tuner.run", str(spec_path("compare.yaml")), f"model.name={tiny_llama}",
                f"run.storage_path={tmp_path}", "--name", "shape", f"data.source={source}", "search.num_samples=2",
                "scheduler.type=none", points, "train.max_steps=2", "train.eval_steps=2",

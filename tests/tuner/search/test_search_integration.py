@@ -319,12 +319,17 @@ def test_generations_command_as_readme_writes_it(dpo_run):
 
 
 def test_compare_search_ranks_both_methods_on_the_shared_metric(tiny_llama, tmp_path):
-    points = ("search.points_to_evaluate=[{method: dpo, train.beta: 0.1, train.learning_rate: 1.0e-4},"
-              " {method: orpo, train.beta: 0.1, train.learning_rate: 1.0e-4}]")
+    points = ("search.points_to_evaluate=["
+              "{method: dpo, dpo.train.beta: 0.1, dpo.train.learning_rate: 1.0e-4, orpo.train.beta: 4.0,"
+              " orpo.train.learning_rate: 5.0e-4},"
+              " {method: orpo, dpo.train.beta: 0.1, dpo.train.learning_rate: 1.0e-4, orpo.train.beta: 4.0,"
+              " orpo.train.learning_rate: 5.0e-4}]")
     done = run_cli("compare.yaml", tiny_llama, tmp_path, "cmp", "search.num_samples=2", "scheduler.type=none", points)
     assert "Top trials by eval_pref_accuracy (max):" in done.stdout
     experiment = Experiment.open(tmp_path / "cmp")
     assert sorted(experiment.trials["method"]) == ["dpo", "orpo"]
+    # each method's trial ran with the values scoped to it (dpo.train.beta, orpo.train.beta)
+    assert dict(zip(experiment.trials["method"], experiment.trials["beta"])) == {"dpo": 0.1, "orpo": 4.0}
     dpo = experiment.history[experiment.history["trial_id"].isin(
         experiment.trials.loc[experiment.trials["method"] == "dpo", "trial_id"])]
     assert dpo["eval_rewards/margins"].notna().all()
