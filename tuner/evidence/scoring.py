@@ -72,8 +72,9 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
 
         from tuner.passes import tasks as model_passes  # where the passes run: Ray tasks during a search, else this process
 
+        runtime = model_passes.runtime_of(experiment)
         model_passes.score_test(experiment, test, [(key, keys.get(key)) for key in missing], model_name, done,
-                                _score, _score_in_task, _Bases())
+                                _score, _score_in_task, _Bases(runtime, experiment.spec.model.max_length))
         experiment.publish(experiment.test_scores_file)  # in object storage: scored once for every reader
 
     def scored(key: str, label: str, best: Best | None = None) -> Scored:
@@ -92,10 +93,13 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
 
 
 class _Bases:
-    """Each base model loaded once for all the models scored; each model scored gets its own copy (a trial's adapter
-    is merged into the weights, and a trainer may change a model's settings), loading being the slow part."""
+    """Each base model loaded once (as the experiment's passes load it: tuner.passes.tasks.runtime_of) for all the
+    models scored; each model scored gets its own copy (a trial's adapter goes into the weights, and a trainer may
+    change a model's settings), loading being the slow part. `single_use`: one model is scored (a Ray task), so
+    no copy is made."""
 
-    def __init__(self):
+    def __init__(self, runtime, max_length: int, single_use: bool = False):
+        self.runtime, self.max_length, self.single_use = runtime, max_length, single_use
         self._loaded: dict[str, object] = {}
 
     def copy_of(self, name: str):
@@ -104,8 +108,10 @@ class _Bases:
 
         from tuner.trial import backends, models
 
+        if self.single_use:
+            return backends.load_base(models.resolve(name), self.runtime, self.max_length)
         if name not in self._loaded:
-            self._loaded[name] = backends.load_base(models.resolve(name))
+            self._loaded[name] = backends.load_base(models.resolve(name), self.runtime, self.max_length)
         loaded = self._loaded[name]
         return replace(loaded, model=copy.deepcopy(loaded.model))
 
@@ -125,7 +131,12 @@ def _score(experiment: Experiment, test, best: Best | None, base_model_name: str
         from peft import PeftModel
 
         adapter = PeftModel.from_pretrained(loaded.model, str(experiment.local_copy(best.checkpoint)))
-        loaded.model = adapter.merge_and_unload().eval()  # a plain model: TRL's pass scores it, not its base
+        if bases.runtime.precision == "4bit":
+            # Merging into 4-bit weights rounds the adapter away; the LoRA layers stay beside them instead, in the
+            # model itself (not a PeftModel, whose adapter TRL's reference pass would switch off).
+            loaded.model = adapter.get_base_model().eval()
+        else:
+            loaded.model = adapter.merge_and_unload().eval()  # a plain model: TRL's pass scores it, not its base
     chosen, rejected = score_pairs(spec, loaded, test)
     entry = {"model": name, "chosen": chosen, "rejected": rejected}
     if best is not None:
@@ -133,9 +144,10 @@ def _score(experiment: Experiment, test, best: Best | None, base_model_name: str
     return entry
 
 
-def _score_in_task(uri: str, spec, test, best: Best, base_model_name: str) -> dict:
+def _score_in_task(uri: str, spec, runtime, test, best: Best, base_model_name: str) -> dict:
     """`_score` in a Ray task (tuner.passes.tasks): the checkpoint is read from the experiment's storage there."""
-    return _score(Experiment(uri, spec=spec), test, best, base_model_name, _Bases())
+    return _score(Experiment(uri, spec=spec), test, best, base_model_name,
+                  _Bases(runtime, spec.model.max_length, single_use=True))
 
 
 def _model_name(experiment: Experiment, best: Best) -> str:

@@ -11,6 +11,7 @@ Ray Tune reads and writes its own files there through the same pyarrow filesyste
     NAME/tuner/data/dpo-reference/   tokenized pairs with the base model's reference log-probs, when shared
     NAME/tuner/data/test/      the test split: prompts no trial, ASHA, Optuna or ranking sees (Arrow)
     NAME/tuner/test_scores.json      per-pair test scores of the base model and the top trials (tuner.evidence.scoring)
+    NAME/tuner/passes.json     how the base model's passes load it, and where each ran (tuner.passes.tasks)
     NAME/tuner/optuna.db       the Optuna study (SQLite), unless search.storage names another storage
     NAME/tuner/base_metrics.json     the base model's scores on the eval pairs
     NAME/tuner/base_outcomes.json    its per-pair outcomes ({"pairs": [...], "correct": [0/1, ...]})
@@ -57,6 +58,16 @@ class NotAnExperiment(UserError):
     """The folder given is not an experiment tuner (or Ray Tune) wrote."""
 
 
+class _Inside:
+    """A path of the experiment, as a read-only attribute: `name` inside the folder that attribute `parent` is."""
+
+    def __init__(self, parent: str, name: str):
+        self.parent, self.name = parent, name
+
+    def __get__(self, experiment, owner=None) -> Path:
+        return getattr(experiment, self.parent) / self.name
+
+
 class Experiment:
     def __init__(self, path: str | Path | Location, *, spec: Spec | None = None, trials: pd.DataFrame | None = None,
                  history: pd.DataFrame | None = None):
@@ -80,25 +91,20 @@ class Experiment:
     def tuner_dir(self) -> Path:
         return self.path / TUNER_DIR
 
-    @property
-    def spec_file(self) -> Path:
-        return self.tuner_dir / "spec.yaml"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.tuner_dir / "data"
-
-    @property
-    def reference_dir(self) -> Path:
-        return self.data_dir / "dpo-reference"
-
-    @property
-    def test_dir(self) -> Path:
-        return self.data_dir / "test"
-
-    @property
-    def test_scores_file(self) -> Path:
-        return self.tuner_dir / "test_scores.json"
+    # The experiment's own files, each named once here (the layout in this module's docstring).
+    spec_file = _Inside("tuner_dir", "spec.yaml")
+    data_dir = _Inside("tuner_dir", "data")
+    reference_dir = _Inside("data_dir", "dpo-reference")
+    test_dir = _Inside("data_dir", "test")
+    test_scores_file = _Inside("tuner_dir", "test_scores.json")
+    passes_file = _Inside("tuner_dir", "passes.json")
+    optuna_file = _Inside("tuner_dir", "optuna.db")
+    base_metrics_file = _Inside("tuner_dir", "base_metrics.json")
+    base_outcomes_file = _Inside("tuner_dir", "base_outcomes.json")
+    base_scores_file = _Inside("tuner_dir", "base_scores.json")
+    prepared_file = _Inside("tuner_dir", "prepared")
+    lock_file = _Inside("tuner_dir", "run.lock")
+    cache_dir = _Inside("tuner_dir", "cache")
 
     @functools.cached_property
     def eval_pairs(self) -> int | None:
@@ -120,10 +126,6 @@ class Experiment:
         return self.location.is_dir(self._relative(self.test_dir))
 
     @property
-    def optuna_file(self) -> Path:
-        return self.tuner_dir / "optuna.db"
-
-    @property
     def optuna_url(self) -> str:
         """The study's storage: `search.storage` when given, else the SQLite file (absolute, from wherever the
         folder, or its working copy, is now)."""
@@ -132,30 +134,6 @@ class Experiment:
     @property
     def has_study(self) -> bool:
         return self.spec.search.storage is not None or self.optuna_file.is_file()
-
-    @property
-    def base_metrics_file(self) -> Path:
-        return self.tuner_dir / "base_metrics.json"
-
-    @property
-    def base_outcomes_file(self) -> Path:
-        return self.tuner_dir / "base_outcomes.json"
-
-    @property
-    def base_scores_file(self) -> Path:
-        return self.tuner_dir / "base_scores.json"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.tuner_dir / "cache"
-
-    @property
-    def prepared_file(self) -> Path:
-        return self.tuner_dir / "prepared"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.tuner_dir / "run.lock"
 
     @property
     def is_prepared(self) -> bool:
@@ -208,7 +186,7 @@ class Experiment:
     def forget_preparation(self) -> None:
         """Remove what `prepare` wrote (for a preparation to start over), keeping the spec."""
         for file in (self.prepared_file, self.base_metrics_file, self.base_outcomes_file, self.base_scores_file,
-                     self.test_scores_file):
+                     self.test_scores_file, self.passes_file):
             file.unlink(missing_ok=True)
         if self.spec.search.storage is None:
             self.optuna_file.unlink(missing_ok=True)

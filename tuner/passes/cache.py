@@ -114,7 +114,7 @@ def tokenization(spec) -> dict[str, Any]:
     return {name: _plain(getattr(args, name)) for name in sorted(reference.PER_TRIAL_FIELDS) if hasattr(args, name)}
 
 
-def fingerprint(kind: str, spec, model_path: str, datasets: dict, store: Path | None = None
+def fingerprint(kind: str, spec, runtime, model_path: str, datasets: dict, store: Path | None = None
                 ) -> tuple[str, dict] | tuple[None, str]:
     """(hex fingerprint, the inputs it hashes) of a pass of `kind` of the model at `model_path` over `datasets`
     (name -> Dataset); (None, why) when it cannot be fingerprinted (a hub model with no local copy)."""
@@ -132,12 +132,28 @@ def fingerprint(kind: str, spec, model_path: str, datasets: dict, store: Path | 
         "pairs": {name: hash_pairs(dataset) for name, dataset in sorted(datasets.items())},
         "max_length": spec.model.max_length,
         "trl": tokenization(spec),
-        # How the pass runs (backends.load_base, tuner.trial.reference): transformers in float32 on the CPU, whatever the
-        # trials' backend; a change there must change the fingerprint.
-        "backend": "hf", "dtype": "float32", "device": "cpu",
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+        # How the pass loads and runs the model (backends.PassRuntime: the trials' backend, precision and device).
+        "backend": runtime.backend, "dtype": runtime.precision, "device": runtime.device,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+                     **_quantization_versions(runtime)},
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest(), inputs
+
+
+def _quantization_versions(runtime) -> dict[str, str]:
+    """unsloth's and bitsandbytes' versions when the pass runs on unsloth (read from the installed metadata: this
+    process may not import unsloth)."""
+    from importlib import metadata
+
+    if runtime.backend != "unsloth":
+        return {}
+    found = {}
+    for package in ("unsloth", "bitsandbytes"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "absent"
+    return found
 
 
 def _plain(value):

@@ -75,6 +75,7 @@ class ShadowScoring(tune.Callback):
             return
         self.experiment = experiment
         self.spec = experiment.spec
+        self.runtime = model_passes.runtime_of(experiment)
         self.test = model_passes.in_memory(load_from_disk(str(experiment.local_copy(experiment.test_dir))))
         self.ids = ([str(i) for i in self.test["pair_id"]] if "pair_id" in self.test.column_names
                     else [str(i) for i in range(len(self.test))])
@@ -103,8 +104,8 @@ class ShadowScoring(tune.Callback):
         if key in self._cache()["models"]:
             return
         pairs = with_pair_ids(self.test)
-        fingerprint, inputs, lookup = model_passes._cached_pass(self.spec, models.resolve(name), {"eval": pairs},
-                                                                False)
+        fingerprint, inputs, lookup = model_passes._cached_pass(self.spec, self.runtime, models.resolve(name),
+                                                                {"eval": pairs}, False)
         if lookup is not None and lookup.entry is not None:
             import json
 
@@ -116,18 +117,16 @@ class ShadowScoring(tune.Callback):
             self._record()
             return
         self._base = (fingerprint, inputs)
-        self._submit(key, None, (model_passes._reference_task, (self.spec, models.resolve(name), {"eval": pairs},
-                                                                False)))
+        self._submit(key, None, (model_passes._reference_task, (self.spec, self.runtime, models.resolve(name),
+                                                                {"eval": pairs}, False)))
 
     def _submit(self, key: str, best, call=None) -> None:
-        import ray
-
         from tuner.evidence import scoring
 
-        call = call or (scoring._score_in_task, (self.uri, self.spec, self.test, best, self.spec.model.name))
-        remote = ray.remote(model_passes._timed).options(num_cpus=self.spec.resources.cpu,
-                                                         num_gpus=self.spec.resources.gpu, max_retries=0)
-        self._pending[remote.remote(call[0], *call[1])] = (key, best, time.time())
+        call = call or (scoring._score_in_task, (self.uri, self.spec, self.runtime, self.test, best,
+                                                 self.spec.model.name))
+        function, args = call
+        self._pending[model_passes.submit(self.spec, self.runtime, function, *args)] = (key, best, time.time())
 
     def _collect(self, timeout: float | None) -> None:
         if not self._pending:

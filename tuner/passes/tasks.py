@@ -25,9 +25,9 @@ from typing import Any, Callable
 
 from tuner.passes import cache as pass_cache
 
-PASSES_FILE = "passes.json"  # in the experiment's tuner/ folder: where each pass ran, how long, whether reused
 WHERE_VARIABLE = "TUNER_PASSES"  # "driver": run the passes in the driver even with Ray running (benchmarks)
 REFERENCE_KIND, SCORES_KIND = "reference", "scores"
+RUNTIME = "runtime"  # passes.json's key for the backends.PassRuntime every pass of the experiment uses
 
 
 # ---------------------------------------------------------------------------------------------- where passes run
@@ -39,16 +39,18 @@ def ray_running() -> bool:
     return ray is not None and ray.is_initialized()
 
 
-def as_tasks() -> bool:
+def as_tasks(runtime=None) -> bool:
     """Whether the passes between searches' steps run as Ray tasks: on a cluster whose nodes are not just this
-    process's own (the driver may be a laptop or a CPU head node). On one machine that is the whole cluster, the
-    driver process runs them: it is where the tasks would run, no trial runs meanwhile, and it saves a worker's
-    start and imports (seconds) and runs on every core, where a task gets a trial's `resources.cpu` threads.
-    `TUNER_PASSES=ray` or `=driver` decides it instead (benchmarks, tests)."""
+    process's own (the driver may be a laptop or a CPU head node), and whenever they run on the trials' GPU share
+    (`runtime`, backends.PassRuntime): the driver neither imports unsloth nor holds a CUDA context the trials'
+    memory caps do not count. On one CPU machine that is the whole cluster, the driver process runs them: it is
+    where the tasks would run, no trial runs meanwhile, and it saves a worker's start and imports (seconds) and runs
+    on every core, where a task gets a trial's `resources.cpu` threads. `TUNER_PASSES=ray` or `=driver` decides it
+    instead (benchmarks, tests)."""
     forced = os.environ.get(WHERE_VARIABLE, "").strip().lower()
     if not ray_running() or forced == "driver":
         return False
-    if forced == "ray":
+    if forced == "ray" or (runtime is not None and runtime.on_gpu):
         return True
     import ray
 
@@ -56,13 +58,18 @@ def as_tasks() -> bool:
     return nodes != [ray.get_runtime_context().get_node_id()]
 
 
-def run_all(spec, calls: list[tuple[Callable, tuple]], on_done: Callable[[int, Any], None] | None = None,
+def run_all(spec, runtime, calls: list[tuple[Callable, tuple]], on_done: Callable[[int, Any], None] | None = None,
             tasks: bool | None = None) -> list[tuple[Any, dict]]:
     """Each `(function, args)` run once: as Ray tasks with a trial's resources (in parallel as they fit) when
-    `tasks` (default: as_tasks()), else in this process, one after the other. Returns (result, where) per call in
-    order, `where` being {"node_id": ..., "seconds": ...}; `on_done(i, result)` is called as each finishes."""
+    `tasks` (default: as_tasks(runtime)), else in this process, one after the other. Returns (result, where) per
+    call in order, `where` being {"node_id": ..., "seconds": ...}; `on_done(i, result)` is called as each
+    finishes."""
     results: list = [None] * len(calls)
-    if not (as_tasks() if tasks is None else tasks):
+    if not (as_tasks(runtime) if tasks is None else tasks):
+        if calls:
+            from tuner.trial import backends
+
+            backends.check_available(runtime)
         for i, (function, args) in enumerate(calls):
             started = time.perf_counter()
             value = function(*args)
@@ -70,10 +77,9 @@ def run_all(spec, calls: list[tuple[Callable, tuple]], on_done: Callable[[int, A
             if on_done:
                 on_done(i, value)
         return results
+    refs = [submit(spec, runtime, function, *args) for function, args in calls]
     import ray
 
-    remote = ray.remote(_timed).options(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=0)
-    refs = [remote.remote(function, *args) for function, args in calls]
     index = {ref: i for i, ref in enumerate(refs)}
     pending = list(refs)
     try:
@@ -91,10 +97,28 @@ def run_all(spec, calls: list[tuple[Callable, tuple]], on_done: Callable[[int, A
     return results
 
 
-def _timed(function: Callable, *args) -> tuple[Any, dict]:
-    """In the task: the function's result, the node it ran on and its seconds."""
+def submit(spec, runtime, function: Callable, *args):
+    """`function(*args)` as a Ray task with what a trial asks for; its ObjectRef, resolving to (result, where).
+    A task with a GPU share runs in a worker of its own that exits after it (`max_calls=1`, Ray's default for GPU
+    tasks, said here because it matters): an idle worker would keep its CUDA context and cached memory, which no
+    trial's memory cap counts."""
     import ray
 
+    options = dict(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=0)
+    if spec.resources.gpu > 0:
+        options["max_calls"] = 1
+    setup = (runtime, spec.resources.cpu, spec.resources.gpu)
+    return ray.remote(_timed).options(**options).remote(setup, function, *args)
+
+
+def _timed(setup: tuple, function: Callable, *args) -> tuple[Any, dict]:
+    """In the task: the process set up as a trial's (backends.prepare_pass_process), then the function's result,
+    the node it ran on and its seconds."""
+    import ray
+
+    from tuner.trial import backends
+
+    backends.prepare_pass_process(*setup)
     started = time.perf_counter()
     value = function(*args)
     return value, {"node_id": ray.get_runtime_context().get_node_id(),
@@ -111,9 +135,10 @@ def in_memory(dataset):
     return dataset.flatten_indices(keep_in_memory=True)
 
 
-def record(experiment, phase: str, entries: list[dict]) -> None:
-    """Where each pass of `phase` ("prepare", "test") ran, in tuner/passes.json (replacing that phase's entries)."""
-    path = experiment.tuner_dir / PASSES_FILE
+def record(experiment, phase: str, entries: list[dict] | dict) -> None:
+    """Where each pass of `phase` ("prepare", "shadow", "test") ran, or the passes' RUNTIME, in tuner/passes.json
+    (replacing what that key held)."""
+    path = experiment.passes_file
     try:
         done = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -125,34 +150,45 @@ def record(experiment, phase: str, entries: list[dict]) -> None:
     experiment.publish(path)
 
 
-def recorded(experiment) -> dict[str, list[dict]]:
-    path = experiment.tuner_dir / PASSES_FILE
+def recorded(experiment) -> dict[str, Any]:
+    path = experiment.passes_file
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def runtime_of(experiment):
+    """How this search's base-model passes load the model (backends.PassRuntime): as its preparation recorded it,
+    so that every later pass (the end of the search, analysis, export) scores as the first did, whatever machine it
+    runs on; decided from the spec for a search prepared before this was recorded."""
+    from tuner.trial import backends
+
+    found = recorded(experiment).get(RUNTIME)
+    return backends.PassRuntime(**found) if isinstance(found, dict) else backends.pass_runtime(experiment.spec)
 
 
 # ---------------------------------------------------------------------------------------------- the passes
 
 
-def _reference_task(spec, model_path: str, datasets: dict, keep_tokenized: bool) -> dict:
-    """One reference pass of the base model over `datasets` (tuner.trial.reference.reference_pass): per name, the
-    PairScores as a dict, and the tokenized pairs with their reference columns (in memory) when `keep_tokenized`."""
+def _reference_task(spec, runtime, model_path: str, datasets: dict, keep_tokenized: bool) -> dict:
+    """One reference pass of the base model, loaded as `runtime` says, over `datasets`
+    (tuner.trial.reference.reference_pass): per name, the PairScores as a dict, and the tokenized pairs with their
+    reference columns (in memory) when `keep_tokenized`."""
     from tuner.trial import backends, reference
 
-    done = reference.reference_pass(spec, backends.load_base(model_path), datasets)
+    done = reference.reference_pass(spec, backends.load_base(model_path, runtime, spec.model.max_length), datasets)
     return {name: (in_memory(tokenized) if keep_tokenized else None, asdict(scores))
             for name, (tokenized, scores) in done.items()}
 
 
-def _cached_pass(spec, model_path: str, datasets: dict, keep_tokenized: bool) -> tuple:
+def _cached_pass(spec, runtime, model_path: str, datasets: dict, keep_tokenized: bool) -> tuple:
     """(fingerprint, its inputs, the cache's Lookup) of one pass; (None, why not cached, None) when it has none."""
     kind = REFERENCE_KIND if keep_tokenized else SCORES_KIND
-    found, inputs = pass_cache.fingerprint(kind, spec, model_path, datasets)
+    found, inputs = pass_cache.fingerprint(kind, spec, runtime, model_path, datasets)
     if found is None:
         return None, inputs, None
     return found, inputs, pass_cache.PassCache().lookup(found)
 
 
-def base_model_passes(spec, jobs: list[tuple[str, str, dict, bool]]) -> list[dict]:
+def base_model_passes(spec, runtime, jobs: list[tuple[str, str, dict, bool]]) -> list[dict]:
     """The base model's passes `jobs`, each (label, model path, datasets, keep_tokenized): from the cache when an
     intact entry has their fingerprint, else run (run_all) and stored. Returns per job {"scores": {name:
     PairScores}, "tokenized": {name: folder in the cache or a Dataset} (keep_tokenized only), "fingerprint",
@@ -162,7 +198,7 @@ def base_model_passes(spec, jobs: list[tuple[str, str, dict, bool]]) -> list[dic
     out: list[dict] = []
     to_run = []
     for label, model_path, datasets, keep_tokenized in jobs:
-        fingerprint, inputs, lookup = _cached_pass(spec, model_path, datasets, keep_tokenized)
+        fingerprint, inputs, lookup = _cached_pass(spec, runtime, model_path, datasets, keep_tokenized)
         job = {"label": label, "fingerprint": fingerprint, "reused": False, "where": None,
                "note": inputs if fingerprint is None else (lookup.rebuilt and f"cache entry rebuilt: {lookup.rebuilt}")}
         if lookup is not None and lookup.entry is not None:
@@ -171,11 +207,11 @@ def base_model_passes(spec, jobs: list[tuple[str, str, dict, bool]]) -> list[dic
                        tokenized={name: lookup.entry / name for name in stored} if keep_tokenized else {})
         else:
             job["_inputs"] = inputs
-            to_run.append((len(out), (_reference_task, (spec, model_path, {n: in_memory(d) for n, d in
-                                                                           datasets.items()}, keep_tokenized))))
+            datasets = {name: in_memory(dataset) for name, dataset in datasets.items()}
+            to_run.append((len(out), (_reference_task, (spec, runtime, model_path, datasets, keep_tokenized))))
         out.append(job)
     if to_run:
-        done = run_all(spec, [call for _, call in to_run])
+        done = run_all(spec, runtime, [call for _, call in to_run])
         for (i, _), (result, where) in zip(to_run, done):
             job = out[i]
             job.update(where=where, scores={name: PairScores(**s) for name, (_, s) in result.items()},
@@ -223,10 +259,12 @@ def prepare_passes(spec, experiment, train, held_out, describe: Callable[[dict],
 
     guards = spec.search.guard_groups
     lines = []
+    runtime = backends.pass_runtime(spec)
+    record(experiment, RUNTIME, asdict(runtime))
     if len(spec.model_names()) > 1:  # each trial is compared with its own base model
         names = spec.model_names()
-        jobs = base_model_passes(spec, [(f"base model {name} (eval)", models.resolve(name), {"eval": held_out},
-                                         False) for name in names])
+        jobs = base_model_passes(spec, runtime, [(f"base model {name} (eval)", models.resolve(name),
+                                                  {"eval": held_out}, False) for name in names])
         by_model = {name: job["scores"]["eval"] for name, job in zip(names, jobs)}
         for name, job in zip(names, jobs):
             reused = f" ({_reuse_note(job)})" if job["reused"] else ""
@@ -236,13 +274,14 @@ def prepare_passes(spec, experiment, train, held_out, describe: Callable[[dict],
         return by_model, lines
     model_path = models.resolve(spec.model.name)
     faults.point("prepare.reference")
-    reason = reference.why_not_shared(spec, backends.resolve_backend(spec.model.backend))
+    reason = reference.why_not_shared(spec)
     started = time.perf_counter()
     if reason:
-        [job] = base_model_passes(spec, [("base model (eval)", model_path, {"eval": held_out}, False)])
+        [job] = base_model_passes(spec, runtime, [("base model (eval)", model_path, {"eval": held_out}, False)])
         lines.append(f"reference log-probs: computed in each trial ({reason})")
     else:
-        [job] = base_model_passes(spec, [("reference", model_path, {"train": train, "eval": held_out}, True)])
+        [job] = base_model_passes(spec, runtime, [("reference", model_path, {"train": train, "eval": held_out},
+                                                   True)])
         for name in ("train", "eval"):
             found = job["tokenized"][name]
             if isinstance(found, Path):  # the cache's folder, as save_to_disk wrote it
@@ -252,7 +291,8 @@ def prepare_passes(spec, experiment, train, held_out, describe: Callable[[dict],
         how = (f"by an earlier search, {_reuse_note(job)}" if job["reused"] else
                f"in {time.perf_counter() - started:.0f} s")
         lines.append(f"reference log-probs: computed once for {len(train)} train and {len(held_out)} eval pairs "
-                     f"{how}, shared by every DPO trial")
+                     f"{how}, shared by every DPO trial"
+                     + (f" ({runtime.describe()})" if runtime != backends.CPU_RUNTIME else ""))
     if job["note"]:
         lines.append(f"pass cache: {job['note']}")
     record(experiment, "prepare", [_where(job)])
@@ -275,20 +315,22 @@ def score_test(experiment, test, wanted: list[tuple[str, Any]], base_model_name:
     """The test_scores.json entries of `wanted` ((key, Best), or (key, None) for the base model), each given to
     `on_done(key, entry)` as it is done: as Ray tasks in parallel (as_tasks), else in this process. A trial is
     scored by tuner.evidence.scoring's `score_here(experiment, test, best, base_model_name, bases)` here, or
-    `score_in_task(uri, spec, test, best, base_model_name)` in a task; the base model's test scores come from the
+    `score_in_task(uri, spec, runtime, test, best, base_model_name)` in a task; the base model's test scores come from the
     pass cache when an earlier search on the same model and test pairs computed them."""
     from tuner.trial import models
     from tuner.evidence.quality import pair_ids, with_pair_ids
 
     spec = experiment.spec
-    tasks = as_tasks()
+    runtime = runtime_of(experiment)
+    tasks = as_tasks(runtime)
     test = in_memory(test) if tasks else test
     pairs = with_pair_ids(test)
     runs, calls, labels = [], [], []
     fingerprint = inputs = None
     for key, best in wanted:
         if best is None:
-            fingerprint, inputs, lookup = _cached_pass(spec, models.resolve(base_model_name), {"eval": pairs}, False)
+            fingerprint, inputs, lookup = _cached_pass(spec, runtime, models.resolve(base_model_name),
+                                                       {"eval": pairs}, False)
             if lookup is not None and lookup.entry is not None:
                 from tuner.evidence.quality import PairScores
 
@@ -298,10 +340,10 @@ def score_test(experiment, test, wanted: list[tuple[str, Any]], base_model_name:
                 runs.append({"pass": "base model (test)", "reused": True, "fingerprint": fingerprint,
                              "node_id": None, "seconds": 0.0})
                 continue
-            calls.append((_reference_task, (spec, models.resolve(base_model_name), {"eval": pairs}, False))
+            calls.append((_reference_task, (spec, runtime, models.resolve(base_model_name), {"eval": pairs}, False))
                          if tasks else (_base_scores_with, (spec, bases, base_model_name, {"eval": pairs})))
         elif tasks:
-            calls.append((score_in_task, (experiment.uri, spec, test, best, base_model_name)))
+            calls.append((score_in_task, (experiment.uri, spec, runtime, test, best, base_model_name)))
         else:
             calls.append((score_here, (experiment, test, best, base_model_name, bases)))
         labels.append((key, best))
@@ -317,7 +359,7 @@ def score_test(experiment, test, wanted: list[tuple[str, Any]], base_model_name:
             value = {"model": base_model_name, "chosen": chosen, "rejected": rejected}
         on_done(key, value)
 
-    for (key, best), (_, where) in zip(labels, run_all(spec, calls, done, tasks)):
+    for (key, best), (_, where) in zip(labels, run_all(spec, runtime, calls, done, tasks)):
         runs.append({"pass": "base model (test)" if best is None else f"trial {best.trial_id} (test)",
                      "reused": False, "fingerprint": fingerprint if best is None else None, **where})
     record(experiment, "test", runs)

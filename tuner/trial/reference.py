@@ -1,9 +1,11 @@
 """DPO's reference log-probs, computed once per search instead of once per trial, and the base model's scores.
 
 The reference is the frozen base model, so its log-probs of every train and eval pair depend only on the base
-model, the data and the tokenization, never on beta, learning rate or LoRA rank. The driver tokenizes the pairs and
-runs the reference once through TRL's own `precompute_ref_log_probs` (with tuner.trial.logprobs' forward: each prompt
-once, the LM head at answer tokens only), and saves the result (token ids plus `ref_chosen_logps` /
+model, the data and the tokenization, never on beta, learning rate or LoRA rank. One pass (tuner.passes.tasks: a Ray
+task with a trial's resources, or the driver of a search on one CPU machine) tokenizes the pairs and runs the
+reference once, loaded as the trials load their base (tuner.trial.backends.pass_runtime: unsloth's 4-bit base on a
+GPU), through TRL's own `precompute_ref_log_probs` (with tuner.trial.logprobs' forward on a CPU: each prompt once,
+the LM head at answer tokens only), and saves the result (token ids plus `ref_chosen_logps` /
 `ref_rejected_logps` columns) beside the prepared data; every DPO trial then trains with
 `precompute_ref_log_probs=True` on those columns and runs no reference forward pass, in training or in eval.
 
@@ -30,14 +32,14 @@ PER_TRIAL_FIELDS = {"max_length", "truncation_mode", "padding_free", "pad_to_mul
                     "ld_alpha", "disable_dropout", "trust_remote_code", "use_liger_kernel"}
 
 
-def why_not_shared(spec: Spec, backend: str) -> str | None:
-    """None when the reference can be shared by every DPO trial of this search, else the reason it cannot."""
+def why_not_shared(spec: Spec) -> str | None:
+    """None when the reference can be shared by every DPO trial of this search, else the reason it cannot. Any
+    backend: the pass loads the base model as the trials do (tuner.trial.backends.pass_runtime), on unsloth in 4
+    bits on the trials' GPU share."""
     if not spec.search.share_reference:
         return "search.share_reference is off"
     if "dpo" not in spec.searched_methods():
         return "no DPO trial"
-    if backend != "hf":
-        return f"the {backend} backend computes its own (quantized) reference in each trial"
     searched = [k for k in spec.search.space if (key := methods.scoped(k)[1]).startswith(("model.", "data."))
                 or key.removeprefix("train.") in PER_TRIAL_FIELDS]
     if searched:
@@ -62,7 +64,12 @@ def reference_pass(spec: Spec, base, datasets: dict) -> dict[str, tuple]:
     names = sorted(datasets, key=lambda name: name != "train")  # TRL calls its first dataset "train"
     dpo_spec = spec.model_copy(update={"method": "dpo"})
     with tempfile.TemporaryDirectory(prefix="tuner-reference-") as scratch:
-        args = training_args(dpo_spec, scratch, on_gpu=False, precompute_reference=True)
+        import torch
+
+        # On the GPU the pass's runtime put it on: TRL's bf16 autocast, as in the trials.
+        on_gpu = next(base.model.parameters()).device.type == "cuda" and torch.cuda.is_bf16_supported()
+        args = training_args(dpo_spec, scratch, on_gpu=on_gpu, precompute_reference=True)
+        args.gradient_checkpointing = False  # a pass without gradients
         args.precompute_ref_batch_size = args.precompute_ref_batch_size or args.per_device_eval_batch_size
         args.eval_strategy = IntervalStrategy.NO  # a pass over the data, not a training run
         others = {name: datasets[name] for name in names[1:]}
@@ -74,7 +81,7 @@ def reference_pass(spec: Spec, base, datasets: dict) -> dict[str, tuple]:
 
 
 def precompute(spec: Spec, base, train, held_out, out_dir: Path):
-    """The shared reference: one pass over the train and eval pairs in the driver, saved as `out_dir/{train,eval}`.
+    """The shared reference: one pass over the train and eval pairs, saved as `out_dir/{train,eval}`.
     Returns the base model's PairScores on the eval pairs, from the same pass."""
     done = reference_pass(spec, base, {"train": train, "eval": held_out})
     for name in ("train", "eval"):

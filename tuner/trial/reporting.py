@@ -42,7 +42,7 @@ class TuneReportCallback(TrainerCallback):
         self.extra_files = extra_files or {}
         self.pair_outcomes = pair_outcomes  # tuner.trial.evaluation.PairEvaluation: the eval that just ran, per pair
         self.last_reported_step = -1
-        self.first_report_extras: dict[str, float] = {}  # e.g. the trial's set-up times, sent once
+        self.first_report_extras: dict[str, float | str] = {}  # e.g. the trial's set-up times, sent once
         self._train_logs: dict[str, list[float]] = defaultdict(list)
 
     def on_log(self, args, state, control, logs=None, **kwargs):

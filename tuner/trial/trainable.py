@@ -94,7 +94,9 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
     trainer = build_trainer(spec, loaded, train, held_out, os.path.join(trial_dir, "trainer"), [reporter], on_gpu,
                             shared_reference, pair_evaluation)
     clock.lap("trainer")  # LoRA wrap (hf backend), tokenization, reference precompute when not shared
-    reporter.first_report_extras = clock.laps
+    # What the trial ran on, for the record (strings: never a metric to rank on).
+    reporter.first_report_extras = {**clock.laps, "setup/backend": backend,
+                                     "setup/reference": "shared" if shared_reference else "own"}
     resume_from = _resumable_checkpoint(reporter)
     try:
         trainer.train(resume_from_checkpoint=resume_from)

@@ -70,10 +70,10 @@ def test_the_base_model_is_loaded_once_and_each_model_scored_as_itself(tiny_llam
     expected_trial, expected_base = score_pairs(spec, merged, test), score_pairs(spec, load_base(str(tiny_llama)), test)
 
     loads = []
-    monkeypatch.setattr(backends, "load_base", lambda path: loads.append(path) or load_base(path))
+    monkeypatch.setattr(backends, "load_base", lambda path, *how: loads.append(path) or load_base(path, *how))
     experiment = SimpleNamespace(spec=spec, local_copy=lambda path: path)
     best = Best("t1", "dpo", "eval_pref_accuracy", "max", 1.0, 8, {}, tmp_path / "checkpoint", {})
-    bases = scoring._Bases()
+    bases = scoring._Bases(backends.CPU_RUNTIME, spec.model.max_length)
     base = scoring._score(experiment, test, None, str(tiny_llama), bases)
     trial = scoring._score(experiment, test, best, str(tiny_llama), bases)
     again = scoring._score(experiment, test, None, str(tiny_llama), bases)

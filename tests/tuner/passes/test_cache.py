@@ -11,6 +11,7 @@ from datasets import Dataset
 
 from tuner.passes import cache as pass_cache
 from tuner.spec import validate_spec
+from tuner.trial.backends import CPU_RUNTIME, PassRuntime
 
 PAIRS = [{"prompt": f"Question {i}?", "chosen": f"Right answer {i}.", "rejected": f"Wrong {i}."} for i in range(6)]
 
@@ -27,8 +28,8 @@ def store(tmp_path, monkeypatch):
     return tmp_path / "cache" / "passes"
 
 
-def fingerprint_of(spec, model, pairs=PAIRS):
-    found, inputs = pass_cache.fingerprint("reference", spec, str(model), {"eval": Dataset.from_list(pairs)})
+def fingerprint_of(spec, model, pairs=PAIRS, runtime=CPU_RUNTIME):
+    found, inputs = pass_cache.fingerprint("reference", spec, runtime, str(model), {"eval": Dataset.from_list(pairs)})
     assert found is not None, inputs
     return found
 
@@ -71,12 +72,17 @@ def test_each_input_changed_in_turn_changes_the_fingerprint(tiny_llama, tmp_path
     changed["max_length"] = fingerprint_of(spec_for(model, max_length=128), model)
     changed["truncation_mode"] = fingerprint_of(
         validate_spec({**spec.model_dump(exclude_defaults=True), "train": {"truncation_mode": "keep_end"}}), model)
+    # how the pass loads the model: unsloth's 4-bit base on the trials' GPU, transformers in bfloat16 on a GPU
+    changed["unsloth 4-bit"] = fingerprint_of(spec, model, runtime=PassRuntime("unsloth", "cuda", "4bit"))
+    changed["unsloth 16-bit"] = fingerprint_of(spec, model, runtime=PassRuntime("unsloth", "cuda", "16bit"))
+    changed["hf on a GPU"] = fingerprint_of(spec, model, runtime=PassRuntime("hf", "cuda", "bfloat16"))
     assert len({first, *changed.values()}) == len(changed) + 1, changed
-    assert pass_cache.fingerprint("scores", spec, str(model), {"eval": Dataset.from_list(PAIRS)})[0] != first
+    assert pass_cache.fingerprint("scores", spec, CPU_RUNTIME, str(model), {"eval": Dataset.from_list(PAIRS)})[0] \
+        != first
 
 
 def test_a_missing_model_is_not_cached(tiny_llama, store):
-    found, why = pass_cache.fingerprint("scores", spec_for(tiny_llama), "nobody/no-such-model-here",
+    found, why = pass_cache.fingerprint("scores", spec_for(tiny_llama), CPU_RUNTIME, "nobody/no-such-model-here",
                                         {"eval": Dataset.from_list(PAIRS)})
     assert found is None and "no local copy" in why
 
