@@ -7,6 +7,10 @@ metrics: length in words, distinct-2, repeated 3-gram rate, and a fact check (fo
 answer): an accepted answer must appear and no known wrong one, matched as whole words with units read as units
 (`100°F` is not `100 °C`). An adapter's answer whose fact check fails where the base model's passed is marked
 REGRESSED.
+
+The models load on the full-precision base (tuner.trial.bases: an adapter trained on a 4-bit base names its
+full-precision counterpart; `--base` names it for a base that is a quantized folder), on the GPU in bfloat16 on a
+CUDA machine, else on the CPU in float32.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from tuner.errors import UserError, guarded
 from tuner.experiment.folder import Experiment
 from tuner.experiment.trust import TRUST_HINT, owner_only_files
+from tuner.trial.bases import full_precision_base
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
     model.eval()
     for prompt in prompts:
         inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                               return_tensors="pt", return_dict=True)
+                                               return_tensors="pt", return_dict=True).to(model.device)
         with torch.no_grad():
             output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
@@ -149,21 +154,54 @@ def best_adapters(results_dir: str | Path, trust: bool = False) -> dict[str, Pat
     return adapters
 
 
-def compare(adapters: dict[str, Path], prompts: list[Prompt], max_new_tokens: int,
-            seed: int = 0) -> dict[str, list[str]]:
+def generation_device():
+    """(device, dtype) the models generate on: the GPU in bfloat16 where there is one (float32 on a GPU without
+    bfloat16), else the CPU in float32, the precision trials train and score in there (not the checkpoint's own
+    dtype, often bfloat16, which a CPU runs slowly)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.device("cpu"), torch.float32
+
+
+def load_base(name: str, quantized: bool):
+    """The base model on the generation device; a quantized folder loads where bitsandbytes put it (a 4-bit model
+    refuses `.to`)."""
+    from transformers import AutoModelForCausalLM
+
+    device, dtype = generation_device()
+    if quantized:
+        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map={"": device.index or 0})
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    return model if device.type == "cpu" else model.to(device)
+
+
+def compare(adapters: dict[str, Path], prompts: list[Prompt], max_new_tokens: int, seed: int = 0,
+            base: str | None = None) -> dict[str, list[str]]:
+    """Greedy answers of the base model and each adapter; `base` names the full-precision base (the `--base` of
+    the command line), else it comes from the first adapter's config."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     torch.manual_seed(seed)
     first = next(iter(adapters.values()))
-    base_path = json.loads((first / "adapter_config.json").read_text())["base_model_name_or_path"]
+    trained_on = json.loads((first / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base_model = full_precision_base(trained_on, base)
+    if base_model.quantized_only and generation_device()[0].type != "cuda":
+        raise UserError(f"--base: the adapters' base {trained_on} is a quantized folder, which loads only on a CUDA "
+                        f"machine (bitsandbytes); pass --base pointing at the full-precision model")
+    if base_model.note:
+        print(f"note: {base_model.note}", file=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(first)
     texts = [p.text for p in prompts]
-    columns = {"base": generate(AutoModelForCausalLM.from_pretrained(base_path), tokenizer, texts, max_new_tokens)}
+    columns = {"base": generate(load_base(base_model.name, base_model.quantized_only), tokenizer, texts,
+                                max_new_tokens)}
     for label, adapter in adapters.items():
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), str(adapter))
+        model = PeftModel.from_pretrained(load_base(base_model.name, base_model.quantized_only), str(adapter))
         columns[label] = generate(model, tokenizer, texts, max_new_tokens)
+        del model  # one adapter's model in memory at a time (on a GPU, its memory back before the next loads)
     return columns
 
 
@@ -250,6 +288,10 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=80)
     parser.add_argument("--out", type=Path, help="default: the first RESULTS_DIR/report")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--base", metavar="NAME_OR_DIR",
+                        help="the full-precision base model (default: the adapters' base, or its full-precision "
+                             "counterpart when it was a 4-bit one); needed on a CPU for a base that is a quantized "
+                             "folder")
     parser.add_argument(TRUST_HINT, action="store_true",
                         help="read results folders that another user owns or can write to")
     args = parser.parse_args(argv)
@@ -266,7 +308,7 @@ def _generate(args) -> int:
               file=sys.stderr)
         return 2
     prompts = load_prompts(args.prompts)
-    columns = compare(adapters, prompts, args.max_new_tokens, args.seed)
+    columns = compare(adapters, prompts, args.max_new_tokens, args.seed, args.base)
     paths = write_tables(columns, prompts, args.out or Experiment(args.results_dirs[0]).report_dir)
     print(paths["markdown"].read_text().rsplit("\n\n", 1)[-1].strip())
     print(f"generations: {paths['html']}\n             {paths['markdown']}")

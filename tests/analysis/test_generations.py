@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from analysis import generations
 from analysis.generations import (DEFAULT_PROMPTS, Prompt, answer_metrics, check_fact, distinct_n, load_prompts,
                                   normalise, regressions, repeated_ngram_rate, write_tables)
+from tests.tuner.test_export import lora_adapter, quantized_copy
 from tuner.errors import UserError
 
 LOOPING = "The first planet is Neptune. The first planet is Neptune. The first planet is Neptune. The first planet"
@@ -99,3 +101,66 @@ def test_default_prompts_cover_the_named_cases_and_files_load(tmp_path):
     path.write_text('{"question": "a?"}\n')
     with pytest.raises(UserError, match="line 1: expected JSON with a `prompt`"):
         load_prompts(path)
+
+
+# ---------------------------------------------------------------------------------------------- where they run
+
+
+@pytest.mark.parametrize(("cuda", "bf16", "device", "dtype"), [
+    (False, False, "cpu", "float32"),
+    (True, True, "cuda", "bfloat16"),
+    (True, False, "cuda", "float32"),  # a GPU without bfloat16
+])
+def test_generation_runs_on_the_gpu_in_bfloat16_where_there_is_one(monkeypatch, cuda, bf16, device, dtype):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    assert generations.generation_device() == (torch.device(device), getattr(torch, dtype))
+
+
+class LoadedModel:
+    """What AutoModelForCausalLM.from_pretrained returned: how it was loaded, and where it was moved."""
+
+    def __init__(self, name: str, **options):
+        self.name, self.options, self.moved_to = name, options, None
+
+    def to(self, device):
+        self.moved_to = device
+        return self
+
+
+@pytest.mark.parametrize(("cuda", "quantized", "options", "moved_to"), [
+    (False, False, {"dtype": "torch.float32"}, None),  # on a CPU: float32, as trials train there; never moved
+    (True, False, {"dtype": "torch.bfloat16"}, "cuda"),
+    (True, True, {"dtype": "torch.bfloat16", "device_map": {"": 0}}, None),  # bitsandbytes places it; 4 bits refuse .to
+])
+def test_the_base_loads_on_the_generation_device(monkeypatch, cuda, quantized, options, moved_to):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", LoadedModel)
+    model = generations.load_base("some/model", quantized)
+    assert model.name == "some/model"
+    assert {**model.options, "dtype": str(model.options["dtype"])} == options
+    assert model.moved_to == (torch.device(moved_to) if moved_to else None)
+
+
+def test_compare_loads_the_full_precision_base_and_generates_on_the_cpu(tmp_path, tiny_llama, monkeypatch):
+    """An adapter whose config names a quantized folder: refused on a CPU without --base, answered with it."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    quantized = quantized_copy(tiny_llama, tmp_path / "tiny-bnb-4bit")
+    lora_adapter(tiny_llama, tmp_path / "adapter", str(quantized))
+    adapters, prompts = {"best DPO (t1)": tmp_path / "adapter"}, [CAPITAL, BOILING]
+    with pytest.raises(UserError, match=r"--base: the adapters' base .*tiny-bnb-4bit is a quantized folder, which "
+                                        r"loads only on a CUDA machine"):
+        generations.compare(adapters, prompts, max_new_tokens=3)
+    columns = generations.compare(adapters, prompts, max_new_tokens=3, base=str(tiny_llama))
+    assert list(columns) == ["base", "best DPO (t1)"]
+    assert all(len(answers) == 2 and all(isinstance(a, str) for a in answers) for answers in columns.values())
+    # greedy on the CPU: the same answers again
+    assert generations.compare(adapters, prompts, max_new_tokens=3, base=str(tiny_llama)) == columns

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from tuner.errors import UserError
 from tuner.spec import Spec
 
 
@@ -169,18 +170,20 @@ def prepare_pass_process(runtime: PassRuntime, cpus: float, gpu_share: float) ->
     import_libraries(runtime.backend)
 
 
+class PassUnavailable(UserError):
+    """This machine cannot load the base model the way the search's passes did (tuner.passes.tasks.runtime_of)."""
+
+
 def check_available(runtime: PassRuntime) -> None:
     """In a process that is about to load the base model as `runtime` says (analysis or export scoring a model
     after the search): refuse, in one line, when this machine cannot, rather than mix numbers from two runtimes."""
-    from tuner.errors import UserError
-
     missing = []
     if runtime.on_gpu and not cuda_available():
         missing.append("a CUDA GPU")
     if runtime.backend == "unsloth" and importlib.util.find_spec("unsloth") is None:
         missing.append("the gpu extra (pip install -e '.[gpu]')")
     if missing:
-        raise UserError(f"this search's base-model passes ran with {runtime.describe()}; scoring another model "
+        raise PassUnavailable(f"this search's base-model passes ran with {runtime.describe()}; scoring another model "
                         f"the same way needs {' and '.join(missing)}, which this machine lacks: run it where the "
                         f"trials ran")
 
