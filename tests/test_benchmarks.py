@@ -37,6 +37,48 @@ def test_gpu_packing_dry_run_prints_the_table(tmp_path, embedded_model):
         assert row["trial_steps_per_s"] > 0 and row["wall_s"] > 0
 
 
+def test_gpu_check_dry_run_writes_every_phase(tmp_path, embedded_model):
+    out = tmp_path / "out"
+    stdout = dry_run("gpu_check", out)
+    figures = json.loads((out / "gpu_check.json").read_text())
+    phases = figures["phases"]
+    assert figures["mode"] == "dry-run" and "targets:" in stdout and "ratio to 1" in stdout
+    # every phase ran and has its figures; MPS needs a GPU
+    assert {name: phases[name]["status"] for name in phases if name != "mps"} == dict.fromkeys(
+        ["build_model", "searches", "packing", "shared_reference", "export"], "ok")
+    assert phases["mps"]["status"] == "unavailable: no GPU"
+    assert phases["build_model"]["parameters"] > 0 and (out / phases["build_model"]["log"]).is_file()
+    for method in ("dpo", "orpo"):
+        search = phases["searches"][method]
+        assert search["rc"] == 0 and len(search["trials"]) == 2 and (out / search["log"]).is_file()
+        for trial in search["trials"]:
+            assert trial["eval_metrics"] and trial["backend"] == "hf" and (out / trial["log"]).is_file()
+        # as each trial reported it: DPO's trained on the reference computed once for the search
+        assert {trial["reference"] for trial in search["trials"]} == {"shared" if method == "dpo" else "own"}
+    packing = phases["packing"]["settings"]
+    assert set(packing) == {"1", "2"} and "reused_from" in packing["2"]  # 2 at a time: the DPO search above
+    for row in packing.values():
+        assert row["trial_steps_per_s"] > 0 and row["steady_trial_steps_per_s"] > 0 and row["fixed_cost_s"] > 0
+    assert packing["1"]["ratio_to_1"] == 1 and packing["2"]["ratio_to_1"] > 0
+    assert phases["packing"]["fixed_cost_cold_s"] > 0 and phases["packing"]["fixed_cost_warm_s"] > 0
+    reference = phases["shared_reference"]
+    assert reference["shared"]["reference"].startswith("reference log-probs: ")
+    assert "share_reference is off" in reference["per_trial"]["reference"]
+    assert reference["shared"]["trial_s"] > 0 and reference["per_trial"]["trial_s"] > 0
+    assert reference["trial_time_saved"] == pytest.approx(
+        1 - reference["shared"]["trial_s"] / reference["per_trial"]["trial_s"], abs=1e-3)
+    export = phases["export"]
+    assert export["loaded_and_generated"] and export["load"][0]["environment"] == "as installed"
+    assert export["load"][0]["generated_tokens"] == 16 and export["load"][0]["lora_b_nonzero"]
+    targets = figures["targets"]
+    assert set(targets) == {"eval_on_unsloth", "throughput_4_per_gpu", "warm_fixed_cost_s",
+                            "shared_reference_saving", "export_loads_with_peft"}
+    assert all(set(t) >= {"value", "target", "met"} for t in targets.values())
+    assert targets["eval_on_unsloth"]["met"] is False  # the dry run trains on the hf backend
+    assert targets["throughput_4_per_gpu"]["met"] is None  # 4 per GPU is not run on a CPU
+    assert targets["export_loads_with_peft"]["met"] is True
+
+
 def test_eval_round_dry_run_compares_today_with_the_one_pass(tmp_path, embedded_model):
     stdout = dry_run("eval_round", tmp_path / "eval.json")
     figures = json.loads((tmp_path / "eval.json").read_text())
@@ -113,7 +155,8 @@ def test_model_passes_dry_run_compares_today_first_and_second_search(tmp_path, e
 
 
 @pytest.mark.parametrize("name", ["eval_round", "default_search", "vs_loop", "harness_overhead",
-                                  "shared_reference", "gpu_packing", "sensitivity", "large_data", "model_passes"])
+                                  "shared_reference", "gpu_packing", "sensitivity", "large_data", "model_passes",
+                                  "gpu_check"])
 def test_every_benchmark_answers_help_as_a_script(name):
     # Nothing of the repo on PYTHONPATH: `benchmarks` is found only because the script puts the repo root first.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -41,7 +41,8 @@ COVERED = {
         "tests/tuner/test_reliability_integration.py::test_sigkill_driver_then_resume_keeps_finished_trials",
     r"^python -m analysis\.generations results/<experiment>$":
         "tests/tuner/search/test_search_integration.py::test_generations_command_as_readme_writes_it",
-    r"^python -m tuner\.run search_spaces/dpo_gpu\.yaml$": "tests/test_search_spaces.py::test_shipped_spec_validates",
+    r"^python -m tuner\.run search_spaces/(dpo|orpo)_gpu\.yaml$":
+        "tests/test_search_spaces.py::test_shipped_spec_validates",
     r"^pip install -e '\.\[gpu\]'$": "pyproject.toml::gpu",
     r"^python benchmarks/\w+\.py$": "tests/test_benchmarks.py",
 }
