@@ -1,8 +1,6 @@
 """The test scoring in the shadow of the trials: the base model and each finished trial that can still be among the
 top `search.test_top_k` are scored on the test split as Ray tasks while the other trials run, so that the end of a
-search waits for the last trial's scoring at most, not for every model in series. On one CPU machine (where the
-passes run in the driver: tuner.passes.tasks.as_tasks) the last trial is left to the end of the search, which scores
-it in the driver on every core, where a task gets one trial's `resources.cpu`.
+search waits for the last trial's scoring at most, not for every model in series.
 
 The test split stays unseen by the search: the scores go to `tuner/test_scores.json` only (the file
 tuner.evidence.scoring reads at the end), never to Tune, ASHA, Optuna or the ranking. A finished trial is scored on the
@@ -52,15 +50,7 @@ class ShadowScoring(tune.Callback):
         rank = sorted(self._finished.values()).index(signed)
         key = self._key(candidate)
         if rank < self.top_k and key not in self._cache()["models"] and key not in self._keys_pending():
-            if self._nothing_else_runs(trials, trial) and not model_passes.as_tasks(self.runtime):
-                return  # the end of the search scores it next, in the driver on every core, not on a trial's share
             self._submit(key, candidate)
-
-    def _nothing_else_runs(self, trials, trial) -> bool:
-        """The search's last trial has just ended: every sample was created and every other trial is done."""
-        done = ("TERMINATED", "ERROR")
-        return len(trials) >= self.spec.search.num_samples and all(
-            other is trial or other.status in done for other in trials)
 
     def on_step_end(self, iteration, trials, **info):
         self._collect(timeout=0)
