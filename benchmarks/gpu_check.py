@@ -16,7 +16,7 @@ is skipped, and one that overruns its share is stopped, so the JSON is always wr
 and ends with the targets, each {"value", "target", "met"} (met null when not measured).
 
     bash benchmarks/gpu_check.sh                      # on the device machine, carry [".device"] (see its header)
-    python benchmarks/gpu_check.py --out DIR --tokenizer .device/tokenizer --budget-s 480   # what it runs there
+    python benchmarks/gpu_check.py --out DIR --tokenizer .device/tokenizer --budget-s 540   # what it runs there
     python benchmarks/gpu_check.py --dry-run --out DIR                                       # on a CPU: a few minutes
 
 --dry-run: a tiny model, model.backend=hf, resources.gpu=0 and resources.cpu=1, tiny data and steps
@@ -52,10 +52,11 @@ from benchmarks.common import DRY_RUN, REPO, TINY_MODEL, machine, trial_seconds,
 # 1B model (docs/gpu.md, ../shared/device/README.md): a trial's unsloth import, 4-bit load and set-up 20-45 s, its
 # first step up to 40 s with cold compile caches and ~8 s warm, 16 steps ~7 s; a search's driver (imports, Ray, Tune,
 # the end) ~20 s, plus a base-model pass (reference or scores) of ~30 s when the pass cache has none. So: the model
-# ~25 s, the cold 4-trial DPO search ~140 s, the ORPO one ~95 s, a warm 1-trial search ~70 s, the export and load
-# ~30 s. The targets' units (KEPT) need about 430 s; packing at 2 (~75 s) and MPS (~90 s) run only when the budget
-# has that much left beyond what the later kept units need: at --budget-s 480 expect them skipped, at ~600 not.
-DEVICE_BUDGETS = {"build_model": (90, 20), "searches.dpo": (210, 120), "searches.orpo": (150, 90),
+# ~25 s, the cold 4-trial DPO search ~140 s, the ORPO one with its test scoring ~150 s, a warm 1-trial search ~70 s,
+# the export and load ~30 s. The targets' units (KEPT) need about 490 s; packing at 2 (~75 s) and MPS (~90 s) run
+# only when the budget has that much left beyond what the later kept units need: at --budget-s 540 (the default; a
+# device call may run 600 s) expect them skipped.
+DEVICE_BUDGETS = {"build_model": (90, 20), "searches.dpo": (210, 120), "searches.orpo": (210, 120),
                   "packing.1": (120, 75), "packing.2": (130, 80), "packing.4": (150, 100), "mps": (140, 90),
                   "shared_reference": (130, 75), "export": (100, 35)}
 DRY_BUDGETS = {"build_model": (120, 5), "searches.dpo": (400, 20), "searches.orpo": (400, 20),
@@ -349,7 +350,9 @@ def trials_of(check: Check, name: str, wall: float) -> dict:
         rows.append(row)
     if rows and check.first_search_with_trials is None:
         check.first_search_with_trials = name
-    record = {"trials": rows, "trial_s": round(trial_seconds(check.results / name), 2) if len(history) else None}
+    record = {"trials": rows, "trial_s": round(trial_seconds(check.results / name), 2) if len(history) else None,
+              "test_scored": sorted(json.loads(experiment.test_scores_file.read_text())["models"])
+              if experiment.test_scores_file.is_file() else []}
     passes = experiment.tuner_dir / "passes.json"
     if passes.is_file():
         shutil.copy(passes, check.logs / name / "passes.json")
@@ -421,8 +424,11 @@ def phase_searches(check: Check) -> dict:
     n = packed(check)
     phase = {}
     for method in ("dpo", "orpo"):
-        phase[method] = unit(check, f"searches.{method}", lambda limit, m=method: search(
-            check, f"{m}-gpu", f"{m}_gpu.yaml", overrides(check, n), limit),
+        # ORPO's search keeps a test split, scored by the winner alone: the base model's and a trial adapter's
+        # passes over it then run as the trials' runtime does (unsloth's 4-bit base in a Ray task on a GPU share).
+        tested = ["data.test_fraction=0.2", "search.test_top_k=1"] if method == "orpo" else []
+        phase[method] = unit(check, f"searches.{method}", lambda limit, m=method, t=tested: search(
+            check, f"{m}-gpu", f"{m}_gpu.yaml", [*overrides(check, n), *t], limit),
             reason_if_not=None if check.model else "no model (phase 1 failed)")
         check.figures["phases"]["searches"] = phase
         check.save()
@@ -711,7 +717,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="folder for gpu_check.json and logs/ (default: $OUT, else a new "
                                                  "temporary folder)")
     parser.add_argument("--tokenizer", help="a folder with the tokenizer files (default: the embedded model's)")
-    parser.add_argument("--budget-s", type=float, help="wall-time budget of the whole check (default: 480; 1200 with "
+    parser.add_argument("--budget-s", type=float, help="wall-time budget of the whole check (default: 540; 1200 with "
                                                        "--dry-run)")
     parser.add_argument("--work", type=Path, help="folder for the model, the results and the export (default: a new "
                                                   "temporary folder)")
@@ -728,7 +734,7 @@ def main() -> None:
 
     tokenizer = str(Path(args.tokenizer).resolve()) if args.tokenizer else None
     check = Check(out=out, work=work, dry_run=args.dry_run, tokenizer=tokenizer,
-                  budget_s=args.budget_s or (1200 if args.dry_run else 480),
+                  budget_s=args.budget_s or (1200 if args.dry_run else 540),
                   gpu=torch.cuda.is_available() and not args.dry_run)
     # Every search of the check shares one pass cache and one set of Inductor/Triton compile caches (tuner.trial.
     # device sets these only when unset): trials after the first search's are warm. Unsloth's own compile folder

@@ -55,6 +55,11 @@ def test_gpu_check_dry_run_writes_every_phase(tmp_path, embedded_model):
             assert trial["eval_metrics"] and trial["backend"] == "hf" and (out / trial["log"]).is_file()
         # as each trial reported it: DPO's trained on the reference computed once for the search
         assert {trial["reference"] for trial in search["trials"]} == {"shared" if method == "dpo" else "own"}
+    # ORPO's search keeps a test split: the base model and the winner (at least) scored on it, with the trials'
+    # runtime; the DPO search has none
+    scored = phases["searches"]["orpo"]["test_scored"]
+    assert sum(key.startswith("base:") for key in scored) == 1 and len(scored) >= 2
+    assert phases["searches"]["dpo"]["test_scored"] == []
     packing = phases["packing"]["settings"]
     assert set(packing) == {"1", "2"} and "reused_from" in packing["2"]  # 2 at a time: the DPO search above
     for row in packing.values():

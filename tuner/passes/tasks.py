@@ -118,9 +118,12 @@ def _timed(setup: tuple, function: Callable, *args) -> tuple[Any, dict]:
 
     from tuner.trial import backends
 
-    backends.prepare_pass_process(*setup)
+    scratch = backends.prepare_pass_process(*setup)
     started = time.perf_counter()
-    value = function(*args)
+    try:
+        value = function(*args)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return value, {"node_id": ray.get_runtime_context().get_node_id(),
                    "seconds": round(time.perf_counter() - started, 2)}
 
@@ -158,11 +161,19 @@ def recorded(experiment) -> dict[str, Any]:
 def runtime_of(experiment):
     """How this search's base-model passes load the model (backends.PassRuntime): as its preparation recorded it,
     so that every later pass (the end of the search, analysis, export) scores as the first did, whatever machine it
-    runs on; decided from the spec for a search prepared before this was recorded."""
+    runs on. A search prepared before the runtime was recorded ran every pass with transformers in float32 on a
+    CPU."""
+    from tuner.trial import backends
+
+    return recorded_runtime(experiment) or backends.CPU_RUNTIME
+
+
+def recorded_runtime(experiment):
+    """The backends.PassRuntime this experiment's preparation recorded, None when it recorded none."""
     from tuner.trial import backends
 
     found = recorded(experiment).get(RUNTIME)
-    return backends.PassRuntime(**found) if isinstance(found, dict) else backends.pass_runtime(experiment.spec)
+    return backends.PassRuntime(**found) if isinstance(found, dict) else None
 
 
 # ---------------------------------------------------------------------------------------------- the passes
@@ -315,8 +326,8 @@ def score_test(experiment, test, wanted: list[tuple[str, Any]], base_model_name:
     """The test_scores.json entries of `wanted` ((key, Best), or (key, None) for the base model), each given to
     `on_done(key, entry)` as it is done: as Ray tasks in parallel (as_tasks), else in this process. A trial is
     scored by tuner.evidence.scoring's `score_here(experiment, test, best, base_model_name, bases)` here, or
-    `score_in_task(uri, spec, runtime, test, best, base_model_name)` in a task; the base model's test scores come from the
-    pass cache when an earlier search on the same model and test pairs computed them."""
+    `score_in_task(uri, spec, runtime, test, best, base_model_name)` in a task; the base model's test scores come
+    from the pass cache when an earlier search on the same model and test pairs computed them."""
     from tuner.trial import models
     from tuner.evidence.quality import pair_ids, with_pair_ids
 

@@ -93,13 +93,19 @@ def trainable(spec: Spec, experiment: Experiment, verbose: bool = False):
     from ray import tune
 
     from tuner.data import loading as data
+    from tuner.passes import tasks as model_passes
     from tuner.trial.trainable import run_trial
 
     prepared = data.load_prepared(experiment.local_copy(experiment.data_dir), in_memory=True)
     reference = (data.load_prepared(experiment.local_copy(experiment.reference_dir), in_memory=True)
                  if experiment.shares_reference else None)
+    spec_dict = spec.model_dump(mode="json")
+    if spec.model.backend == "auto" and (decided := model_passes.recorded_runtime(experiment)) is not None:
+        # `auto` resolved once, in the driver, for the passes and the trials alike: a worker whose environment
+        # differs from the driver's must not train on another backend than the shared reference was computed with.
+        spec_dict["model"]["backend"] = decided.backend
     with_spec = tune.with_parameters(
-        run_trial, spec_dict=spec.model_dump(mode="json"), data=prepared, reference=reference,
+        run_trial, spec_dict=spec_dict, data=prepared, reference=reference,
         # A folder every trial of this experiment reaches: the experiment's own, unless it is in object storage
         # (each node then keeps its own, under its temporary folder).
         cache_dir=str(experiment.cache_dir) if experiment.location.is_local else None,

@@ -48,7 +48,7 @@ class PassRuntime:
 
     backend: str  # "hf" or "unsloth"
     device: str  # "cpu" or "cuda"
-    precision: str  # "float32"; "bfloat16" (hf on a GPU that has it, else float32); "4bit" or "16bit" (unsloth)
+    precision: str  # "float32"; "bfloat16" (hf on a GPU: float32 on one without bfloat16); "4bit", "16bit" (unsloth)
 
     @property
     def on_gpu(self) -> bool:
@@ -158,16 +158,19 @@ def _load_base_unsloth(model_path: str, runtime: PassRuntime, max_length: int | 
     return Loaded(model.eval(), _with_pad_token(tokenizer), None)
 
 
-def prepare_pass_process(runtime: PassRuntime, cpus: float, gpu_share: float) -> None:
+def prepare_pass_process(runtime: PassRuntime, cpus: float, gpu_share: float) -> str:
     """First thing in a Ray task that runs a pass: the trial's share of the machine (tuner.trial.device: threads,
-    the GPU memory cap, unsloth's own compile folder) and the libraries in the order the backend needs."""
+    the GPU memory cap, unsloth's own compile folder) and the libraries in the order the backend needs. Returns the
+    task's scratch folder (unsloth's compiled modules), for the caller to remove."""
     import tempfile
 
     from tuner.trial import device
 
-    device.set_up(cpus, gpu_share if runtime.on_gpu else 0, tempfile.mkdtemp(prefix="tuner-pass-"),
+    scratch = tempfile.mkdtemp(prefix="tuner-pass-")
+    device.set_up(cpus, gpu_share if runtime.on_gpu else 0, scratch,
                   os.path.join(tempfile.gettempdir(), "tuner-compile-cache"))
     import_libraries(runtime.backend)
+    return scratch
 
 
 class PassUnavailable(UserError):

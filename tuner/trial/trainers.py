@@ -8,6 +8,8 @@ tuner.trial.reference.reference_pass), never by `tuner --help` or `--dry-run`.
 
 from __future__ import annotations
 
+from unittest import mock
+
 import torch
 from datasets import Value
 from torch.utils.data import DataLoader
@@ -70,8 +72,14 @@ class ReferencePassDPOTrainer(DPOTrainer):
     and token counts (TRL keeps only its loss's columns) in `self.scores`."""
 
     def __init__(self, *args, **kwargs):
+        import transformers.trainer
+
         self.scores: dict[str, PairScores] = {}
-        super().__init__(*args, **kwargs)
+        # transformers refuses to build a Trainer on a quantized model without trainable adapters: the trials'
+        # 4-bit base here, or a trial's adapter beside its 4-bit weights (tuner.evidence.scoring). That check is for
+        # training; this pass never trains.
+        with mock.patch.object(transformers.trainer, "validate_quantization_for_training", lambda model: None):
+            super().__init__(*args, **kwargs)
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
         scores = PairScores(pairs=pair_ids(dataset), groups=pair_groups(dataset))

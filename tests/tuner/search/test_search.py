@@ -367,3 +367,32 @@ def test_a_trial_the_study_already_finished_is_reported_again_after_a_resume_wit
     searcher._ot_study.tell(ot_trial, 0.5)  # the study saw the end before Tune's last snapshot
     searcher.on_trial_complete("a", {PREF: 0.9, "eval_guard_broken": 1.0})  # Tune reports it again
     assert searcher._ot_study.get_trials()[0].value == 0.5
+
+
+@pytest.mark.parametrize(("requested", "recorded", "trials_get"), [
+    ("auto", {"backend": "unsloth", "device": "cuda", "precision": "4bit"}, "unsloth"),
+    ("auto", {"backend": "hf", "device": "cuda", "precision": "bfloat16"}, "hf"),
+    ("auto", None, "auto"),  # prepared before the runtime was recorded: the trials resolve it, as they did
+    ("hf", {"backend": "hf", "device": "cpu", "precision": "float32"}, "hf"),
+])
+def test_trials_train_on_the_backend_the_passes_were_run_with(requested, recorded, trials_get, tmp_path,
+                                                              monkeypatch):
+    """`auto` is resolved once, in the driver (tuner.trial.backends.pass_runtime): a worker whose environment
+    differs from the driver's (unsloth installed there only) must not train against a reference from another
+    model."""
+    from ray import tune
+
+    from tuner.data import loading
+
+    given = {}
+    monkeypatch.setattr(tune, "with_parameters", lambda function, **kwargs: given.update(kwargs) or function)
+    monkeypatch.setattr(tune, "with_resources", lambda function, resources: function)
+    monkeypatch.setattr(loading, "load_prepared", lambda *args, **kwargs: None)
+    passes = tmp_path / "passes.json"
+    if recorded is not None:
+        passes.write_text(json.dumps({"runtime": recorded}))
+    experiment = SimpleNamespace(passes_file=passes, data_dir=tmp_path, local_copy=lambda path: path,
+                                 shares_reference=False, cache_dir=tmp_path, path=tmp_path,
+                                 location=SimpleNamespace(is_local=True), base_scores=lambda: {})
+    build.trainable(validate_spec({"model": {"backend": requested}}), experiment)
+    assert given["spec_dict"]["model"]["backend"] == trials_get

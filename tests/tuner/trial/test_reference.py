@@ -58,6 +58,20 @@ def test_shared_reference_matches_in_trial_reference(tiny_llama, tmp_path):
     assert compared >= 11
 
 
+def test_the_reference_pass_runs_on_a_quantized_base(tiny_llama, monkeypatch):
+    """The unsloth runtime's base is 4-bit with no adapter, which transformers' Trainer refuses to train: the pass
+    does not train, so it runs (the check is real: a trainer on the same model is refused)."""
+    from transformers import trainer_utils
+
+    base = backends.load_base(str(tiny_llama))
+    monkeypatch.setattr(type(base.model), "is_quantized", property(lambda self: True), raising=False)
+    with pytest.raises(ValueError, match="purely quantized"):
+        trainer_utils.validate_quantization_for_training(base.model)
+    spec = tiny_spec(tiny_llama)
+    scores = reference.base_scores(spec, base, load_pairs(spec.data).eval)
+    assert len(scores.pairs) == 4 and all(v < 0 for v in scores.chosen_logps)
+
+
 @pytest.mark.parametrize(("raw", "reason"), [
     ({}, None),
     ({"search": {"share_reference": False}}, "search.share_reference is off"),
