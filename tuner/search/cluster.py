@@ -15,6 +15,7 @@ import ipaddress
 import os
 import contextlib
 import shutil
+import time
 import signal
 import sys
 import tempfile
@@ -92,13 +93,25 @@ def start(address: str | None, dashboard_host: str = "127.0.0.1", verbose: bool 
     return session
 
 
+def _remove_when_released(folder: Path, within_s: float = 10.0) -> None:
+    """Remove a local Ray's private folder. ray.shutdown() returns while its last processes (the log monitor, the
+    dashboard's agents) may still write their files there, and a removal racing them leaves the folder behind:
+    retry until it is gone, for a few seconds at most."""
+    deadline = time.monotonic() + within_s
+    while True:
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists() or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
 def stop(session: RaySession) -> None:
     """Disconnect (a local Ray: stop it and remove its private folder)."""
     import ray
 
     ray.shutdown()
     if session.private_dir is not None:
-        shutil.rmtree(session.private_dir, ignore_errors=True)
+        _remove_when_released(session.private_dir)
     previous = session._restore
     if SINGLE_MACHINE_VARIABLE in previous:
         if previous[SINGLE_MACHINE_VARIABLE] is None:
