@@ -99,7 +99,7 @@ def analyze(args) -> int:
     best = first.iloc[0]["trial_id"] if len(first) and first.iloc[0]["rank"] == 1 else None
     figures = plots.plot_curves(experiment.history, best, out / "figures")
     figures += plots.plot_parameters(first, out / "figures")
-    if experiment.spec.search.algorithm == "optuna" and experiment.has_study:
+    if experiment.spec.search.uses_optuna() and experiment.has_study:
         from tuner.search import study
 
         storage = study.storage_for(experiment.spec.search.storage, experiment.uri)

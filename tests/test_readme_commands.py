@@ -45,6 +45,10 @@ COVERED = {
         "tests/test_search_spaces.py::test_shipped_spec_validates",
     r"^pip install -e '\.\[gpu\]'$": "pyproject.toml::gpu",
     r"^python benchmarks/\w+\.py$": "tests/test_benchmarks.py",
+    r"^python -m tuner\.run search_spaces/dpo\.yaml 'search\.space=\{\}' search\.num_samples=\d "
+    r"train\.beta=0\.1 train\.learning_rate=5\.0e-6$":
+        "tests/tuner/search/test_fixed_settings_integration.py::"
+        "test_a_spec_without_a_space_runs_its_settings_over_training_seeds_and_ends_with_the_verdict",
 }
 # Cheap commands run as written (placeholders filled in), with what they must print.
 RUN_AS_WRITTEN = {

@@ -131,7 +131,7 @@ def start(args: argparse.Namespace, early: cluster.EarlyStart | None = None) -> 
         splits = _checked_pairs(spec, data.load_pairs(spec.data, cache_dir=staging.name))
         location = checks.check_storage(spec.run.storage_path, args.name or spec.run.name or
                                        checks.default_name(spec))
-        if spec.search.algorithm == "optuna" and spec.search.storage is not None:
+        if spec.search.uses_optuna() and spec.search.storage is not None:
             from tuner.search import study
 
             study.check(spec.search.storage, location.name)
@@ -304,7 +304,7 @@ def _check_secrets(spec: Spec, address: str | None) -> None:
 def _announce(context, spec: Spec, experiment) -> None:
     if context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}  (token auth: see docs/monitoring.md)")
-    if spec.search.algorithm == "optuna":
+    if spec.search.uses_optuna():
         print(f"Optuna study: optuna-dashboard {experiment.optuna_url}")
     print(f"TensorBoard: tensorboard --logdir {shlex.quote(experiment.uri)}")
     print(f"trials: a table after {console.REFRESH_S:.0f} s, then at doubling gaps up to "

@@ -30,7 +30,7 @@ def report(experiment: Experiment, top: int) -> None:
     ranking, so that the table's numbers, the named trial and the checkpoint are one report's. A search in which
     no trial reported (all failed, or stopped before the first evaluation) shows its trials and their errors."""
     from tuner.experiment.ranking import UnknownMetric
-    from tuner.experiment.tables import describe_best, describe_uncertainty, ranking_table
+    from tuner.experiment.tables import describe_best, describe_repeats, describe_uncertainty, ranking_table
 
     spec, path, trials = experiment.spec, shlex.quote(experiment.uri), experiment.trials
     try:
@@ -43,6 +43,8 @@ def report(experiment: Experiment, top: int) -> None:
         print(describe_best(ranked))
         if uncertainty := describe_uncertainty(ranked):
             print(uncertainty)
+        for line in describe_repeats(ranked):
+            print(line)
     elif len(trials):
         counts = ", ".join(f"{n} {status}" for status, n in trials["status"].value_counts().items())
         print(f"\nNo trial reported {spec.metric}: {len(trials)} trial(s), {counts}")

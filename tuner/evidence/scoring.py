@@ -18,6 +18,7 @@ import numpy as np
 from tuner.experiment.folder import Experiment
 from tuner.experiment.ranking import Best
 from tuner.evidence.verdict import Scored, ScoredSplit
+from tuner.trial import methods
 
 BASE_LABEL = "base model"
 
@@ -89,7 +90,9 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
         pairs[column] = [_text(v) for v in pairs[column]]
     return ScoredSplit(pairs, scored(f"base:{model_name}", BASE_LABEL),
                        [scored(key, best.trial_id, best) for key, best in keys.items()],
-                       experiment.spec.data.groups, tuple(experiment.spec.search.guard_groups))
+                       experiment.spec.data.groups, tuple(experiment.spec.search.guard_groups),
+                       learning_rate_searched=any(methods.scoped(key)[1] == "train.learning_rate"
+                                                  for key in experiment.spec.search.space))
 
 
 class _Bases:

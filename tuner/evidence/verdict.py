@@ -49,6 +49,14 @@ class ScoredSplit:
     trials: list[Scored]  # by the search's ranking; trials[0] is the winner
     group_name: str | None = None  # data.group_column's name, for headings
     guard_groups: tuple = ()  # search.guard_groups: reported apart, left out of the headline's accuracy
+    # Where the learning rate is set: a searched range (search.space.train.learning_rate) or train.learning_rate,
+    # the key the advice names.
+    learning_rate_searched: bool = True
+
+    def learning_rate(self, direction: str) -> str:
+        """`lower`/`raise` the learning rate, naming the key that sets it in this search."""
+        return (f"{direction} the learning-rate range (search.space.train.learning_rate)" if self.learning_rate_searched
+                else f"{direction} train.learning_rate")
 
     @property
     def winner(self) -> Scored | None:
@@ -158,8 +166,8 @@ def headline(results: ScoredSplit) -> list[str]:
                   f"  no trial to compare: {nothing}"]
         if results.guard_groups:
             lines.append("the search found nothing better than the base model: every trial that reported fell below it "
-                         "on a guard group. Lower the learning-rate range (search.space.train.learning_rate) or "
-                         "train fewer steps (train.max_steps)")
+                         f"on a guard group. {results.learning_rate('Lower')} or train fewer steps "
+                         f"(train.max_steps)")
         return lines
     w, d = results.accuracy(winner), results.difference(winner)
     where = f" ({winner.method}, step {winner.step})" if winner.method else ""
@@ -228,17 +236,17 @@ def what_to_change(results: ScoredSplit) -> list[str]:
     lines = ["the search found nothing better than the base model: the winner above is the best of what was tried, "
              "not an improvement"]
     if worse:
-        lines.append(f"  it moved too far: guard group(s) {', '.join(worse)} got worse. Lower the learning-rate "
-                     f"range (search.space.train.learning_rate) or train fewer steps (train.max_steps)"
+        lines.append(f"  it moved too far: guard group(s) {', '.join(worse)} got worse. "
+                     f"{results.learning_rate('Lower')} or train fewer steps (train.max_steps)"
                      + (", or raise train.beta (DPO's pull towards the reference)" if winner.method == "dpo" else ""))
     elif abs(drift) < BARELY_MOVED:
         lines.append(f"  the adapters barely moved (drift {drift:+.3f} nats a token): train longer "
-                     f"(train.max_steps) or raise the learning-rate range (search.space.train.learning_rate)")
+                     f"(train.max_steps) or {results.learning_rate('raise')}")
     elif not d.distinguishable:
         lines.append(f"  the winner moved (drift {drift:+.3f}) but changed too few test pairs to tell "
                      f"({d.a_only} fixed, {d.b_only} broken): score more pairs (data.max_eval_rows, "
                      f"data.max_test_rows, or a larger data.test_fraction), or train longer (train.max_steps)")
     else:
         lines.append("  training made the searched groups worse: check that `chosen` holds the preferred answer "
-                     "(data.columns), and lower the learning-rate range")
+                     f"(data.columns), and {results.learning_rate('lower')}")
     return lines

@@ -78,6 +78,36 @@ def describe_uncertainty(ranked: pd.DataFrame) -> str | None:
     return line
 
 
+def describe_repeats(ranked: pd.DataFrame, seed_column: str = "config/train.seed", shown: int = 5) -> list[str]:
+    """The noise floor, where trials repeat the same settings over training seeds (tuner.search.space.planned_trials):
+    per setting, the spread of the ranking's score over its seeds. A gap between settings smaller than that spread
+    is what training's own noise gives."""
+    if seed_column not in ranked or ranked.empty:
+        return []
+    settings = [c for c in ranked.columns if c.startswith("config/") and c != seed_column]
+    keyed = ranked.assign(_settings=ranked[settings].astype(str).agg(" ".join, axis=1) if settings else "")
+    lines = []
+    for _, trials in keyed.groupby("_settings", sort=False):
+        if len(trials) < 2:
+            continue
+        scores = trials.loc[trials["rank"].notna(), "score"].astype(float)
+        config = {c.removeprefix("config/"): _plain(trials.iloc[0][c]) for c in settings if not _blank(trials.iloc[0][c])}
+        of = f"{len(trials)} seeds" + (f" of {config}" if config else "")
+        unranked = len(trials) - len(scores)
+        why = (f"; {unranked} unranked (guard broken or no finite score)" if unranked else "")
+        if len(scores) >= 2:
+            lines.append(f"  {of}: {scores.min():.4g} to {scores.max():.4g} (mean {scores.mean():.4g}, sd "
+                         f"{scores.std(ddof=1):.2g}){why}")
+        else:
+            lines.append(f"  {of}: too few ranked to give a spread{why}")
+    if not lines:
+        return []
+    metric = ranked.attrs.get("metric", "score")
+    head = (f"noise floor: the same settings over training seeds, {metric} per seed (a gap between settings smaller "
+            f"than this spread is training noise):")
+    return [head, *lines[:shown]] + ([f"  ... and {len(lines) - shown} more settings"] if len(lines) > shown else [])
+
+
 def _blank(value) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 

@@ -12,7 +12,7 @@ import os
 import posixpath
 
 from tuner.experiment.folder import Experiment
-from tuner.search.space import max_eval_rounds, param_space
+from tuner.search.space import max_eval_rounds, param_space, planned_trials, races_trials, shown_keys
 from tuner.spec import Spec
 
 # The modules whose classes subclass Ray's and Optuna's (tuner.search.searchers, .scheduler, .callbacks) are imported
@@ -24,9 +24,10 @@ def build_searcher(spec: Spec, experiment: Experiment):
     first rung (scheduler.pause_at_first_rung) does not count: its place goes to a configuration not yet tried."""
     from tuner.search import searchers
 
-    points = spec.search.points_to_evaluate or None
+    planned = planned_trials(spec)
+    points = planned if planned is not None else spec.search.points_to_evaluate or None
     limit = spec.search.max_concurrent_trials
-    if spec.search.algorithm == "optuna":
+    if spec.search.uses_optuna():
         import optuna
 
         from tuner.search import study
@@ -40,7 +41,8 @@ def build_searcher(spec: Spec, experiment: Experiment):
             points_to_evaluate=points,
         )
         return searchers.RunningTrialsLimiter(searcher, max_concurrent=limit)
-    # Tune ignores TuneConfig.max_concurrent_trials for a BasicVariantGenerator: it takes the limit itself.
+    # Tune ignores TuneConfig.max_concurrent_trials for a BasicVariantGenerator: it takes the limit itself. A search
+    # that samples nothing gives it every trial as a point, over an empty param_space: one trial each.
     return searchers.PauseAwareVariantGenerator(points_to_evaluate=points, random_state=spec.search.seed,
                                                 max_concurrent=limit)
 
@@ -51,12 +53,15 @@ def build_scheduler(spec: Spec, train_rows: int):
     from tuner.search.scheduler import NanSafeASHA
 
     max_t = spec.scheduler.max_t or max_eval_rounds(spec, train_rows)
+    races = races_trials(spec)
     return NanSafeASHA(
         time_attr="training_iteration",
         max_t=max_t,
-        grace_period=min(spec.scheduler.grace_period, max_t),
+        # Repeats of one setting are not raced: their one rung is max_t, where every trial ends anyway, and only a
+        # broken guard group stops one before.
+        grace_period=min(spec.scheduler.grace_period, max_t) if races else max_t,
         reduction_factor=spec.scheduler.reduction_factor,
-        pause_at_first_rung=spec.scheduler.pause_at_first_rung,
+        pause_at_first_rung=spec.scheduler.pause_at_first_rung and races,
         max_running=spec.search.max_concurrent_trials,
     )
 
@@ -65,7 +70,7 @@ def study_upload(spec: Spec, experiment: Experiment) -> list:
     """With object storage and the default SQLite study (on the driver's disk), a Tune callback that uploads the
     study beside the results at every trial's end and whenever Tune saves its experiment state (which holds the
     searcher's): `--resume`, on any machine, finds a study at least as new as Tune's snapshot of the searcher."""
-    if experiment.location.is_local or spec.search.algorithm != "optuna" or spec.search.storage is not None:
+    if experiment.location.is_local or not spec.search.uses_optuna() or spec.search.storage is not None:
         return []
     from tuner.search.callbacks import StudyUpload
 
@@ -133,7 +138,7 @@ def progress_callbacks(spec: Spec, verbose: bool) -> list:
         return []
     from tuner.search.callbacks import TrialTable
 
-    return [TrialTable(spec.metric, list(spec.search.space))]
+    return [TrialTable(spec.metric, shown_keys(spec))]
 
 
 def build_tuner(spec: Spec, experiment: Experiment, train_rows: int, verbose: bool = False):
@@ -149,7 +154,8 @@ def build_tuner(spec: Spec, experiment: Experiment, train_rows: int, verbose: bo
             mode=spec.search.mode,
             search_alg=build_searcher(spec, experiment),
             scheduler=build_scheduler(spec, train_rows),
-            num_samples=spec.search.num_samples,  # the running-trial limit is build_searcher's
+            # the running-trial limit is build_searcher's; a search that samples nothing lists each trial
+            num_samples=spec.search.num_samples if (planned := planned_trials(spec)) is None else len(planned),
             # A finished trial's process runs the next trial: its imports (and on a GPU, compiled kernels) stay.
             reuse_actors=True,
         ),

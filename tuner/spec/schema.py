@@ -155,6 +155,10 @@ class Distribution(_Section):
         return self
 
 
+def _distinct(values: list[Any]) -> int:
+    return len({repr(v) for v in values})
+
+
 class SearchSpec(_Section):
     metric: str | None = None
     mode: Literal["max", "min"] = "max"
@@ -184,6 +188,16 @@ class SearchSpec(_Section):
     # The Optuna study: an RDB URL or a journal file path (tuner.search.study); None: SQLite in the experiment's tuner
     # folder.
     storage: str | None = None
+
+    def samples_nothing(self) -> bool:
+        """Whether no key of the space is sampled: no space, or grid keys and choices of one value only. Such a
+        search is a list of configurations known before it starts (tuner.search.space.planned_trials), whatever
+        `algorithm` says: there is nothing for Optuna to choose."""
+        return all(d.type == "grid" or (d.type == "choice" and _distinct(d.values) == 1) for d in self.space.values())
+
+    def uses_optuna(self) -> bool:
+        """Whether an Optuna study samples the trials (and so exists in the experiment)."""
+        return self.algorithm == "optuna" and not self.samples_nothing()
 
     @field_validator("storage")
     @classmethod

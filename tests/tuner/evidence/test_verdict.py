@@ -131,6 +131,9 @@ def test_a_search_that_found_nothing_says_so_and_what_to_change():
     moved = split(base, {"w": list(base)})
     moved.trials = [scored("w", [0, 1] * 3 + [1, 0] * 57, drift=-0.5, trial_id="w", method="dpo", step=24)]
     assert "changed too few test pairs to tell (3 fixed, 3 broken)" in closing_lines(moved)[-1]
+    assert "raise the learning-rate range (search.space.train.learning_rate)" in lines[-1]
+    unmoved.learning_rate_searched = False  # fixed settings: the advice names the key that sets the rate
+    assert closing_lines(unmoved)[-1].endswith("or raise train.learning_rate")
 
 
 def test_a_search_whose_every_trial_broke_a_guard_says_so():

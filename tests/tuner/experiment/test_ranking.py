@@ -201,3 +201,19 @@ def test_a_searched_method_is_shown_once():
     ranked = pd.DataFrame([{"rank": 1, "trial_id": "a", "method": "dpo", "status": "finished", "score": 0.9,
                             "score_step": 10, "config/method": "dpo", "config/dpo.train.beta": 0.2}])
     assert ranking_columns(ranked).count("method") == 1 and "config/dpo.train.beta" in ranking_columns(ranked)
+
+
+def test_repeats_over_training_seeds_give_the_noise_floor_per_setting():
+    from tuner.experiment.tables import describe_repeats
+
+    ranked = pref_ranking({"a": 0.6, "b": 0.7, "c": 0.65, "d": 0.9, "e": 0.8})
+    settings = {"a": 0.1, "b": 0.1, "c": 0.1, "d": 0.2, "e": 0.3}
+    ranked["config/train.beta"] = ranked["trial_id"].map(settings)
+    assert describe_repeats(ranked) == []  # no seed column: not repeats
+    ranked["config/train.seed"] = ranked["trial_id"].map({"a": 0, "b": 1, "c": 2, "d": 0, "e": 0})
+    head, line = describe_repeats(ranked)
+    assert head.startswith("noise floor: the same settings over training seeds, eval_pref_accuracy per seed")
+    assert line == "  3 seeds of {'train.beta': 0.1}: 0.6 to 0.7 (mean 0.65, sd 0.05)"  # beta 0.2, 0.3: one seed each
+    ranked.loc[ranked["trial_id"] == "b", ["rank", "score"]] = math.nan  # a guard broke: unranked
+    assert describe_repeats(ranked)[1] == ("  3 seeds of {'train.beta': 0.1}: 0.6 to 0.65 (mean 0.625, sd 0.035); "
+                                           "1 unranked (guard broken or no finite score)")

@@ -206,9 +206,10 @@ def test_study_is_uploaded_when_a_trial_ends_and_when_tune_saves_its_state(s3_se
 
     monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "driver"))
     bucket = s3_server.bucket("upload")
-    spec = validate_spec({})
+    spec = validate_spec({"search": {"space": {"train.beta": {"type": "loguniform", "low": 0.05, "high": 0.5}}}})
     created = Experiment.create(spec, checks.check_storage(s3_server.uri(bucket, "results"), "exp"))
     (callback,) = study_upload(spec, created)
+    assert study_upload(validate_spec({}), created) == []  # fixed settings: no study to upload
     assert study_upload(spec.model_copy(update={"search": spec.search.model_copy(
         update={"storage": "sqlite:////x.db"})}), created) == []
     assert study_upload(spec, Experiment(tmp_path / "local" / "exp")) == []

@@ -80,7 +80,8 @@ def test_asha_max_t_follows_the_longest_searched_step_count():
 
 def asha_with_two_trials():
     spec = validate_spec({"scheduler": {"grace_period": 1, "reduction_factor": 2, "pause_at_first_rung": False},
-                          "train": {"max_steps": 16}})  # ASHA's own decisions (pausing: tests/tuner/search/test_search.py)
+                          "train": {"max_steps": 16},  # ASHA's own decisions (pausing: tests/tuner/search/test_search.py)
+                          "search": {"space": {"train.beta": {"type": "loguniform", "low": 0.05, "high": 0.5}}}})
     scheduler = build.build_scheduler(spec, 100)
     scheduler.set_search_properties("eval_pref_accuracy", "max")
     trials = [SimpleNamespace(trial_id=name) for name in ("good", "diverged")]

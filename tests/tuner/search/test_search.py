@@ -16,6 +16,7 @@ from tuner.search import space as search_space
 from tuner.spec import validate_spec
 
 PREF = "eval_pref_accuracy"
+BETA = {"train.beta": {"type": "loguniform", "low": 0.05, "high": 0.5}}  # a searched key: ASHA races the trials
 
 
 class FakeTrial:
@@ -71,7 +72,7 @@ class FakeController:
 
 def scheduler_with(names, controller=None, **scheduler):
     spec = validate_spec({"scheduler": {"grace_period": 1, "reduction_factor": 2, **scheduler},
-                          "train": {"max_steps": 16}})
+                          "train": {"max_steps": 16}, "search": {"space": BETA}})
     asha = build.build_scheduler(spec, 100)
     asha.set_search_properties(PREF, "max")
     trials = [FakeTrial(name) for name in names]

@@ -342,9 +342,13 @@ def test_compare_search_ranks_both_methods_on_the_shared_metric(tiny_llama, tmp_
 
 
 def test_seed_beta_grid_runs_one_trial_per_beta(tiny_llama, tmp_path):
-    run_cli("seed_beta.yaml", tiny_llama, tmp_path, "seed-beta", "search.num_samples=1")
+    # its cells listed in points_to_evaluate too (to order them): each still runs once, on the spec's seed
+    done = run_cli("seed_beta.yaml", tiny_llama, tmp_path, "seed-beta", "search.num_samples=1",
+                   "search.points_to_evaluate=[{train.beta: 0.2}, {train.beta: 0.1}]")
+    assert "Traceback" not in done.stderr and "search: grid of 2 settings, 2 trial(s)" in done.stdout
     experiment = Experiment.open(tmp_path / "seed-beta")
     assert sorted(experiment.trials["config/train.beta"]) == [0.1, 0.2]
+    assert "config/train.seed" not in experiment.trials
     assert set(experiment.trials["status"]) == {"finished"}
     assert experiment.spec.train["learning_rate"] == 5e-6
 
