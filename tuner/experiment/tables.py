@@ -51,13 +51,14 @@ def describe_best(ranked: pd.DataFrame) -> str:
     config = {c.removeprefix("config/"): _plain(best[c]) for c in ranked.columns
               if c.startswith("config/") and not _blank(best[c])}  # blank: scoped to another method
     return (f"best trial {best['trial_id']}: {ranked.attrs.get('metric')} = {best['score']:.4g} "
-            f"({ranked.attrs.get('scope')} over its reports, at step {best['score_step']:.0f}), config {config}")
+            f"({ranked.attrs.get('scope')} over its reports, at step {best['score_step']:.0f}), "
+            + (f"config {config}" if config else "the spec's own settings (nothing searched)"))
 
 
 def describe_uncertainty(ranked: pd.DataFrame) -> str | None:
     """How sure the ranking is: trials tied with the leader, and the eval pairs it would take to separate the top
     two at their observed gap; None when the ranking metric has no interval."""
-    if "tied" not in ranked or ranked.empty or pd.isna(ranked.iloc[0]["rank"]):
+    if "tied" not in ranked or ranked["rank"].notna().sum() < 2:  # one trial is tied with nothing
         return None
     tied = int(ranked["tied"].sum())
     pairs = ranked.attrs.get("pairs")

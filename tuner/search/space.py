@@ -137,9 +137,9 @@ def describe_space(spec: Spec) -> str:
         lines.append(f"guard groups: {', '.join(spec.search.guard_groups)} (must not get worse than the base model: "
                      f"left out of {spec.metric}; a trial worse on one {stopped}never wins)")
     if spec.scheduler.type == "asha" and not races_trials(spec):
-        lines.append("scheduler: none between the repeats (they differ only by training seed); a trial that breaks a "
-                     "guard group is still stopped" if spec.search.guard_groups else
-                     "scheduler: none between the repeats (they differ only by training seed)")
+        what = ("scheduler: none (one trial: nothing to race)" if len(planned) == 1 else
+                "scheduler: none between the repeats (they differ only by training seed)")
+        lines.append(f"{what}; a trial that breaks a guard group is still stopped" if spec.search.guard_groups else what)
     elif spec.scheduler.type == "asha":
         lines.append(f"scheduler: ASHA, grace {spec.scheduler.grace_period} eval rounds, "
                      f"reduction {spec.scheduler.reduction_factor:g}, max_t {spec.scheduler.max_t or 'all rounds'}"

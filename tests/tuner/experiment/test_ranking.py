@@ -217,3 +217,13 @@ def test_repeats_over_training_seeds_give_the_noise_floor_per_setting():
     ranked.loc[ranked["trial_id"] == "b", ["rank", "score"]] = math.nan  # a guard broke: unranked
     assert describe_repeats(ranked)[1] == ("  3 seeds of {'train.beta': 0.1}: 0.6 to 0.65 (mean 0.625, sd 0.035); "
                                            "1 unranked (guard broken or no finite score)")
+
+
+def test_one_trial_of_fixed_settings_is_tied_with_nothing_and_named_by_the_spec():
+    from tuner.experiment.ranking import add_intervals
+    from tuner.experiment.tables import describe_best, describe_uncertainty
+
+    ranked = add_intervals(pref_ranking({"only": 0.75}), pairs=24)
+    assert describe_uncertainty(ranked) is None
+    assert describe_best(ranked.drop(columns=[c for c in ranked if c.startswith("config/")])).endswith(
+        "the spec's own settings (nothing searched)")
