@@ -132,6 +132,30 @@ def test_sensitivity_dry_run_maps_the_grid_on_the_test_split(tmp_path, embedded_
         assert all(low <= value <= high for value, low, high, _ in row["groups"].values())
 
 
+def test_search_quality_dry_run_puts_every_arm_against_the_oracle(tmp_path, embedded_model):
+    stdout = dry_run("search_quality", tmp_path / "quality.json")
+    (figures,) = json.loads((tmp_path / "quality.json").read_text())
+    runs = {run["arm"]: run for run in figures["runs"]}
+    assert set(runs) == {"oracle", "default", "random", "hand-picked", "trl-defaults"}
+    assert len(figures["oracle_cells"]) == 4 and figures["oracle_best"] == max(figures["oracle_cells"])
+    assert len(figures["noise_floor"]) == 2  # the oracle's best cell on 2 training seeds
+    for run in figures["runs"]:
+        value, low, high = run["accuracy"]
+        assert low <= value <= high and run["trial_steps"] > 0 and run["wall_s"] > 0
+        assert run["regret"] == pytest.approx(100 * (figures["oracle_best"] - value))
+        assert 0 <= run["percentile"] <= 100
+    assert runs["oracle"]["trial_steps"] == 4 * 4  # 4 cells of train.max_steps=4, none stopped early
+    assert runs["hand-picked"]["config"] == {"train.beta": 0.1, "train.learning_rate": 5.0e-6}
+    from trl import DPOConfig
+
+    assert runs["trl-defaults"]["config"] == {"train.beta": DPOConfig.beta, "train.learning_rate": DPOConfig.learning_rate}
+    assert [t["target"].split(" (")[0] for t in figures["targets"]][1:] == [
+        "default ahead of random search by median over seeds", "default ahead of hand-picked",
+        "default ahead of trl-defaults"]
+    assert "regret = oracle's best" in stdout and "noise floor: the oracle's best cell on 2 training seeds" in stdout
+    assert "targets:" in stdout
+
+
 def test_large_data_dry_run_prints_first_trial_memory_and_object_store(tmp_path, embedded_model):
     stdout = dry_run("large_data", tmp_path / "large.json")
     figures = json.loads((tmp_path / "large.json").read_text())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tuner.search.space import planned_trials
 from tuner.spec import load_spec
 from tuner.run import main
 
@@ -27,4 +28,10 @@ def test_shipped_spec_validates(path):
 def test_dry_run_prints_the_resolved_spec_and_space(path, capsys):
     assert main([str(path), "--dry-run", "search.num_samples=3"]) == 0
     out = capsys.readouterr().out
-    assert "num_samples: 3" in out and f"search: {load_spec(path).search.algorithm}, 3 samples" in out
+    spec = load_spec(path, ["search.num_samples=3"])
+    planned = planned_trials(spec)
+    # a grid lists its trials: each cell once per sample, the repeats on the next training seeds
+    shown = (f"search: {spec.search.algorithm}, 3 samples" if planned is None else
+             f"search: grid of {len(planned) // 3} settings, {len(planned)} trial(s)")
+    assert "num_samples: 3" in out and shown in out
+    assert planned is None or "each setting runs 3 times, on training seeds" in out

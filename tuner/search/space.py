@@ -69,7 +69,7 @@ def planned_trials(spec: Spec) -> list[dict[str, Any]] | None:
     for config in configs:
         method = config.get("method", spec.method)
         applied = methods.for_method(config, method)
-        settings = json.dumps({k: v for k, v in applied.items() if k != SEED_KEY}, sort_keys=True, default=str)
+        settings = _settings(applied)
         seed = int(applied.get(SEED_KEY, spec.trl_args(method).seed))
         taken = seeds.setdefault(settings, set())
         repeated |= seed in taken
@@ -94,8 +94,7 @@ def shown_keys(spec: Spec) -> list[str]:
 
 def settings_count(planned: list[dict[str, Any]]) -> int:
     """How many distinct settings the planned trials train, the training seed aside."""
-    return len({json.dumps({k: v for k, v in c.items() if k != SEED_KEY}, sort_keys=True, default=str)
-                for c in planned})
+    return len({_settings(config) for config in planned})
 
 
 def races_trials(spec: Spec) -> bool:
@@ -152,7 +151,7 @@ def describe_space(spec: Spec) -> str:
 def _describe_planned(spec: Spec, planned: list[dict[str, Any]]) -> list[str]:
     runs: dict[str, int] = {}
     for config in planned:
-        settings = json.dumps({k: v for k, v in config.items() if k != SEED_KEY}, sort_keys=True, default=str)
+        settings = _settings(config)
         runs[settings] = runs.get(settings, 0) + 1
     grid = any(d.type == "grid" for d in spec.search.space.values())
     what = ("fixed settings" if len(runs) == 1 else f"grid of {len(runs)} settings" if grid
@@ -180,3 +179,8 @@ def _distinct_values(values) -> list[Any]:
     for value in values:
         seen.setdefault(json.dumps(value, sort_keys=True, default=str), value)
     return list(seen.values())
+
+
+def _settings(config: dict[str, Any]) -> str:
+    """A trial's settings, the training seed aside, as one comparable string."""
+    return json.dumps({k: v for k, v in config.items() if k != SEED_KEY}, sort_keys=True, default=str)

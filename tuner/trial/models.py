@@ -1,12 +1,12 @@
-"""Where a spec's model.name points: the embedded model, a local folder, or a hub id (when online)."""
+"""Where a spec's model.name points: a packaged model (`embedded`, `gemma3-270m`), a local folder, or a hub id (when
+online)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tuner.trial.embedded import embedded_model_path
+from tuner.trial.embedded import PACKAGED_MODELS, packaged_model_path
 from tuner.errors import UserError
-from tuner.spec import EMBEDDED_MODEL
 
 
 class ModelError(UserError):
@@ -14,8 +14,8 @@ class ModelError(UserError):
 
 
 def resolve(name: str) -> str:
-    if name == EMBEDDED_MODEL:
-        return str(embedded_model_path())
+    if name in PACKAGED_MODELS:
+        return str(packaged_model_path(name))
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
