@@ -49,6 +49,10 @@ COVERED = {
     r"train\.beta=0\.1 train\.learning_rate=5\.0e-6$":
         "tests/tuner/search/test_fixed_settings_integration.py::"
         "test_a_spec_without_a_space_runs_its_settings_over_training_seeds_and_ends_with_the_verdict",
+    r"^python -m tuner\.run search_spaces/dpo\.yaml 'search\.baseline=\{train\.beta: 0\.1, "
+    r"train\.learning_rate: 5\.0e-6\}'$":
+        "tests/tuner/search/test_baseline_integration.py::"
+        "test_a_search_with_a_baseline_ends_with_what_it_gained_over_the_users_settings",
 }
 # Cheap commands run as written (placeholders filled in), with what they must print.
 RUN_AS_WRITTEN = {

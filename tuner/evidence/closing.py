@@ -45,6 +45,9 @@ def report(experiment: Experiment, top: int) -> None:
             print(uncertainty)
         for line in describe_repeats(ranked):
             print(line)
+        if (baseline := experiment.best(baseline=True)) is not None:
+            print(f"baseline trial {baseline.trial_id} (search.baseline; not ranked): {baseline.metric} "
+                  f"{baseline.score:.4g} at step {baseline.step}")
     elif len(trials):
         counts = ", ".join(f"{n} {status}" for status, n in trials["status"].value_counts().items())
         print(f"\nNo trial reported {spec.metric}: {len(trials)} trial(s), {counts}")

@@ -58,9 +58,16 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
     for best in include or []:
         if all(best.checkpoint != t.checkpoint for t in trials):
             trials.append(best)
+    baseline = experiment.best(baseline=True)  # the user's own settings (search.baseline), beside the winner
+    if baseline is not None and (baseline.checkpoint is None
+                                 or any(best.checkpoint == baseline.checkpoint for best in trials)):
+        baseline = None  # none kept, or asked for by name (`include`): then it is one of the trials
     ids = [str(i) for i in test["pair_id"]] if "pair_id" in test.column_names else [str(i) for i in range(len(test))]
     cache = _read_cache(experiment.test_scores_file, ids)
     keys = {_trial_key(experiment, best): best for best in trials}
+    baseline_key = _trial_key(experiment, baseline) if baseline is not None else None
+    if baseline is not None:
+        keys[baseline_key] = baseline
     model_name = _model_name(experiment, trials[0]) if trials else experiment.spec.model.name
     wanted = [f"base:{model_name}", *keys]
     missing = [key for key in wanted if key not in cache["models"]]
@@ -78,21 +85,25 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
                                 _score, _score_in_task, _Bases(runtime, experiment.spec.model.max_length))
         experiment.publish(experiment.test_scores_file)  # in object storage: scored once for every reader
 
-    def scored(key: str, label: str, best: Best | None = None) -> Scored:
+    def scored(key: str, label: str, best: Best | None = None, settings: dict | None = None) -> Scored:
         entry = cache["models"][key]
         return Scored(label, _array(entry["chosen"]), _array(entry["rejected"]),
                       trial_id=best.trial_id if best else None, method=best.method if best else None,
-                      step=best.step if best else None, checkpoint=str(best.checkpoint) if best else None)
+                      step=best.step if best else None, checkpoint=str(best.checkpoint) if best else None,
+                      settings=settings)
 
     columns = [c for c in ("pair_id", "prompt", "chosen", "rejected", "group") if c in test.column_names]
     pairs = test.select_columns(columns).to_pandas()
     for column in ("prompt", "chosen", "rejected"):
         pairs[column] = [_text(v) for v in pairs[column]]
     return ScoredSplit(pairs, scored(f"base:{model_name}", BASE_LABEL),
-                       [scored(key, best.trial_id, best) for key, best in keys.items()],
+                       [scored(key, best.trial_id, best) for key, best in keys.items() if key != baseline_key],
                        experiment.spec.data.groups, tuple(experiment.spec.search.guard_groups),
                        learning_rate_searched=any(methods.scoped(key)[1] == "train.learning_rate"
-                                                  for key in experiment.spec.search.space))
+                                                  for key in experiment.spec.search.space),
+                       baseline=scored(baseline_key, "baseline", baseline,
+                                       settings={k: baseline.config[k] for k in experiment.spec.search.space
+                                                 if k in baseline.config}) if baseline is not None else None)
 
 
 class _Bases:

@@ -32,6 +32,7 @@ class Scored:
     method: str | None = None
     step: int | None = None
     checkpoint: str | None = None
+    settings: dict | None = None  # the baseline's: its searched keys' values (search.baseline)
 
     @property
     def scored(self) -> np.ndarray:
@@ -52,6 +53,8 @@ class ScoredSplit:
     # Where the learning rate is set: a searched range (search.space.train.learning_rate) or train.learning_rate,
     # the key the advice names.
     learning_rate_searched: bool = True
+    # The trial at the user's own settings (search.baseline), scored beside the winner; never among `trials`.
+    baseline: Scored | None = None
 
     def learning_rate(self, direction: str) -> str:
         """`lower`/`raise` the learning rate, naming the key that sets it in this search."""
@@ -66,9 +69,14 @@ class ScoredSplit:
     def mask(self) -> np.ndarray:
         """Pairs every model scored (the same tokenization gives the same mask; this guards the comparison)."""
         mask = self.base.scored.copy()
-        for trial in self.trials:
+        for trial in self.scored_models[1:]:
             mask &= trial.scored
         return mask
+
+    @property
+    def scored_models(self) -> list[Scored]:
+        """The base model, the ranked trials and the baseline: every model scored on the test pairs."""
+        return [self.base, *self.trials, *([self.baseline] if self.baseline is not None else [])]
 
     def in_groups(self, names) -> np.ndarray:
         groups = self.pairs["group"].astype(str).to_numpy() if "group" in self.pairs else None
@@ -85,11 +93,13 @@ class ScoredSplit:
     def accuracy(self, scored: Scored) -> stats.Estimate:
         return stats.accuracy(self.outcomes(scored))
 
-    def difference(self, scored: Scored, members: np.ndarray | None = None) -> stats.PairedDifference:
-        """`scored` minus the base model on `members` (default: the selected pairs), resampling prompts."""
+    def difference(self, scored: Scored, members: np.ndarray | None = None,
+                   against: Scored | None = None) -> stats.PairedDifference:
+        """`scored` minus `against` (default: the base model) on `members` (default: the selected pairs),
+        resampling prompts."""
         members = self.selected if members is None else members
         prompts = self.pairs["prompt"].astype(str).to_numpy()[members]
-        return stats.paired_difference(self.outcomes(scored, members), self.outcomes(self.base, members),
+        return stats.paired_difference(self.outcomes(scored, members), self.outcomes(against or self.base, members),
                                        clusters=prompts)
 
     def guards(self, scored: Scored) -> dict[str, tuple[stats.PairedDifference, bool]]:
@@ -124,7 +134,7 @@ def group_table(results: ScoredSplit) -> pd.DataFrame:
     for name in [*names, ALL_PAIRS]:
         members = mask & (groups == name) if name in names else mask
         row = {results.group_name or "group": name, "pairs": int(members.sum())}
-        for scored in [results.base, *results.trials]:
+        for scored in results.scored_models:
             row[scored.label] = float(scored.correct[members].mean()) if members.any() else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
@@ -194,6 +204,38 @@ def headline(results: ScoredSplit) -> list[str]:
     else:
         lines.append(f"  verdict: the winner is WORSE than the base model on the test split, by "
                      f"{-100 * d.estimate.high:.1f} to {-100 * d.estimate.low:.1f} points")
+    return lines + against_baseline(results)
+
+
+def _settings_text(settings: dict) -> str:
+    return ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in settings.items())
+
+
+def against_baseline(results: ScoredSplit) -> list[str]:
+    """Where the winner stands against the user's own settings (search.baseline), on the same test pairs: the
+    baseline's accuracy, the paired difference, and what the search gained over it."""
+    baseline, winner = results.baseline, results.winner
+    if baseline is None or winner is None:
+        return []
+    a, d = results.accuracy(baseline), results.difference(winner, against=baseline)
+    worse = [group for group, (_, broken) in results.guards(baseline).items() if broken]
+    guards = (f"; WORSE than the base model on guard group(s) {', '.join(worse)}" if worse else
+              "; every guard group held" if results.guard_groups else "")
+    lines = [f"  your baseline {baseline.trial_id} ({_settings_text(baseline.settings or {})}, search.baseline): "
+             f"preference accuracy {a.value:.3f} [{a.low:.3f}, {a.high:.3f}]{guards}",
+             f"  winner minus your baseline: {_points(d.estimate.value)} points [{_points(d.estimate.low)}, "
+             f"{_points(d.estimate.high)}] (paired bootstrap over {d.clusters} prompts; {d.a_only} pairs fixed, "
+             f"{d.b_only} broken; exact McNemar p = {d.p_value:.2g})"]
+    if not d.distinguishable:
+        lines.append("  against your baseline: the search's winner is not distinguishable from your own settings on "
+                     "the test split")
+    elif d.estimate.value > 0:
+        lines.append(f"  against your baseline: the search gained {100 * d.estimate.low:.1f} to "
+                     f"{100 * d.estimate.high:.1f} points over your own settings on the test split")
+    else:
+        lines.append(f"  against your baseline: the search's winner is WORSE than your own settings on the test "
+                     f"split, by {-100 * d.estimate.high:.1f} to {-100 * d.estimate.low:.1f} points")
     return lines
 
 
@@ -211,8 +253,10 @@ def closing_lines(results: ScoredSplit) -> list[str]:
     last."""
     table = group_table(results)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
+        baseline = ", and your baseline" if results.baseline is not None else ""
         lines = [f"Test preference accuracy per {results.group_name or 'group'} (base model and the top "
-                 f"{len(results.trials)} trial(s) by the search metric):", table.to_string(index=False, na_rep="-")]
+                 f"{len(results.trials)} trial(s) by the search metric{baseline}):",
+                 table.to_string(index=False, na_rep="-")]
     if results.trials:
         lines.append("drift from the base model on the test answers (mean per-token log-ratio): " +
                      ", ".join(f"{t.label} {results.drift(t):+.3f}" for t in results.trials))

@@ -325,14 +325,21 @@ class Experiment:
     # ------------------------------------------------------------------------------------------------ answers
 
     def ranking(self, metric: str | None = None, mode: str | None = None, method: str | None = None,
-                scope: str = "best") -> pd.DataFrame:
-        """The trials (of `method`, or all) ranked on `metric` (default: what the search ranks on)."""
+                scope: str = "best", baseline: bool = False) -> pd.DataFrame:
+        """The trials (of `method`, or all) ranked on `metric` (default: what the search ranks on). The baseline
+        trial (search.baseline) is never among them: `baseline=True` ranks it alone, its best report picked by the
+        rule every trial's is."""
         from tuner.experiment.ranking import PREF_ACCURACY_METRIC, rank_trials
 
         metric = metric or (self.spec.metric_for(method) if method else self.spec.metric)
         trials, history = self.trials, self.history
+        if "baseline" in trials:
+            trials = trials[trials["baseline"].fillna(False).astype(bool) == baseline]
+        elif baseline:
+            trials = trials.iloc[0:0]
         if method is not None:
             trials = trials[trials["method"] == method]
+        if len(trials) != len(self.trials):
             history = history[history["trial_id"].isin(trials["trial_id"])]
         ranked = rank_trials(trials, history, metric, mode or self.spec.search.mode, scope, base=self.base)
         if BY_MODEL in self._base_metrics and "pref_accuracy_at_best" in ranked and "config/model.name" in ranked:
@@ -351,12 +358,16 @@ class Experiment:
         return add_intervals(ranked, self.eval_pairs, outcomes)
 
     def best(self, metric: str | None = None, mode: str | None = None, method: str | None = None,
-             trial_id: str | None = None) -> Best | None:
+             trial_id: str | None = None, baseline: bool = False) -> Best | None:
         """The best trial (or the named one) with its scored report and that report's checkpoint; None when no
-        trial has a finite score. Ranking, export, generations and the final table all ask this."""
+        trial has a finite score. Ranking, export, generations and the final table all ask this. `baseline`: the
+        baseline trial (search.baseline) at its best report instead, None without one."""
         from tuner.experiment.ranking import Best, plain
 
-        ranked = self.ranking(metric, mode, method)
+        trials = self.trials
+        if trial_id is not None and "baseline" in trials:  # a named trial is found wherever it is
+            baseline = bool(trials.loc[trials["trial_id"] == trial_id, "baseline"].any())
+        ranked = self.ranking(metric, mode, method, baseline=baseline)
         if trial_id is not None:
             row = ranked[ranked["trial_id"] == trial_id]
             if row.empty or pd.isna(row.iloc[0]["score"]):

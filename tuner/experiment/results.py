@@ -24,6 +24,7 @@ import pandas as pd
 from tuner.experiment.ranking import CHECKPOINT_COLUMN
 from tuner.experiment.storage import Location
 from tuner.trial import methods
+from tuner.spec.loading import BASELINE_KEY
 
 STATE_PATTERN = "experiment_state-*.json"  # Tune's TuneController.CKPT_FILE_TMPL
 RESULT_FILE, PROGRESS_FILE = "result.json", "progress.csv"
@@ -109,8 +110,11 @@ def _trial_row(location: Location, trial: dict[str, Any], listing: dict[str, boo
         "reports": len(frame),
         "error": _first_error_line(location, trial, listing),
         "path": trial["path"],
+        # the trial at the user's own settings (search.baseline): compared with the winner, never ranked
+        "baseline": bool(config.get(BASELINE_KEY, False)),
         # a key scoped to another method (orpo.train.beta on a DPO trial) was sampled but not used: left blank
-        **{f"config/{k}": v for k, v in config.items() if methods.scoped(k)[0] in (None, method)},
+        **{f"config/{k}": v for k, v in config.items()
+           if k != BASELINE_KEY and methods.scoped(k)[0] in (None, method)},
     }
 
 

@@ -12,7 +12,8 @@ import os
 import posixpath
 
 from tuner.experiment.folder import Experiment
-from tuner.search.space import max_eval_rounds, param_space, planned_trials, races_trials, shown_keys
+from tuner.search.space import (baseline_config, max_eval_rounds, param_space, planned_trials, races_trials,
+                                shown_keys, trial_count)
 from tuner.spec import Spec
 
 # The modules whose classes subclass Ray's and Optuna's (tuner.search.searchers, .scheduler, .callbacks) are imported
@@ -27,6 +28,7 @@ def build_searcher(spec: Spec, experiment: Experiment):
     planned = planned_trials(spec)
     points = planned if planned is not None else spec.search.points_to_evaluate or None
     limit = spec.search.max_concurrent_trials
+    baseline = baseline_config(spec)
     if spec.search.uses_optuna():
         import optuna
 
@@ -40,9 +42,14 @@ def build_searcher(spec: Spec, experiment: Experiment):
             study_name=experiment.name,
             points_to_evaluate=points,
         )
+        if baseline is not None:
+            searcher = searchers.BaselineFirst(searcher, baseline)
         return searchers.RunningTrialsLimiter(searcher, max_concurrent=limit)
     # Tune ignores TuneConfig.max_concurrent_trials for a BasicVariantGenerator: it takes the limit itself. A search
-    # that samples nothing gives it every trial as a point, over an empty param_space: one trial each.
+    # that samples nothing gives it every trial as a point, over an empty param_space: one trial each. The baseline
+    # is the first point (each point is one of Tune's samples: trial_count counts it).
+    if baseline is not None:
+        points = [baseline, *(points or [])]
     return searchers.PauseAwareVariantGenerator(points_to_evaluate=points, random_state=spec.search.seed,
                                                 max_concurrent=limit)
 
@@ -155,7 +162,7 @@ def build_tuner(spec: Spec, experiment: Experiment, train_rows: int, verbose: bo
             search_alg=build_searcher(spec, experiment),
             scheduler=build_scheduler(spec, train_rows),
             # the running-trial limit is build_searcher's; a search that samples nothing lists each trial
-            num_samples=spec.search.num_samples if (planned := planned_trials(spec)) is None else len(planned),
+            num_samples=trial_count(spec),
             # A finished trial's process runs the next trial: its imports (and on a GPU, compiled kernels) stay.
             reuse_actors=True,
         ),

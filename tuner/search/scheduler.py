@@ -13,6 +13,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.utils import flatten_dict
 
 from tuner.evidence.quality import GUARD_BROKEN
+from tuner.spec import BASELINE_KEY
 
 # What ASHA sees in place of a NaN or infinite metric, or of a report that breaks a guard group: the worst value,
 # finite so that its percentiles stay numbers.
@@ -23,6 +24,11 @@ def breaks_guard(result: dict | None) -> bool:
     """Whether a report is clearly worse than the base model on a guard group (search.guard_groups)."""
     value = (result or {}).get(GUARD_BROKEN)
     return isinstance(value, (int, float)) and value > 0
+
+
+def is_baseline(trial) -> bool:
+    """Whether the trial is the baseline at the user's own settings (search.baseline)."""
+    return bool((getattr(trial, "config", None) or {}).get(BASELINE_KEY))
 
 
 class NanSafeASHA(ASHAScheduler):
@@ -54,6 +60,12 @@ class NanSafeASHA(ASHAScheduler):
         return result
 
     def on_trial_result(self, tune_controller, trial, result):
+        if is_baseline(trial):
+            # The user's own settings (search.baseline) run as the user would run them: to the end, on no rung,
+            # whatever its guard groups say (the test split reports them).
+            if result.get("step", 0) >= result.get("max_steps", math.inf):
+                self.ending.add(trial.trial_id)
+            return TrialScheduler.CONTINUE
         decision = super().on_trial_result(tune_controller, trial, self._sanitized(result))
         if breaks_guard(result):  # training on moves further from the base model, not back to it
             decision = TrialScheduler.STOP
@@ -65,6 +77,8 @@ class NanSafeASHA(ASHAScheduler):
         return decision
 
     def on_trial_complete(self, tune_controller, trial, result):
+        if is_baseline(trial):
+            return None  # on no rung (on_trial_result)
         return super().on_trial_complete(tune_controller, trial, self._sanitized(result))
 
     def on_trial_add(self, tune_controller, trial):

@@ -7,7 +7,7 @@ Imports Ray Tune and Optuna: imported only by the function that builds the searc
 from __future__ import annotations
 
 import optuna
-from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from tuner.evidence.quality import GUARD_BROKEN
@@ -42,6 +42,45 @@ class ResumableOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)
         except optuna.exceptions.UpdateFinishedTrialError:
             self._ot_trials.pop(trial_id, None)
+
+
+class BaselineFirst(Searcher):
+    """A searcher whose first trial is the baseline (search.baseline) at its given config; every later one is the
+    wrapped searcher's. The baseline's reports never reach that searcher: Optuna learns from the search's own
+    trials only, and the baseline, often outside the space, is no point of its study."""
+
+    def __init__(self, searcher: Searcher, config: dict):
+        self.searcher, self.config = searcher, dict(config)
+        self.baseline_trial: str | None = None
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        return self.searcher.set_max_concurrency(max_concurrent)
+
+    def suggest(self, trial_id: str):
+        if self.baseline_trial is None:
+            self.baseline_trial = trial_id
+            return dict(self.config)
+        return self.searcher.suggest(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id != self.baseline_trial:
+            self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        if trial_id != self.baseline_trial:
+            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+    # Tune saves a wrapper's state (get_state) beside the wrapped searcher's own file, and sets it again on --resume
+    # into the wrapper built afresh: the baseline's trial id with it, so a resumed search never runs it twice.
+    def get_state(self) -> dict:
+        return {"baseline_trial": self.baseline_trial, "config": dict(self.config)}
+
+    def set_state(self, state: dict) -> None:
+        self.baseline_trial = state["baseline_trial"]
 
 
 class _PausedTrialsCountedOut:

@@ -8,7 +8,7 @@ import itertools
 import json
 from typing import Any
 
-from tuner.spec import Distribution, Spec, with_sampled
+from tuner.spec import BASELINE_KEY, Distribution, Spec, with_sampled
 from tuner.spec.schema import EVAL_ROUND_FIELDS
 from tuner.trial import methods
 
@@ -38,9 +38,47 @@ def param_space(spec: Spec) -> dict[str, Any]:
         from ray import tune
 
         keys = dict.fromkeys(key for config in planned for key in config)
-        return {key: tune.choice(_distinct_values(config[key] for config in planned if key in config))
-                for key in keys}
-    return {key: to_tune(distribution) for key, distribution in spec.search.space.items()}
+        space = {key: tune.choice(_distinct_values(config[key] for config in planned if key in config))
+                 for key in keys}
+    else:
+        space = {key: to_tune(distribution) for key, distribution in spec.search.space.items()}
+    if spec.search.baseline is not None:
+        space[BASELINE_KEY] = False  # the baseline trial's config says True (baseline_config)
+    return space
+
+
+def spec_value(spec: Spec, key: str) -> Any:
+    """What a searched key is when the search leaves it out: the spec's own value (the train section, else TRL's
+    default from the built config; the other sections' fields), for the key's method when it is scoped."""
+    scope, unscoped = methods.scoped(key)
+    method = scope or spec.method
+    if unscoped == "method":
+        return method
+    section, _, name = unscoped.partition(".")
+    if section == "train":
+        values = spec.train_values()
+        return values[name] if name in values else getattr(spec.trl_args(method), name)
+    node: Any = spec.model_dump(mode="json")
+    for part in unscoped.split("."):
+        node = node[part]
+    return node
+
+
+def baseline_config(spec: Spec) -> dict[str, Any] | None:
+    """The baseline trial's config (search.baseline): every searched key at the value the baseline gives it, else
+    at the spec's own (spec_value), marked as the baseline. None when the spec asks for no baseline."""
+    if spec.search.baseline is None:
+        return None
+    given = spec.search.baseline
+    config = {key: given[key] if key in given else spec_value(spec, key) for key in spec.search.space}
+    return {**config, BASELINE_KEY: True}
+
+
+def trial_count(spec: Spec) -> int:
+    """Tune's num_samples: the search's trials (search.num_samples, or the listed ones of a search that samples
+    nothing), and the baseline trial."""
+    planned = planned_trials(spec)
+    return (spec.search.num_samples if planned is None else len(planned)) + (spec.search.baseline is not None)
 
 
 def planned_trials(spec: Spec) -> list[dict[str, Any]] | None:
@@ -131,6 +169,11 @@ def describe_space(spec: Spec) -> str:
     for key, d in spec.search.space.items():
         shape = f"{d.values}" if d.values is not None else f"[{d.low:g}, {d.high:g}]{' log' if d.log else ''}"
         lines.append(f"  {key}: {d.type} {shape}")
+    if (baseline := baseline_config(spec)) is not None:
+        settings = ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                             for key, value in baseline.items() if key != BASELINE_KEY)
+        lines.append(f"baseline: one more trial at {settings} (search.baseline): the full budget, not raced, not "
+                     f"ranked; the test split compares the winner with it")
     if spec.search.guard_groups:
         stopped = "is stopped by ASHA and " if spec.scheduler.type == "asha" else ""
         lines.append(f"guard groups: {', '.join(spec.search.guard_groups)} (must not get worse than the base model: "

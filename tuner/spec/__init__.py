@@ -5,9 +5,9 @@ derived values, `checks` the cross-section checks, `loading` the YAML, overrides
 redaction.
 """
 
-from tuner.spec.loading import load_spec, read_spec, set_dotted, validate_spec, with_sampled
+from tuner.spec.loading import BASELINE_KEY, load_spec, read_spec, set_dotted, validate_spec, with_sampled
 from tuner.spec.schema import (BUNDLED_DATA, EMBEDDED_MODEL, DataSpec, Distribution, Spec, SpecError)
 from tuner.spec.secrets import redacted, to_yaml
 
-__all__ = ["BUNDLED_DATA", "EMBEDDED_MODEL", "DataSpec", "Distribution", "Spec", "SpecError", "load_spec",
+__all__ = ["BASELINE_KEY", "BUNDLED_DATA", "EMBEDDED_MODEL", "DataSpec", "Distribution", "Spec", "SpecError", "load_spec",
            "read_spec", "redacted", "set_dotted", "to_yaml", "validate_spec", "with_sampled"]

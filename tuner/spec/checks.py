@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from tuner.trial import methods
 from tuner.spec.secrets import check_train_secret, how_to_give, is_secret, referenced_secret
-from tuner.spec.schema import RESERVED_TRAIN_FIELDS, UNSEARCHABLE_SECTIONS, SearchSpec, Spec
+from tuner.spec.schema import RESERVED_TRAIN_FIELDS, UNSEARCHABLE_SECTIONS, Spec
+from tuner.spec.search_checks import search_problems
 
 # Searched sections whose values the driver uses once for the whole search: a trial's sampled value would be ignored
 # (data.*: the pairs are loaded, split and saved once; model.name: the base model is scored and the reference
@@ -178,14 +179,20 @@ def typed_values(raw: dict[str, Any]) -> list[str]:
                                             path=f"search.space.{key}")
     points = _search(raw).get("points_to_evaluate")
     for i, point in enumerate(points if isinstance(points, list) else []):
-        if isinstance(point, dict):
-            for key, value in list(point.items()):
-                scope, unscoped = methods.scoped(str(key))
-                for field in _fields_of(unscoped, [scope] if scope else methods_):
-                    point[key], why = _fit(field, value)
-                    if why:
-                        problems.append(f"search.points_to_evaluate.{i}.{key}: {why}, got {value!r}")
-                        break
+        problems += _typed_settings(f"search.points_to_evaluate.{i}", point, methods_)
+    return problems + _typed_settings("search.baseline", _search(raw).get("baseline"), methods_)
+
+
+def _typed_settings(path: str, settings: Any, methods_: list[str]) -> list[str]:
+    """Coerce, in place, the values of `dotted.key: value` settings (a point, the baseline) to their fields."""
+    problems = []
+    for key, value in list(settings.items()) if isinstance(settings, dict) else []:
+        scope, unscoped = methods.scoped(str(key))
+        for field in _fields_of(unscoped, [scope] if scope else methods_):
+            settings[key], why = _fit(field, value)
+            if why:
+                problems.append(f"{path}.{key}: {why}, got {value!r}")
+                break
     return problems
 
 
@@ -244,7 +251,6 @@ def _positive(path: str, name: str, values: list[Any]) -> list[str]:
 def cross_check(raw: dict[str, Any]) -> list[str]:
     """Every cross-section problem, each as `yaml.path: what is wrong, got VALUE`."""
     problems = []
-    search = _search(raw)
     space = _space(raw)
     possible_methods_ = possible_methods(raw)
     searched_method = space.get("method")
@@ -270,63 +276,7 @@ def cross_check(raw: dict[str, Any]) -> list[str]:
         if scope is not None and unscoped != "method" and unscoped in space:
             problems.append(f"search.space.{key}: {unscoped} is searched for every method already; search it "
                             f"once, scoped or not, got both {unscoped!r} and {key!r}")
-    algorithm = search.get("algorithm", SearchSpec.model_fields["algorithm"].default)
-    types = {key: d.get("type") for key, d in space.items() if isinstance(d, dict)}
-    if algorithm == "optuna" and "grid" in types.values():
-        problems.append(f"search.space: grid values need search.algorithm grid or random, got algorithm='optuna' "
-                        f"with grid keys {[k for k, t in types.items() if t == 'grid']}")
-    if algorithm == "grid":
-        sampled = [k for k, t in types.items() if t not in ("grid", "choice")]
-        if sampled:
-            problems.append(f"search.space: algorithm 'grid' takes only grid or choice, got sampled keys {sampled}")
-    for i, point in enumerate(search.get("points_to_evaluate") or []):
-        if isinstance(point, dict):
-            extra = [k for k in point if k not in space]
-            if extra:
-                problems.append(f"search.points_to_evaluate.{i}: keys must be searched keys {sorted(space)}, got {extra}")
-            missing = [k for k in space if k not in point]
-            if algorithm == "optuna" and missing and not extra:
-                problems.append(f"search.points_to_evaluate.{i}: Optuna needs a value for every searched key, "
-                                f"missing {missing} (algorithm random fills them in), got {point}")
-
-    if search.get("metric") is None and len(set(possible_methods_)) > 1:
-        problems.append(f"search.metric: required when method is searched (each method reports its own metric; "
-                        f"eval_loss is reported by both), got None")
-    problems += _check_metric(search.get("metric"), possible_methods_)
-    problems += _check_guard_groups(raw)
-    return problems
-
-
-def _check_guard_groups(raw: dict[str, Any]) -> list[str]:
-    """Guard groups are groups of the eval pairs, and leave at least one group for the search metric."""
-    guards = _search(raw).get("guard_groups")
-    if not isinstance(guards, list) or not guards:
-        return []
-    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    eval_groups = data.get("eval_groups")
-    if isinstance(eval_groups, list):
-        outside = [g for g in guards if g not in eval_groups]
-        if outside:
-            return [f"search.guard_groups: {outside} not in data.eval_groups {eval_groups}: a guard is checked on "
-                    f"the eval pairs, got {guards}"]
-        if not [g for g in eval_groups if g not in guards]:
-            return [f"search.guard_groups: every eval group is a guard, which leaves no pairs for the search "
-                    f"metric (data.eval_groups {eval_groups}), got {guards}"]
-    return []
-
-
-def _check_metric(metric: Any, methods_: list[str]) -> list[str]:
-    """Ray stops the whole search at the first report that lacks the search metric: refuse it before anything runs."""
-    if not isinstance(metric, str):
-        return []
-    for method in methods_:
-        reported = methods.EVAL_METRICS[method]
-        if metric not in reported:
-            close = difflib.get_close_matches(metric, sorted(reported), n=2, cutoff=0.6)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            return [f"search.metric: {method.upper()} trials never report it{hint}; they report "
-                    f"{', '.join(sorted(reported))}, got {metric!r}"]
-    return []
+    return problems + search_problems(raw, possible_methods_)
 
 
 def trl_problems(spec: Spec) -> list[str]:

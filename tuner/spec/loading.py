@@ -145,10 +145,16 @@ def _section(node: dict[str, Any], part: str, key: str) -> dict[str, Any]:
     return node[part]
 
 
+# The config key that marks the baseline trial (search.baseline) in Tune's configs: True there, False in the search's
+# own trials; not a setting, so never applied to a spec.
+BASELINE_KEY = "baseline"
+
+
 def with_sampled(spec: Spec, sampled: dict[str, Any]) -> Spec:
     """The spec a trial runs: the sampled `dotted.key: value` pairs applied (those scoped to the trial's method,
     `orpo.train.beta`, unscoped; those scoped to another left out) and validated again."""
     raw = copy.deepcopy(spec.model_dump(mode="json"))
+    sampled = {key: value for key, value in sampled.items() if key != BASELINE_KEY}
     for key, value in methods.for_method(sampled, sampled.get("method", spec.method)).items():
         set_dotted(raw, key, value)
     return validate_spec(raw)

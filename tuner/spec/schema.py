@@ -177,6 +177,16 @@ class SearchSpec(_Section):
     # measures (eval_pref_accuracy, eval_pref_margin) cover the other groups, and a trial clearly worse than the base
     # model on a guard group is stopped by ASHA, infeasible to Optuna and never ranked first (tuner.evidence.quality).
     guard_groups: list[str] = []
+    # One trial at the settings a user would run without the search (tuner.search.space.baseline_config): searched
+    # keys to values; the searched keys it leaves out keep the spec's own values (the train section, else TRL's
+    # default). It trains the full budget, is not raced, does not count in num_samples and never ranks; the test
+    # split compares the winner with it. `true` is `{}`: every searched key at the spec's own value.
+    baseline: dict[str, Any] | None = None
+
+    @field_validator("baseline", mode="before")
+    @classmethod
+    def _baseline_shorthand(cls, value: Any) -> Any:
+        return {} if value is True else None if value is False else value
 
     @field_validator("guard_groups")
     @classmethod

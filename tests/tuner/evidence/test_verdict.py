@@ -143,3 +143,26 @@ def test_a_search_whose_every_trial_broke_a_guard_says_so():
                          "group")
     assert lines[-1].startswith("the search found nothing better than the base model: every trial")
     assert not found_something(results)
+
+
+def test_the_last_lines_say_what_the_search_gained_over_the_users_baseline():
+    n = 40
+    base = [1] * 20 + [0] * 20
+    results = split(base=base, trials={"w": [1] * 36 + [0] * 4}, prompts_per_pair=1)
+    results.baseline = scored("baseline", base[:], trial_id="b1", method="dpo", step=24,
+                              settings={"train.beta": 0.1, "train.learning_rate": 5e-6})
+    lines = closing_lines(results)
+    assert "and your baseline" in lines[0] and "baseline" in lines[1]  # its column in the group table
+    assert lines[-3].startswith("  your baseline b1 (train.beta=0.1, train.learning_rate=5e-06, search.baseline): "
+                                "preference accuracy 0.500")
+    assert lines[-2].startswith("  winner minus your baseline: +40.0 points [") and "16 pairs fixed, 0 broken" in lines[-2]
+    assert lines[-1].startswith("  against your baseline: the search gained ") and "over your own settings" in lines[-1]
+    # a baseline as good as the winner: not distinguishable; better: the winner is WORSE than it
+    results.baseline = scored("baseline", [1] * 36 + [0] * 4, trial_id="b1", settings={})
+    assert "not distinguishable from your own settings" in closing_lines(results)[-1]
+    results.baseline = scored("baseline", [1] * n, trial_id="b1", settings={})
+    results.trials = [scored("w", [1] * 4 + [0] * 36, trial_id="w", method="dpo", step=24)]
+    assert "WORSE than your own settings" in headline(results)[-1]
+    # the baseline scored no pair that the others did: left out of every comparison, as a trial would be
+    results.baseline.chosen[0] = math.nan
+    assert not results.mask[0]
