@@ -212,11 +212,11 @@ def _check_environment(spec: Spec, address: str | None) -> None:
     """Every check of what the spec names outside the data (model, Ray address, W&B, this machine's resources),
     before anything is written and before Ray is started or attached to (a new local search's Ray may be starting
     in the background meanwhile: _start_ray_early)."""
-    from tuner.trial import compat, models
+    from tuner.trial import compat, methods, models
 
     cluster.check_exposure(address, spec.run.dashboard_host)
     _check_secrets(spec, address)
-    if "dpo" in spec.searched_methods() and (reason := compat.dpo_unavailable_reason()):
+    if any(methods.get(m).uses_reference for m in spec.searched_methods()) and (reason := compat.dpo_unavailable_reason()):
         raise InputError(reason)
     for name in spec.model_names():
         models.check_loadable(name)

@@ -282,7 +282,7 @@ def what_to_change(results: ScoredSplit) -> list[str]:
     if worse:
         lines.append(f"  it moved too far: guard group(s) {', '.join(worse)} got worse. "
                      f"{results.learning_rate('Lower')} or train fewer steps (train.max_steps)"
-                     + (", or raise train.beta (DPO's pull towards the reference)" if winner.method == "dpo" else ""))
+                     + (", or raise train.beta (DPO's pull towards the reference)" if winner.method in ("dpo", "ipo") else ""))
     elif abs(drift) < BARELY_MOVED:
         lines.append(f"  the adapters barely moved (drift {drift:+.3f} nats a token): train longer "
                      f"(train.max_steps) or {results.learning_rate('raise')}")

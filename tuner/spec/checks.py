@@ -268,11 +268,16 @@ def cross_check(raw: dict[str, Any]) -> list[str]:
                 problems += check_train_secret(key, value)
             else:  # a `<secret>_env` reference is checked as the field it stands for
                 field = referenced_secret(key) or key
-                problems += _check_train_field(f"train.{key}", field, value, possible_methods_)
+                problems += (_check_train_field(f"train.{key}", field, value, possible_methods_)
+                             or _check_method_values(f"train.{key}", key, [value], possible_methods_))
 
-    for key in space:
-        problems += _check_space_key(str(key), possible_methods_)
+    for key, distribution in space.items():
         scope, unscoped = methods.scoped(str(key))
+        values = distribution.get("values") if isinstance(distribution, dict) else None
+        problems += _check_space_key(str(key), possible_methods_) or (
+            _check_method_values(f"search.space.{key}", unscoped.removeprefix("train."),
+                                 values if isinstance(values, list) else [], [scope] if scope else possible_methods_,
+                                 searched=True) if unscoped.startswith("train.") else [])
         if scope is not None and unscoped != "method" and unscoped in space:
             problems.append(f"search.space.{key}: {unscoped} is searched for every method already; search it "
                             f"once, scoped or not, got both {unscoped!r} and {key!r}")
@@ -302,6 +307,25 @@ def _check_train_field(path: str, key: str, value: Any, possible_methods: list[s
             close = methods.closest_fields(method, key)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             return [f"{path}: not a field of TRL's {methods.CONFIG_CLASSES[method]}{hint}, got {value!r}"]
+    return []
+
+
+def _check_method_values(path: str, field: str, values: list[Any], methods_: list[str],
+                         searched: bool = False) -> list[str]:
+    """A TRL field that a method sets itself (IPO's loss_type) is not the spec's to set or search; a loss type is
+    one the method's TRL config knows."""
+    for method in methods_:
+        fixed = methods.get(method).fixed
+        if field in fixed:
+            what = "searched" if searched else "set"
+            return [f"{path}: {method} sets {field} itself ({fixed[field]!r}), so it cannot be {what}; "
+                    f"search `method` for another loss, got {values if searched else values[0]!r}"]
+        known = methods.loss_types(method) if field == "loss_type" else None
+        named = [v for value in values for v in (value if isinstance(value, list) else [value])]
+        unknown = [v for v in named if known is not None and v not in known]
+        if unknown:
+            return [f"{path}: {methods.CONFIG_CLASSES[method]} knows no loss type {unknown} (it knows "
+                    f"{', '.join(sorted(known))}), got {values if searched else values[0]!r}"]
     return []
 
 

@@ -266,7 +266,7 @@ class RunSpec(_Section):
 class Spec(_Section):
     model: ModelSpec = ModelSpec()
     data: DataSpec = DataSpec()
-    method: Literal["dpo", "orpo"] = "dpo"
+    method: Literal[tuple(methods.METHODS)] = "dpo"  # type: ignore[valid-type]  # tuner.trial.methods' registry
     train: dict[str, Any] = {}
     lora: LoraSpec = LoraSpec()
     search: SearchSpec = SearchSpec()

@@ -1,22 +1,20 @@
-"""The preference-tuning methods tuner searches over: their TRL classes, config fields and default metric."""
+"""The preference-tuning methods tuner searches over, one registration each (`register(Method(...))`): their TRL
+classes, the TRL fields a method sets, config fields and default metric."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import functools
+import re
 import typing
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 from tuner.trial import compat
 
 if TYPE_CHECKING:
     from tuner.spec import Spec
-
-# What each method is ranked on unless search.metric says otherwise: DPO's implicit reward margin between chosen
-# and rejected answers, ORPO's log odds ratio; both are logged by TRL under these names on the eval split.
-DEFAULT_METRIC = {"dpo": "eval_rewards/margins", "orpo": "eval_log_odds_ratio"}
-CONFIG_CLASSES = {"dpo": "DPOConfig", "orpo": "ORPOConfig"}
 
 # What a trial of each method reports to Tune at every evaluation: the only names a search can rank on (Ray stops
 # the whole search at the first report that lacks the search metric). TRL's eval metrics as TRL 1.15/1.16 log them,
@@ -26,13 +24,62 @@ TUNER_EVAL_METRICS = ("eval_pref_accuracy", "eval_pref_margin", "eval_drift")
 _TRL_EVAL_METRICS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second",
                      "eval_rewards/chosen", "eval_rewards/rejected", "eval_rewards/accuracies", "eval_rewards/margins",
                      "eval_logps/chosen", "eval_logps/rejected", "eval_logits/chosen", "eval_logits/rejected")
-EVAL_METRICS: dict[str, frozenset[str]] = {
-    "dpo": frozenset(_TRL_EVAL_METRICS + ("eval_entropy", "eval_mean_token_accuracy", "eval_num_tokens")
-                     + TUNER_EVAL_METRICS),
-    "orpo": frozenset(_TRL_EVAL_METRICS + ("eval_nll_loss", "eval_log_odds_ratio", "eval_log_odds_chosen")
-                      + TUNER_EVAL_METRICS),
-}
-_CLASSES = {"dpo": compat.dpo_classes, "orpo": compat.orpo_classes}
+_DPO_EVAL_METRICS = frozenset(_TRL_EVAL_METRICS + ("eval_entropy", "eval_mean_token_accuracy", "eval_num_tokens")
+                              + TUNER_EVAL_METRICS)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One preference-tuning method as tuner runs it: TRL's config and trainer, the TRL fields the method itself
+    sets, what it is ranked on by default, what its trials report, and its trainer family (tuner.trial.trainers:
+    `dpo`, DPOTrainer against a frozen reference, whose log-probs a search shares; `orpo`, reference-free)."""
+
+    name: str
+    classes: Callable[[], tuple[type, type]]  # (TRL config class, TRL trainer class), imported when asked
+    config_class_name: str
+    default_metric: str
+    eval_metrics: frozenset[str]
+    family: str
+    fixed: dict[str, Any] = field(default_factory=dict)  # TRL fields the method sets; the spec cannot set them
+    beta: str = ""  # what train.beta means for this method (docs/spec.md)
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.family == "dpo"
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    METHODS[method.name] = method
+    return method
+
+
+register(Method(
+    "dpo", compat.dpo_classes, "DPOConfig", family="dpo", eval_metrics=_DPO_EVAL_METRICS,
+    # DPO's implicit reward margin between chosen and rejected answers, as TRL logs it on the eval split
+    default_metric="eval_rewards/margins",
+    beta="the KL strength towards the reference (0.1 to 0.3 moves the bundled data)"))
+register(Method(
+    "orpo", compat.orpo_classes, "ORPOConfig", family="orpo", default_metric="eval_log_odds_ratio",
+    eval_metrics=frozenset(_TRL_EVAL_METRICS + ("eval_nll_loss", "eval_log_odds_ratio", "eval_log_odds_chosen")
+                           + TUNER_EVAL_METRICS),
+    beta="the weight of the odds-ratio term against the SFT loss (from about 4 up on the bundled data)"))
+register(Method(
+    "ipo", compat.dpo_classes, "DPOConfig", family="dpo", eval_metrics=_DPO_EVAL_METRICS,
+    default_metric="eval_rewards/margins", fixed={"loss_type": ["ipo"]},
+    beta="IPO's tau: the squared loss pulls each pair's per-token log-ratio margin towards 1/(2 tau), so a "
+         "smaller tau pushes harder (its own scale, not DPO's)"))
+
+# Views of the registry, by method name.
+DEFAULT_METRIC = {name: m.default_metric for name, m in METHODS.items()}
+CONFIG_CLASSES = {name: m.config_class_name for name, m in METHODS.items()}
+EVAL_METRICS: dict[str, frozenset[str]] = {name: m.eval_metrics for name, m in METHODS.items()}
+
+
+def get(method: str) -> Method:
+    return METHODS[method]
 
 
 def scoped(key: str) -> tuple[str | None, str]:
@@ -55,11 +102,11 @@ def for_method(sampled: dict[str, Any], method: str) -> dict[str, Any]:
 
 
 def config_class(method: str):
-    return _CLASSES[method]()[0]
+    return METHODS[method].classes()[0]
 
 
 def trainer_class(method: str):
-    return _CLASSES[method]()[1]
+    return METHODS[method].classes()[1]
 
 
 @functools.cache
@@ -72,6 +119,17 @@ def field_types(method: str) -> dict[str, Any]:
     """Each init field of the method's TRL config with its declared type (e.g. `int`, `float | None`)."""
     hints = typing.get_type_hints(config_class(method))
     return {name: hints[name] for name in config_fields(method)}
+
+
+@functools.cache
+def loss_types(method: str) -> frozenset[str] | None:
+    """The loss types the method's TRL config documents for `loss_type` (its `choices`, else the names its help
+    quotes), or None when it has no such field or names none: what a trial's loss can be, checked before any trial."""
+    found = {f.name: f for f in dataclasses.fields(config_class(method))}.get("loss_type")
+    if found is None:
+        return None
+    choices = found.metadata.get("choices") or re.findall(r"`'(\w+)'`", found.metadata.get("help", ""))
+    return frozenset(choices) or None
 
 
 def closest_fields(method: str, name: str) -> list[str]:
@@ -109,6 +167,7 @@ def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_referenc
     kwargs["max_length"] = spec.model.max_length
     kwargs.update(spec.train_values(with_secrets))
     kwargs.update(TRAIN_FIXED, output_dir=output_dir)
+    kwargs.update(METHODS[spec.method].fixed)
     if precompute_reference:
         kwargs["precompute_ref_log_probs"] = True
     if device_free:

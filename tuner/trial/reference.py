@@ -38,8 +38,8 @@ def why_not_shared(spec: Spec) -> str | None:
     bits on the trials' GPU share."""
     if not spec.search.share_reference:
         return "search.share_reference is off"
-    if "dpo" not in spec.searched_methods():
-        return "no DPO trial"
+    if not any(methods.get(m).uses_reference for m in spec.searched_methods()):
+        return "no trial against a reference (DPO, IPO)"
     searched = [k for k in spec.search.space if (key := methods.scoped(k)[1]).startswith(("model.", "data."))
                 or key.removeprefix("train.") in PER_TRIAL_FIELDS]
     if searched:

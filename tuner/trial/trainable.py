@@ -11,13 +11,14 @@ from typing import Any
 
 from tuner.console import errors_to_log
 from tuner.spec import Spec, to_yaml, validate_spec, with_sampled
+from tuner.trial import methods
 
 def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callbacks: list, on_gpu: bool,
                   shared_reference: bool = False, pair_evaluation=None):
     """TRL's trainer for the spec's method, evaluating in one forward pass (tuner.trial.evaluation); with
     `shared_reference`, `train`/`held_out` are the tokenized pairs with the reference log-probs that
     tuner.trial.reference computed once for the search."""
-    from tuner.trial import methods, trainers
+    from tuner.trial import trainers
 
     trainer_class = trainers.trainer_class(spec.method, shared_reference)
     return trainer_class(
@@ -76,7 +77,7 @@ def run_trial(config: dict[str, Any], *, spec_dict: dict[str, Any], data: tuple,
     from tuner.trial.reporting import TuneReportCallback
 
     on_gpu = backends.cuda_available()
-    shared_reference = spec.method == "dpo" and reference is not None
+    shared_reference = methods.get(spec.method).uses_reference and reference is not None
     raw_train, raw_eval = data
     if shared_reference:
         train, held_out = reference

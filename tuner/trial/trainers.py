@@ -15,7 +15,7 @@ from datasets import Value
 from torch.utils.data import DataLoader
 
 from tuner.evidence.quality import PairScores, pair_groups, pair_ids
-from tuner.trial import logprobs
+from tuner.trial import logprobs, methods
 from tuner.trial.compat import dpo_classes, orpo_classes
 from tuner.trial.evaluation import DPOEval, ORPOEval, PairEvaluation
 
@@ -60,10 +60,11 @@ class EvaluatingORPOTrainer(_WithPairEvaluation, ORPOEval, ORPOTrainer):
 def trainer_class(method: str, shared_reference: bool = False):
     """TRL's trainer for `method` with the one-pass evaluation; constructed with `pair_evaluation=`. With
     `shared_reference` (DPO only), the trainer that takes the shared reference's tokenized pairs."""
-    if method == "dpo":
+    family = methods.get(method).family
+    if family == "dpo":
         return EvaluatingSharedReferenceDPOTrainer if shared_reference else EvaluatingDPOTrainer
     if shared_reference:
-        raise ValueError(f"only DPO shares a reference, got method {method!r}")
+        raise ValueError(f"only the DPO family shares a reference, got method {method!r}")
     return EvaluatingORPOTrainer
 
 

@@ -3,6 +3,8 @@ what TRL's own eval and a direct pass per pair compute (on the tiny model)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -48,16 +50,20 @@ def assert_same_metrics(ours: dict, theirs: dict, keys) -> None:
         assert ours[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-4), key
 
 
-def test_dpo_eval_in_one_pass_equals_trls_eval_and_the_direct_accuracy(tiny_llama, prepared, tmp_path):
-    spec = tiny_spec(tiny_llama)
+@pytest.mark.parametrize("method", ["dpo", "ipo"])  # IPO: DPO's trainer and reference, TRL's IPO loss
+def test_dpo_eval_in_one_pass_equals_trls_eval_and_the_direct_accuracy(tiny_llama, prepared, tmp_path, method):
+    spec = tiny_spec(tiny_llama, method)
     _, held_out, folder, base = prepared
     shared_train, shared_eval = load_prepared(folder)
     pairs = PairEvaluation(base=base)
     trainer = build_trainer(spec, backends.load("hf", str(tiny_llama), spec), shared_train, shared_eval,
                             str(tmp_path), [], on_gpu=False, shared_reference=True, pair_evaluation=pairs)
+    assert trainer.args.loss_type == (["ipo"] if method == "ipo" else ["sigmoid"])
 
     untrained = trainer.evaluate()  # LoRA starts as the identity: the policy is the reference, the base model
     assert untrained[METRIC] == pytest.approx(base.accuracy()[METRIC])
+    # each loss at a zero log-ratio margin: DPO's -log sigmoid(0), IPO's (0 - 1/(2 tau))^2
+    assert untrained["eval_loss"] == pytest.approx(math.log(2) if method == "dpo" else (1 / (2 * 0.2)) ** 2, rel=1e-4)
     assert untrained[DRIFT] == pytest.approx(0, abs=1e-6)
     assert pairs.outcomes() == base.outcomes()
 

@@ -75,7 +75,11 @@ def test_the_reference_pass_runs_on_a_quantized_base(tiny_llama, monkeypatch):
 @pytest.mark.parametrize(("raw", "reason"), [
     ({}, None),
     ({"search": {"share_reference": False}}, "search.share_reference is off"),
-    ({"method": "orpo"}, "no DPO trial"),
+    ({"method": "orpo"}, "no trial against a reference (DPO, IPO)"),
+    ({"method": "ipo"}, None),  # IPO is DPO's trainer with its own loss: the same reference
+    ({"method": "orpo", "search": {"space": {"method": {"type": "choice", "values": ["orpo", "ipo"]},
+                                             "orpo.train.beta": {"type": "uniform", "low": 2, "high": 8}},
+                                   "metric": "eval_pref_accuracy"}}, None),
     # unsloth: the pass loads the trials' own 4-bit base (backends.pass_runtime), so its reference is theirs
     ({"model": {"backend": "unsloth"}, "resources": {"gpu": 0.25}}, None),
     ({"search": {"space": {"model.max_length": {"type": "choice", "values": [64, 128]}}}}, "searched keys"),
