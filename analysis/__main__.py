@@ -42,12 +42,12 @@ def parse_args(argv):
 
 def build_rankings(experiment: Experiment, metric, mode, scope, drift_penalty: float | None = None):
     search = experiment.spec.search
-    rankings = rankings_for(experiment.trials, experiment.history, metric or search.metric, mode or search.mode,
+    rankings = rankings_for(experiment.ranked_trials(), experiment.history, metric or search.metric, mode or search.mode,
                             scope, experiment.base)
     rankings = {heading: experiment.with_intervals(ranked) for heading, ranked in rankings.items()}
     if drift_penalty is not None:
         history = with_drift_penalty(experiment.history, drift_penalty)
-        rankings["drift-penalised"] = rank_trials(experiment.trials, history, DRIFT_PENALISED, "max", scope,
+        rankings["drift-penalised"] = rank_trials(experiment.ranked_trials(), history, DRIFT_PENALISED, "max", scope,
                                                   experiment.base)
     return rankings
 

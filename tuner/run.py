@@ -235,7 +235,7 @@ def _checked_pairs(spec: Spec, splits):
 
     if line := data_checks.check_eval_pairs(spec, splits.eval):
         splits.notes.append(line)
-    if line := data_checks.check_guard_groups(spec, splits.eval):
+    if line := data_checks.check_guard_groups(spec, splits.eval, splits.train):
         splits.notes.append(line)
     splits.summary = data.describe_pairs(spec, splits)
     return splits

@@ -339,3 +339,13 @@ def test_a_second_live_run_on_one_folder_is_refused(tmp_path, capsys):
         live.kill()
         live.wait()
     assert not experiment.data_dir.exists()
+
+
+def test_a_guard_group_the_data_does_not_have_is_one_line_and_exit_2(tmp_path, capsys):
+    # A typo would otherwise run the search with the fact guard off.
+    assert main([str(spec_path("dpo.yaml")), "search.guard_groups=[wrong_facts]",
+                 f"run.storage_path={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tuner: search.guard_groups: ['wrong_facts'] is no group of the data (did you mean "
+                          "wrong_fact?)") and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()

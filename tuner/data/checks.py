@@ -40,10 +40,13 @@ def check_eval_pairs(spec: Spec, held_out) -> str | None:
     return note
 
 
-def check_guard_groups(spec: Spec, held_out) -> str | None:
-    """Refuse guard groups that cover every eval pair (the search metric would have no pair). A guard group with no
-    eval pair (data without that group, or an eval split capped below one pair per group) guards nothing: a line
-    for the user says so, and the search runs without it, as it would on another data set than the spec's."""
+def check_guard_groups(spec: Spec, held_out, *others) -> str | None:
+    """Refuse guard groups that cover every eval pair (the search metric would have no pair), and a guard group
+    that no pair of grouped data is in (a typo would switch the guard off). A guard group of the data with no eval
+    pair (an eval split capped below one pair per group), or guards on data without groups, guard nothing: a line
+    for the user says so, and the search runs without them. `others`: the data's other splits."""
+    import difflib
+
     from tuner.evidence.quality import pair_groups
 
     guards = spec.search.guard_groups
@@ -53,6 +56,13 @@ def check_guard_groups(spec: Spec, held_out) -> str | None:
     if present and not set(present) - set(guards):
         raise InputError(f"search.guard_groups: every eval group is a guard, which leaves no pairs for the search "
                          f"metric (eval groups {present}), got {guards}")
+    in_data = sorted(set(present).union(*(pair_groups(split) for split in others)))
+    unknown = [g for g in guards if in_data and g not in in_data]
+    if unknown:
+        close = [m for g in unknown for m in difflib.get_close_matches(g, in_data, n=1, cutoff=0.6)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise InputError(f"search.guard_groups: {unknown} is no group of the data{hint}; its groups are "
+                         f"{in_data}, got {guards}")
     missing = [g for g in guards if g not in present]
     if not missing:
         return None

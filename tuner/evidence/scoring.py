@@ -55,7 +55,11 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
         return None
     test = load_from_disk(str(experiment.local_copy(experiment.test_dir)))
     trials = candidates(experiment, top_k)
-    for best in include or []:
+    searched = experiment.spec.searched_methods()
+    # A search across methods: each method's best is scored too, for the table of methods on the test split.
+    method_bests = [best for method in searched if len(searched) > 1
+                    if (best := experiment.best(method=method)) is not None and best.checkpoint is not None]
+    for best in [*(include or []), *method_bests]:
         if all(best.checkpoint != t.checkpoint for t in trials):
             trials.append(best)
     baseline = experiment.best(baseline=True)  # the user's own settings (search.baseline), beside the winner
@@ -96,14 +100,20 @@ def score_test_split(experiment: Experiment, top_k: int | None = None, say: Call
     pairs = test.select_columns(columns).to_pandas()
     for column in ("prompt", "chosen", "rejected"):
         pairs[column] = [_text(v) for v in pairs[column]]
-    return ScoredSplit(pairs, scored(f"base:{model_name}", BASE_LABEL),
-                       [scored(key, best.trial_id, best) for key, best in keys.items() if key != baseline_key],
+    ranked = [scored(key, best.trial_id, best) for key, best in keys.items() if key != baseline_key]
+    winner_method = ranked[0].method if ranked else experiment.spec.method
+    learning_rate_key = next((key for key in experiment.spec.search.space
+                              if methods.scoped(key) in ((None, "train.learning_rate"),
+                                                         (winner_method, "train.learning_rate"))), None)
+    best_checkpoints = {str(best.checkpoint): best.method for best in method_bests}
+    return ScoredSplit(pairs, scored(f"base:{model_name}", BASE_LABEL), ranked,
                        experiment.spec.data.groups, tuple(experiment.spec.search.guard_groups),
-                       learning_rate_searched=any(methods.scoped(key)[1] == "train.learning_rate"
-                                                  for key in experiment.spec.search.space),
+                       learning_rate_key=learning_rate_key,
                        baseline=scored(baseline_key, "baseline", baseline,
                                        settings={k: baseline.config[k] for k in experiment.spec.search.space
-                                                 if k in baseline.config}) if baseline is not None else None)
+                                                 if k in baseline.config}) if baseline is not None else None,
+                       method_bests={best_checkpoints[t.checkpoint]: t for t in ranked
+                                     if t.checkpoint in best_checkpoints})
 
 
 class _Bases:

@@ -11,7 +11,7 @@ model ends with what to change so that the next search can find something.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -50,16 +50,19 @@ class ScoredSplit:
     trials: list[Scored]  # by the search's ranking; trials[0] is the winner
     group_name: str | None = None  # data.group_column's name, for headings
     guard_groups: tuple = ()  # search.guard_groups: reported apart, left out of the headline's accuracy
-    # Where the learning rate is set: a searched range (search.space.train.learning_rate) or train.learning_rate,
-    # the key the advice names.
-    learning_rate_searched: bool = True
+    # Where the winner's learning rate is set, the key the advice names: its searched key (train.learning_rate, or
+    # scoped to the winner's method: dpo.train.learning_rate), or None: train.learning_rate.
+    learning_rate_key: str | None = "train.learning_rate"
     # The trial at the user's own settings (search.baseline), scored beside the winner; never among `trials`.
     baseline: Scored | None = None
+    # A search across methods: each method's best trial (by the search's ranking among that method's trials), among
+    # `trials`, by method name.
+    method_bests: dict[str, Scored] = field(default_factory=dict)
 
     def learning_rate(self, direction: str) -> str:
         """`lower`/`raise` the learning rate, naming the key that sets it in this search."""
-        return (f"{direction} the learning-rate range (search.space.train.learning_rate)" if self.learning_rate_searched
-                else f"{direction} train.learning_rate")
+        return (f"{direction} the learning-rate range (search.space.{self.learning_rate_key})"
+                if self.learning_rate_key else f"{direction} train.learning_rate")
 
     @property
     def winner(self) -> Scored | None:
@@ -204,7 +207,36 @@ def headline(results: ScoredSplit) -> list[str]:
     else:
         lines.append(f"  verdict: the winner is WORSE than the base model on the test split, by "
                      f"{-100 * d.estimate.high:.1f} to {-100 * d.estimate.low:.1f} points")
-    return lines + against_baseline(results)
+    return lines + by_method(results) + against_baseline(results)
+
+
+def by_method(results: ScoredSplit) -> list[str]:
+    """A search across methods: each method's best on the test split, its accuracy and its paired difference from
+    the base model with intervals, its guards, and which method won: which objective, at which settings, by how
+    much, and whether the difference is real."""
+    if len(results.method_bests) < 2:
+        return []
+    lines = ["  each method's best on the test split (searched groups; difference from the base model, paired):"]
+    for method, scored in sorted(results.method_bests.items(),
+                                 key=lambda item: -results.accuracy(item[1]).value):
+        a, d = results.accuracy(scored), results.difference(scored)
+        worse = [group for group, (_, broken) in results.guards(scored).items() if broken]
+        guards = (f"; WORSE on guard group(s) {', '.join(worse)}" if worse else
+                  "; guards held" if results.guard_groups else "")
+        won = " (the winner)" if scored is results.winner else ""
+        lines.append(f"    {method:<5} {scored.label}{won}: {a.value:.3f} [{a.low:.3f}, {a.high:.3f}], "
+                     f"{_points(d.estimate.value)} points [{_points(d.estimate.low)}, {_points(d.estimate.high)}]"
+                     f"{guards}")
+    winner = results.winner
+    others = [s for s in results.method_bests.values() if s is not winner]
+    if winner is not None and winner.method in results.method_bests and others:
+        runner_up = max(others, key=lambda s: results.accuracy(s).value)
+        d = results.difference(winner, against=runner_up)
+        real = "a real difference" if d.distinguishable else "not distinguishable on these pairs"
+        lines.append(f"  {winner.method} won; against the best {runner_up.method}: {_points(d.estimate.value)} points "
+                     f"[{_points(d.estimate.low)}, {_points(d.estimate.high)}] (paired over {d.clusters} prompts): "
+                     f"{real}")
+    return lines
 
 
 def _settings_text(settings: dict) -> str:

@@ -332,11 +332,7 @@ class Experiment:
         from tuner.experiment.ranking import PREF_ACCURACY_METRIC, rank_trials
 
         metric = metric or (self.spec.metric_for(method) if method else self.spec.metric)
-        trials, history = self.trials, self.history
-        if "baseline" in trials:
-            trials = trials[trials["baseline"].fillna(False).astype(bool) == baseline]
-        elif baseline:
-            trials = trials.iloc[0:0]
+        trials, history = self.ranked_trials(baseline), self.history
         if method is not None:
             trials = trials[trials["method"] == method]
         if len(trials) != len(self.trials):
@@ -346,6 +342,14 @@ class Experiment:
             base = ranked["config/model.name"].map(lambda name: self.base_of(name).get(PREF_ACCURACY_METRIC))
             ranked["pref_gain"] = ranked["pref_accuracy_at_best"] - base.astype(float)
         return self.with_intervals(ranked)
+
+    def ranked_trials(self, baseline: bool = False) -> pd.DataFrame:
+        """The trials a ranking covers: the search's own, without the baseline trial (search.baseline), which is
+        compared with the winner and never ranked; `baseline=True`: that trial alone."""
+        trials = self.trials
+        if "baseline" not in trials:
+            return trials.iloc[0:0] if baseline else trials
+        return trials[trials["baseline"].fillna(False).astype(bool) == baseline]
 
     def with_intervals(self, ranked: pd.DataFrame) -> pd.DataFrame:
         """The ranking with each trial's 95% interval and whether it is tied with the leader (share metrics only):

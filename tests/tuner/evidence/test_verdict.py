@@ -132,8 +132,10 @@ def test_a_search_that_found_nothing_says_so_and_what_to_change():
     moved.trials = [scored("w", [0, 1] * 3 + [1, 0] * 57, drift=-0.5, trial_id="w", method="dpo", step=24)]
     assert "changed too few test pairs to tell (3 fixed, 3 broken)" in closing_lines(moved)[-1]
     assert "raise the learning-rate range (search.space.train.learning_rate)" in lines[-1]
-    unmoved.learning_rate_searched = False  # fixed settings: the advice names the key that sets the rate
+    unmoved.learning_rate_key = None  # fixed settings: the advice names the key that sets the rate
     assert closing_lines(unmoved)[-1].endswith("or raise train.learning_rate")
+    unmoved.learning_rate_key = "ipo.train.learning_rate"  # a search across methods: the winner's own key
+    assert closing_lines(unmoved)[-1].endswith("raise the learning-rate range (search.space.ipo.train.learning_rate)")
 
 
 def test_a_search_whose_every_trial_broke_a_guard_says_so():
@@ -166,3 +168,20 @@ def test_the_last_lines_say_what_the_search_gained_over_the_users_baseline():
     # the baseline scored no pair that the others did: left out of every comparison, as a trial would be
     results.baseline.chosen[0] = math.nan
     assert not results.mask[0]
+
+
+def test_a_search_across_methods_ends_with_each_methods_best_and_whether_the_gap_is_real():
+    base = [1] * 20 + [0] * 20
+    results = split(base=base, trials={"d1": [1] * 38 + [0] * 2, "o1": [1] * 24 + [0] * 16},
+                    guard_groups=())
+    results.trials[1].method = "orpo"
+    results.method_bests = {"dpo": results.trials[0], "orpo": results.trials[1]}
+    lines = headline(results)
+    start = lines.index("  each method's best on the test split (searched groups; difference from the base model, "
+                        "paired):")
+    assert lines[start + 1].startswith("    dpo   d1 (the winner): 0.950 [") and "+45.0 points [" in lines[start + 1]
+    assert lines[start + 2].startswith("    orpo  o1: 0.600 [") and "+10.0 points [" in lines[start + 2]
+    assert lines[start + 3].startswith("  dpo won; against the best orpo: +35.0 points [")
+    assert lines[start + 3].endswith(": a real difference")
+    results.method_bests = {"dpo": results.trials[0]}  # one method: no table
+    assert not any("each method's best" in line for line in headline(results))

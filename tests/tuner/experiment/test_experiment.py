@@ -103,8 +103,14 @@ def test_guard_groups_with_no_eval_pair_guard_nothing_and_say_so():
     spec = validate_spec({"search": {"guard_groups": ["fact"]}})
     assert check_guard_groups(spec, held_out) is None
     spec = validate_spec({"search": {"guard_groups": ["fact", "tone"]}})
-    assert check_guard_groups(spec, held_out) == (
+    train = Dataset.from_dict({"prompt": ["d"], "group": ["tone"]})  # in the data, capped out of the eval split
+    assert check_guard_groups(spec, held_out, train) == (
         "search.guard_groups: no eval pair is in tone (the eval groups are ['fact', 'style']): those guard nothing")
+    # a group of no pair of grouped data (a typo) would switch its guard off: refused, with the near name
+    with pytest.raises(InputError) as refused:
+        check_guard_groups(validate_spec({"search": {"guard_groups": ["facts"]}}), held_out, train)
+    assert str(refused.value) == ("search.guard_groups: ['facts'] is no group of the data (did you mean fact?); its "
+                                  "groups are ['fact', 'style', 'tone'], got ['facts']")
     ungrouped = held_out.remove_columns("group")
     assert check_guard_groups(spec, ungrouped).endswith(
         "(the eval pairs have no groups (data.group_column)): no guard applies")

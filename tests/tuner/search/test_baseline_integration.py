@@ -4,10 +4,14 @@ ranks, and the last lines compare the winner with it on the test split."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import optuna
 import pytest
 
 from tuner.experiment.folder import Experiment
+from tests.conftest import REPO
 from tests.tuner.search.test_search_integration import run_cli
 
 pytestmark = pytest.mark.integration
@@ -36,3 +40,10 @@ def test_a_search_with_a_baseline_ends_with_what_it_gained_over_the_users_settin
                                "train.learning_rate=5e-06, lora.r=8, search.baseline)") for line in last), last
     assert any(line.startswith("  winner minus your baseline: ") for line in last), last
     assert any(line.startswith("  against your baseline: ") for line in last), last
+    # the report ranks the search's own trials only, and ends with the same comparison
+    report = subprocess.run([sys.executable, "-m", "analysis", str(experiment.path), "--out", str(tmp_path / "r")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    ranking = report.stdout.split("all: by ", 1)[1].split("\n\n", 1)[0] if "all: by " in report.stdout else \
+        report.stdout.split("dpo: by ", 1)[1].split("\n\n", 1)[0]
+    assert baseline["trial_id"] not in ranking
