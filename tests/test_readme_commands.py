@@ -24,6 +24,9 @@ COVERED = {
     r"^python -m tuner\.run search_spaces/dpo\.yaml$": "tests/tuner/search/test_search_integration.py::dpo_run",
     r"^python -m tuner\.run search_spaces/dpo\.yaml search\.num_samples=2 train\.max_steps=4$":
         "tests/tuner/search/test_search_integration.py::dpo_run",
+    r"^python -m tuner\.run search_spaces/objectives\.yaml$":
+        "tests/tuner/search/test_objectives_integration.py::"
+        "test_objectives_runs_each_method_through_its_own_loss_and_ends_with_each_methods_best",
     r"^python -m tuner\.run search_spaces/orpo\.yaml --name \S+$":
         "tests/tuner/search/test_search_integration.py::test_orpo_search_reports_log_odds",
     r"^python -m tuner\.run search_spaces/dpo\.yaml --address HOST:6379$":

@@ -25,7 +25,7 @@ def write(path, text):
 CASES = {
     "unknown train field": (["train.bta=0.1"], "train.bta: not a field of TRL's DPOConfig (did you mean beta?)"),
     "zero samples": (["search.num_samples=0"], "search.num_samples: Input should be greater than 0, got 0"),
-    "unknown method": (["method=ppo"], "method: Input should be 'dpo' or 'orpo'"),
+    "unknown method": (["method=ppo"], "method: Input should be 'dpo'"),
     "unknown section key": (["runn.name=x"], "runn: unknown key"),
     "reserved train field": (["train.output_dir=/tmp/x"], "train.output_dir: set by tuner"),
     "bounds reversed": (["search.space.train.beta.low=0.9"], "search.space.train.beta: low must be < high"),

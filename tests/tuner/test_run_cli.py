@@ -30,7 +30,7 @@ from tuner.spec import load_spec, validate_spec
 @pytest.mark.parametrize(("overrides", "message"), [
     (["train.bta=0.1"], "train.bta: not a field of TRL's DPOConfig (did you mean beta?)"),
     (["search.num_samples=0"], "search.num_samples: Input should be greater than 0"),
-    (["method=ppo"], "method: Input should be 'dpo' or 'orpo'"),
+    (["method=ppo"], "method: Input should be 'dpo'"),
     (["model.name=/nonexistent/model"], "model.name: no such folder"),
     (["data.source=/nonexistent/pairs.jsonl"], "data.source: no such file"),
     (["data.columns.prompt=question"], "data.columns: data.source 'bundled' has no column prompt='question'"),

@@ -18,6 +18,15 @@ def orpo_classes():
     return ORPOConfig, ORPOTrainer
 
 
+def cpo_classes():
+    # CPO (and SimPO through its loss_type) lives in trl.experimental in TRL 1.x.
+    try:
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+    except ImportError:  # pragma: no cover - older TRL
+        from trl import CPOConfig, CPOTrainer
+    return CPOConfig, CPOTrainer
+
+
 def tune_report():
     # Ray 2.60 reports from a Tune function trainable through ray.tune.report, not ray.train.report.
     from ray.tune import report

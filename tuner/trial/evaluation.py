@@ -198,3 +198,15 @@ class ORPOEval(PairEval):
         if train_eval == "eval" and getattr(self, "_fast_eval_ran", False):  # placeholders, not measurements
             metrics = {k: v for k, v in metrics.items() if k.removeprefix("eval_") not in ORPO_LOGIT_METRICS}
         return super().store_metrics(metrics, train_eval)
+
+
+class CPOEval(ORPOEval):
+    """CPO's (and SimPO's) evaluation: TRL's own forward, recorded where CPO turns logits into log-probs (CPO
+    shares ORPO's tokenization and get_batch_logps), so TRL's metrics are TRL's and the pairs are scored on the
+    answer tokens as the chat template wrote them. ORPO's one-pass forward is not used: CPO's NLL covers the
+    answer only, and SimPO's log-probs are length-normalised."""
+
+    def concatenated_forward(self, model, batch):
+        self._fast_eval_ran = False
+        return super(ORPOEval, self).concatenated_forward(model, batch)
+

@@ -32,7 +32,7 @@ _DPO_EVAL_METRICS = frozenset(_TRL_EVAL_METRICS + ("eval_entropy", "eval_mean_to
 class Method:
     """One preference-tuning method as tuner runs it: TRL's config and trainer, the TRL fields the method itself
     sets, what it is ranked on by default, what its trials report, and its trainer family (tuner.trial.trainers:
-    `dpo`, DPOTrainer against a frozen reference, whose log-probs a search shares; `orpo`, reference-free)."""
+    `dpo`, DPOTrainer against a frozen reference, whose log-probs a search shares; `orpo` and `cpo`, reference-free)."""
 
     name: str
     classes: Callable[[], tuple[type, type]]  # (TRL config class, TRL trainer class), imported when asked
@@ -41,6 +41,7 @@ class Method:
     eval_metrics: frozenset[str]
     family: str
     fixed: dict[str, Any] = field(default_factory=dict)  # TRL fields the method sets; the spec cannot set them
+    defaults: dict[str, Any] = field(default_factory=dict)  # the method's defaults for TRL fields; the spec's win
     beta: str = ""  # what train.beta means for this method (docs/spec.md)
 
     @property
@@ -71,6 +72,15 @@ register(Method(
     default_metric="eval_rewards/margins", fixed={"loss_type": ["ipo"]},
     beta="IPO's tau: the squared loss pulls each pair's per-token log-ratio margin towards 1/(2 tau), so a "
          "smaller tau pushes harder (its own scale, not DPO's)"))
+
+register(Method(
+    "simpo", compat.cpo_classes, "CPOConfig", family="cpo", default_metric="eval_rewards/margins",
+    eval_metrics=frozenset(_TRL_EVAL_METRICS + ("eval_nll_loss",) + TUNER_EVAL_METRICS),
+    fixed={"loss_type": "simpo"},
+    # SimPO alone: CPO's NLL term off (TRL: "set cpo_alpha to 0 for SimPO"); train.cpo_alpha > 0 is CPO-SimPO
+    defaults={"cpo_alpha": 0.0},
+    beta="SimPO's reward scale on the length-normalised log-probs, with train.simpo_gamma the target margin "
+         "(no reference model)"))
 
 # Views of the registry, by method name.
 DEFAULT_METRIC = {name: m.default_metric for name, m in METHODS.items()}
@@ -165,6 +175,7 @@ def training_args(spec: Spec, output_dir: str, on_gpu: bool, precompute_referenc
     # a third more compute that a CPU run, where memory is not short, only waits for.
     kwargs["gradient_checkpointing"] = on_gpu
     kwargs["max_length"] = spec.model.max_length
+    kwargs.update(METHODS[spec.method].defaults)
     kwargs.update(spec.train_values(with_secrets))
     kwargs.update(TRAIN_FIXED, output_dir=output_dir)
     kwargs.update(METHODS[spec.method].fixed)

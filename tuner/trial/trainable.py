@@ -13,6 +13,7 @@ from tuner.console import errors_to_log
 from tuner.spec import Spec, to_yaml, validate_spec, with_sampled
 from tuner.trial import methods
 
+
 def build_trainer(spec: Spec, loaded, train, held_out, output_dir: str, callbacks: list, on_gpu: bool,
                   shared_reference: bool = False, pair_evaluation=None):
     """TRL's trainer for the spec's method, evaluating in one forward pass (tuner.trial.evaluation); with

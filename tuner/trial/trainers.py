@@ -16,11 +16,12 @@ from torch.utils.data import DataLoader
 
 from tuner.evidence.quality import PairScores, pair_groups, pair_ids
 from tuner.trial import logprobs, methods
-from tuner.trial.compat import dpo_classes, orpo_classes
-from tuner.trial.evaluation import DPOEval, ORPOEval, PairEvaluation
+from tuner.trial.compat import cpo_classes, dpo_classes, orpo_classes
+from tuner.trial.evaluation import CPOEval, DPOEval, ORPOEval, PairEvaluation
 
 _, DPOTrainer = dpo_classes()
 _, ORPOTrainer = orpo_classes()
+_, CPOTrainer = cpo_classes()
 
 
 class SharedReferenceDPOTrainer(DPOTrainer):
@@ -57,6 +58,10 @@ class EvaluatingORPOTrainer(_WithPairEvaluation, ORPOEval, ORPOTrainer):
     """TRL's ORPOTrainer with the one-pass evaluation."""
 
 
+class EvaluatingCPOTrainer(_WithPairEvaluation, CPOEval, CPOTrainer):
+    """TRL's CPOTrainer (SimPO through its loss_type) with the pair evaluation."""
+
+
 def trainer_class(method: str, shared_reference: bool = False):
     """TRL's trainer for `method` with the one-pass evaluation; constructed with `pair_evaluation=`. With
     `shared_reference` (DPO only), the trainer that takes the shared reference's tokenized pairs."""
@@ -65,7 +70,7 @@ def trainer_class(method: str, shared_reference: bool = False):
         return EvaluatingSharedReferenceDPOTrainer if shared_reference else EvaluatingDPOTrainer
     if shared_reference:
         raise ValueError(f"only the DPO family shares a reference, got method {method!r}")
-    return EvaluatingORPOTrainer
+    return EvaluatingCPOTrainer if family == "cpo" else EvaluatingORPOTrainer
 
 
 class ReferencePassDPOTrainer(DPOTrainer):

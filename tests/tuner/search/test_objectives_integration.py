@@ -1,5 +1,5 @@
-"""search_spaces/objectives.yaml on the tiny local Llama through the CLI, with real Ray Tune trials: DPO, IPO and ORPO
-trials in one search, each through its own TRL loss, ranked on the shared scale, and the end lists each method's
+"""search_spaces/objectives.yaml on the tiny local Llama through the CLI, with real Ray Tune trials: DPO, IPO, ORPO
+and SimPO trials in one search, each through its own TRL loss, ranked on the shared scale, and the end lists each method's
 best on the test split."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 # One trial per method: the method as a grid (random search samples the scoped keys), IPO's tau fixed small so that
 # its loss, (margin - 1/(2 tau))^2, is far from DPO's log 2 at the first step.
 ONE_EACH = ["search.algorithm=random", "search.num_samples=1", "search.test_top_k=1",
-            "search.space.method={type: grid, values: [dpo, ipo, orpo]}",
+            "search.space.method={type: grid, values: [dpo, ipo, orpo, simpo]}",
             "search.space.ipo.train.beta={type: grid, values: [0.1]}", "scheduler.type=none"]
 
 
@@ -28,7 +28,7 @@ def test_objectives_runs_each_method_through_its_own_loss_and_ends_with_each_met
     assert "Traceback" not in done.stderr
     experiment = Experiment.open(tmp_path / "objectives")
     trials = experiment.trials
-    assert sorted(trials["method"]) == ["dpo", "ipo", "orpo"] and set(trials["status"]) == {"finished"}
+    assert sorted(trials["method"]) == ["dpo", "ipo", "orpo", "simpo"] and set(trials["status"]) == {"finished"}
     history = experiment.history.merge(trials[["trial_id", "method"]], on="trial_id")
     first_loss = history.dropna(subset=["loss"]).groupby("method")["loss"].first()
     assert first_loss["ipo"] == pytest.approx((1 / (2 * 0.1)) ** 2, rel=0.2)  # IPO's squared loss, not DPO's
@@ -38,8 +38,8 @@ def test_objectives_runs_each_method_through_its_own_loss_and_ends_with_each_met
     out = done.stdout.splitlines()
     start = out.index("  each method's best on the test split (searched groups; difference from the base model, "
                       "paired):")
-    assert sorted(line.split()[0] for line in out[start + 1:start + 4]) == ["dpo", "ipo", "orpo"]
-    assert out[start + 4].split()[1] == "won;" and "  verdict: " in done.stdout
+    assert sorted(line.split()[0] for line in out[start + 1:start + 5]) == ["dpo", "ipo", "orpo", "simpo"]
+    assert out[start + 5].split()[1] == "won;" and "  verdict: " in done.stdout
 
     # the report draws every method's curves on the shared scale; the IPO trial exports as any other
     report = subprocess.run([sys.executable, "-m", "analysis", str(experiment.path), "--out", str(tmp_path / "report")],
@@ -48,6 +48,7 @@ def test_objectives_runs_each_method_through_its_own_loss_and_ends_with_each_met
     assert "all: by eval_pref_accuracy (max, best)" in report.stdout
     assert "ipo: by eval_rewards/margins (max, best)" in report.stdout  # and each method on its own metric
     assert "orpo: by eval_log_odds_ratio (max, best)" in report.stdout
+    assert "simpo: by eval_rewards/margins (max, best)" in report.stdout
     ipo_trial = trials.loc[trials["method"] == "ipo", "trial_id"].item()
     exported = subprocess.run([sys.executable, "-m", "tuner.export", str(experiment.path), "--trial", ipo_trial,
                                "--out", str(tmp_path / "ipo-adapter")], cwd=REPO, capture_output=True, text=True,

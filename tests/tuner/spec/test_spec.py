@@ -113,7 +113,7 @@ def test_what_trl_config_refuses_is_a_spec_problem_naming_the_key():
      "search.space.train.max_steps: type 'loguniform' samples fractional numbers, but TRL's DPOConfig.max_steps "
      "takes int"),
     ("method", {"type": "int", "low": 0, "high": 1},
-     "search.space.method: type 'int' samples whole numbers, but method takes Literal['dpo', 'orpo', 'ipo']"),
+     "search.space.method: type 'int' samples whole numbers, but method takes Literal['dpo', 'orpo', 'ipo', 'simpo']"),
     ("lora.r", {"type": "int", "low": 0, "high": 8},
      "search.space.lora.r: low 0 does not fit: input should be greater than 0 (lora.r)"),
     ("lora.r", {"type": "choice", "values": [4, "big"]},

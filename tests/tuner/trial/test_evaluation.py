@@ -200,3 +200,38 @@ def test_the_eval_reports_each_group_the_margin_and_the_guard_from_its_one_pass(
     assert untrained[f"{GUARD}/wrong_fact"] == 0 and untrained[GUARD_BROKEN] == 0
     kept = pairs.outcomes()
     assert len(kept["pairs"]) == len(held_out) - held_out["group"].count("wrong_fact")
+
+
+def test_simpo_eval_keeps_trls_metrics_and_scores_the_same_answer_tokens(tiny_llama, prepared, tmp_path):
+    """SimPO through TRL's CPOTrainer (loss_type simpo, no reference): TRL's own eval metrics, to 1e-4, and the
+    pairs scored on DPO's answer tokens, so the base model's accuracy is where an untrained adapter starts."""
+    spec = validate_spec({**tiny_spec(tiny_llama, "simpo").model_dump(mode="json"),
+                          "train": {**tiny_spec(tiny_llama).train, "beta": 2.0, "simpo_gamma": 0.5}})
+    train, held_out, _, base = prepared
+    train, eval_pairs = as_conversation(train), as_conversation(held_out)
+    loaded = backends.load("hf", str(tiny_llama), spec)
+    args = methods.training_args(spec, str(tmp_path / "stock"), on_gpu=False)
+    assert (args.loss_type, args.cpo_alpha, args.simpo_gamma) == ("simpo", 0.0, 0.5)
+    stock = methods.trainer_class("simpo")(
+        model=loaded.model, args=args, train_dataset=train, eval_dataset=eval_pairs,
+        processing_class=loaded.tokenizer, peft_config=loaded.peft_config)
+    theirs = stock.evaluate()
+
+    pairs = PairEvaluation(base=base)
+    trainer = build_trainer(spec, backends.load("hf", str(tiny_llama), spec), train, eval_pairs,
+                            str(tmp_path / "ours"), [], on_gpu=False, pair_evaluation=pairs)
+    ours = trainer.evaluate()
+    assert_same_metrics(ours, theirs, [k for k in theirs if k.startswith("eval_") and k not in TIMINGS])
+    # what the method says its trials report, so that a search can rank on it
+    assert "eval_rewards/margins" in ours and {k for k in theirs if k.startswith("eval_")} <= \
+        methods.get("simpo").eval_metrics | TIMINGS
+    assert ours[METRIC] == pytest.approx(base.accuracy()[METRIC])
+    assert ours[DRIFT] == pytest.approx(0, abs=1e-6)
+
+    trainer.train()
+    trained = trainer.evaluate()
+    expected, outcomes = direct_accuracy(trainer.model.eval(), AutoTokenizer.from_pretrained(tiny_llama), held_out,
+                                         spec.model.max_length)
+    assert trained[METRIC] == pytest.approx(expected)
+    assert pairs.outcomes() == outcomes
+    assert abs(trained[DRIFT]) > 1e-4

@@ -44,7 +44,10 @@ def test_loss_types_are_read_from_trls_config():
     ({"method": "ipo", "train": {"loss_type": "hinge"}}, "train.loss_type: ipo sets loss_type itself (['ipo'])"),
     ({"method": "ipo", "search": {"space": {"train.loss_type": {"type": "choice", "values": ["hinge"]}}}},
      "search.space.train.loss_type: ipo sets loss_type itself"),
-    ({"method": "kto"}, "method: Input should be 'dpo', 'orpo' or 'ipo'"),
+    ({"method": "kto"}, "method: Input should be 'dpo', 'orpo', 'ipo' or 'simpo'"),
+    ({"method": "simpo", "train": {"precompute_ref_log_probs": True}},
+     "train.precompute_ref_log_probs: not a field of TRL's CPOConfig"),
+    ({"method": "simpo", "train": {"loss_type": "sigmoid"}}, "train.loss_type: simpo sets loss_type itself"),
 ])
 def test_a_loss_the_method_cannot_run_is_one_line(raw, problem):
     with pytest.raises(SpecError) as raised:
