@@ -126,6 +126,7 @@ class NanSafeASHA(ASHAScheduler):
                 tune_controller.search_alg.on_trial_complete(trial.trial_id,
                                                              result=flatten_dict(trial.last_result))
                 tune_controller.stop_trial(trial)
+                _saved_with_the_next_state(tune_controller, trial)
                 continue
             tune_controller.search_alg.searcher.on_unpause(trial.trial_id)
             return trial
@@ -155,3 +156,14 @@ class NanSafeASHA(ASHAScheduler):
         return (not tune_controller.search_alg.is_finished()
                 or any(trial.status == Trial.PENDING and self._time_attr not in trial.last_result
                        for trial in tune_controller.get_trials()))
+
+
+def _saved_with_the_next_state(tune_controller, trial) -> None:
+    """Ray Tune (2.60) writes a trial into the search's saved state only when something marks it: a start, a
+    report, the stop of its live process. A paused trial has no process, so its end would never be written, and the
+    folder would hold it as paused from the last save before: the run would end as stopped early, with a resume
+    command and no test split. Marked here, through the controller the scheduler's wrapper holds."""
+    controller = getattr(tune_controller, "_tune_controller", tune_controller)
+    mark = getattr(controller, "_mark_trial_to_checkpoint", None)
+    if mark is not None:
+        mark(trial)

@@ -234,7 +234,8 @@ def scripted_resumable_trial(config, *, events: str):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("algorithm", ["optuna", "grid"])
-def test_a_real_search_scores_every_configuration_before_any_trial_trains_past_the_first_rung(algorithm, tmp_path):
+def test_a_real_search_scores_every_configuration_before_any_trial_trains_past_the_first_rung(algorithm, tmp_path,
+                                                                                              monkeypatch):
     import ray
     from ray import tune
 
@@ -254,6 +255,9 @@ def test_a_real_search_scores_every_configuration_before_any_trial_trains_past_t
                           "train": {"max_steps": 3, "eval_steps": 1}})
     experiment = Experiment.create(spec, check_storage(str(tmp_path / "results"), "paused"))
     events = tmp_path / "events.jsonl"
+    # Tune saves the search's state after every step, as it does at its own pace in a search of minutes: a trial
+    # that ends where it paused is saved as ended, not as the paused trial an earlier save held.
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         tune.Tuner(
@@ -302,6 +306,11 @@ def test_a_real_search_scores_every_configuration_before_any_trial_trains_past_t
             current[event["beta"]][1] = event["time"]
     runs.sort()
     assert all(earlier[1] < later[0] for earlier, later in zip(runs, runs[1:]))
+    # The search's saved state says every trial ended, those ended where they paused too: tuner reads it to decide
+    # whether the search completed (and scores the test split) or stopped early (and prints the resume command).
+    state = json.loads(next((tmp_path / "tune" / "paused").glob("experiment_state-*.json")).read_text())
+    saved = {json.loads(trial)["config"]["train.beta"]: json.loads(trial)["status"] for trial, _ in state["trial_data"]}
+    assert saved == {beta: "TERMINATED" for beta in betas}
 
 
 def test_a_resumed_trial_keeps_its_own_result_files_and_a_resumed_search_gets_the_stored_ones(tmp_path):
